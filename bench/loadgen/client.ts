@@ -1,0 +1,491 @@
+/**
+ * A load-generator process: holds up to a few thousand WebSocket clients and/or issues /send calls,
+ * driven by JSON lines on stdin (see protocol.ts). Runs on Bun (`bun bench/loadgen/client.ts
+ * <deadline ms>`) and exits by itself at the deadline or when stdin closes.
+ *
+ * The WebSocket client is written on raw TCP (node:net) rather than a library so that it costs the
+ * machine as little as possible, can bind a source address in 127.0.0.0/8, and speaks both plain
+ * frames and Socket.IO's engine.io packets with the same code path. Frames from the server are
+ * parsed in place; the client only ever writes tiny control frames (pong, close, engine.io pings).
+ */
+import net from "node:net";
+import process from "node:process";
+import { Buffer } from "node:buffer";
+import { createHmac } from "node:crypto";
+import { createInterface } from "node:readline";
+import type {
+  AwaitReply,
+  CollectReply,
+  Command,
+  ConnectCommand,
+  ConnectReply,
+  RateCommand,
+  RateReply,
+  SendCommand,
+  SendReply,
+  StatsReply,
+  WireMode,
+} from "./protocol.ts";
+
+/** A handshake that has not completed in this long is counted as failed (ms). */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** How many failure messages a reply samples; the rest are only counted. */
+const ERROR_SAMPLE = 5;
+/** Token lifetime (s): longer than any bench run, so no token expires mid-run. */
+const TOKEN_LIFETIME_S = 24 * 3600;
+/** Pacing tick of the open-loop sender (ms); 1 ms keeps bursts at rate/1000 calls. */
+const PACE_TICK_MS = 1;
+/** How long a rate run waits for in-flight calls after its duration ends (ms). */
+const DRAIN_TIMEOUT_MS = 5_000;
+/** Fixed Sec-WebSocket-Key: the bench trusts loopback servers and skips checking the accept hash. */
+const WS_KEY = "ZGVuby1wdXNoZXItYmVuYw==";
+
+/** Microseconds of the system-wide monotonic clock; comparable across processes on this host. */
+function nowUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
+function b64url(text: string): string {
+  return Buffer.from(text).toString("base64url");
+}
+
+const JWT_HEADER = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+
+/** An HS256 JWT with the string `uid` claim the servers require. */
+export function signToken(uid: string, secret: string): string {
+  const iat = Math.floor(Date.now() / 1000);
+  const body = b64url(
+    JSON.stringify({ uid, iat, exp: iat + TOKEN_LIFETIME_S }),
+  );
+  const sig = createHmac("sha256", secret).update(`${JWT_HEADER}.${body}`)
+    .digest("base64url");
+  return `${JWT_HEADER}.${body}.${sig}`;
+}
+
+/** A client frame: FIN, masked with an all-zero key (legal, and leaves the payload as it is). */
+function clientFrame(opcode: number, payload: Buffer): Buffer {
+  if (payload.length > 125) {
+    throw new Error(`control payload too long: ${payload.length} bytes`);
+  }
+  const frame = Buffer.alloc(6 + payload.length);
+  frame[0] = 0x80 | opcode;
+  frame[1] = 0x80 | payload.length;
+  payload.copy(frame, 6);
+  return frame;
+}
+
+/** A pushed message: `<tag>|<µs>|` padded with dots to payloadBytes. */
+export function benchMessage(tag: string, payloadBytes: number): string {
+  const head = `${tag}|${nowUs()}|`;
+  return head.length >= payloadBytes ? head : head + ".".repeat(payloadBytes - head.length);
+}
+
+interface TagState {
+  count: number;
+  latenciesUs: number[];
+  waiter?: { expect: number; resolve: () => void };
+}
+
+const tags = new Map<string, TagState>();
+const sets = new Map<string, Set<Conn>>();
+let closedAfterOpen = 0;
+let unparsed = 0;
+
+function tagState(tag: string): TagState {
+  let state = tags.get(tag);
+  if (!state) tags.set(tag, state = { count: 0, latenciesUs: [] });
+  return state;
+}
+
+function record(text: string): void {
+  const bar = text.indexOf("|");
+  const bar2 = bar < 0 ? -1 : text.indexOf("|", bar + 1);
+  if (bar2 < 0) {
+    unparsed++;
+    return;
+  }
+  const latency = nowUs() - Number(text.slice(bar + 1, bar2));
+  const state = tagState(text.slice(0, bar));
+  state.count++;
+  state.latenciesUs.push(latency);
+  if (state.waiter && state.count >= state.waiter.expect) {
+    state.waiter.resolve();
+  }
+}
+
+/** One WebSocket client; it is the only reader and the only writer of its socket. */
+class Conn {
+  private buf: Buffer | null = null;
+  private upgraded = false;
+  private open = false;
+  private failed = false;
+  private fragments: Buffer[] = [];
+  private readonly timer: ReturnType<typeof setTimeout>;
+  readonly socket: net.Socket;
+
+  constructor(
+    readonly set: Set<Conn>,
+    readonly mode: WireMode,
+    opts: {
+      host: string;
+      port: number;
+      localAddress?: string;
+      request: string;
+    },
+    private readonly onOpen: () => void,
+    private readonly onFail: (why: string) => void,
+  ) {
+    this.timer = setTimeout(
+      () => this.fail("handshake timeout"),
+      HANDSHAKE_TIMEOUT_MS,
+    );
+    this.socket = net.connect({
+      host: opts.host,
+      port: opts.port,
+      localAddress: opts.localAddress,
+    });
+    this.socket.setNoDelay(true);
+    this.socket.on("connect", () => this.socket.write(opts.request));
+    this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    this.socket.on("error", (err: Error) => this.fail(err.message));
+    this.socket.on("close", () => {
+      clearTimeout(this.timer);
+      if (this.open) {
+        this.open = false;
+        this.set.delete(this);
+        closedAfterOpen++;
+      } else this.fail("closed before open");
+    });
+  }
+
+  private fail(why: string): void {
+    if (this.open || this.failed) return;
+    this.failed = true;
+    clearTimeout(this.timer);
+    this.socket.destroy();
+    this.onFail(why);
+  }
+
+  private opened(): void {
+    if (this.open || this.failed) return;
+    this.open = true;
+    clearTimeout(this.timer);
+    this.set.add(this);
+    this.onOpen();
+  }
+
+  close(): void {
+    this.socket.write(clientFrame(0x8, Buffer.alloc(0)));
+    this.socket.end();
+  }
+
+  private onData(chunk: Buffer): void {
+    let data = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.buf = null;
+    if (!this.upgraded) {
+      const end = data.indexOf("\r\n\r\n");
+      if (end < 0) {
+        this.buf = data;
+        return;
+      }
+      const head = data.toString("latin1", 0, end);
+      if (!head.startsWith("HTTP/1.1 101")) {
+        this.fail(`handshake: ${head.split("\r\n")[0]}`);
+        return;
+      }
+      this.upgraded = true;
+      if (this.mode === "ws") this.opened();
+      data = data.subarray(end + 4);
+    }
+    let off = 0;
+    while (data.length - off >= 2) {
+      const b0 = data[off];
+      const b1 = data[off + 1];
+      let len = b1 & 0x7f;
+      let hdr = 2;
+      if (len === 126) {
+        if (data.length - off < 4) break;
+        len = data.readUInt16BE(off + 2);
+        hdr = 4;
+      } else if (len === 127) {
+        if (data.length - off < 10) break;
+        len = Number(data.readBigUInt64BE(off + 2));
+        hdr = 10;
+      }
+      if (b1 & 0x80) hdr += 4; // servers must not mask; tolerate it by skipping the key
+      if (data.length - off < hdr + len) break;
+      this.onFrame(
+        b0 & 0x0f,
+        (b0 & 0x80) !== 0,
+        data.subarray(off + hdr, off + hdr + len),
+      );
+      off += hdr + len;
+    }
+    if (off < data.length) this.buf = Buffer.from(data.subarray(off));
+  }
+
+  private onFrame(opcode: number, fin: boolean, payload: Buffer): void {
+    if (opcode === 0x0 || !fin) {
+      this.fragments.push(Buffer.from(payload));
+      if (!fin) return;
+      payload = Buffer.concat(this.fragments);
+      this.fragments = [];
+    }
+    if (opcode === 0x9) this.socket.write(clientFrame(0xa, payload));
+    else if (opcode === 0x8) {
+      this.socket.write(clientFrame(0x8, payload.subarray(0, 2)));
+      this.socket.end();
+    } else if (opcode !== 0xa) this.onText(payload.toString());
+  }
+
+  private send(text: string): void {
+    this.socket.write(clientFrame(0x1, Buffer.from(text)));
+  }
+
+  private onText(text: string): void {
+    if (this.mode === "ws") return record(text);
+    // engine.io v4 packet type, then socket.io packet type for "4" (message).
+    if (text.startsWith("42")) {
+      const event = JSON.parse(text.slice(2));
+      if (Array.isArray(event) && typeof event[1] === "string") {
+        record(event[1]);
+      } else unparsed++;
+    } else if (text === "2") this.send("3");
+    else if (text.startsWith("0")) this.send("40");
+    else if (text.startsWith("40")) this.opened();
+    else if (text.startsWith("44")) {
+      this.fail(`socket.io connect_error: ${text.slice(2)}`);
+    } else unparsed++;
+  }
+}
+
+function connect(cmd: ConnectCommand): Promise<ConnectReply> {
+  let set = sets.get(cmd.set);
+  if (!set) sets.set(cmd.set, set = new Set());
+  const connSet = set;
+  const started = performance.now();
+  let next = 0;
+  let connected = 0;
+  let failed = 0;
+  const errors: string[] = [];
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve({ connected, failed, ms: performance.now() - started, errors });
+    };
+    const timer = setTimeout(finish, cmd.timeoutMs);
+    const settle = () => {
+      if (connected + failed === cmd.count) finish();
+      else if (!done) launch();
+    };
+    const launch = () => {
+      if (next >= cmd.count) return;
+      const index = next++;
+      const uid = cmd.uid ?? `${cmd.uidPrefix}${(cmd.uidStart ?? 0) + index}`;
+      const host = cmd.hosts[index % cmd.hosts.length];
+      const request = `GET ${cmd.path}token=${signToken(uid, cmd.secret)} HTTP/1.1\r\n` +
+        `Host: ${host}:${cmd.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+      new Conn(
+        connSet,
+        cmd.mode,
+        { host, port: cmd.port, localAddress: cmd.localAddress, request },
+        () => {
+          connected++;
+          settle();
+        },
+        (why) => {
+          failed++;
+          if (errors.length < ERROR_SAMPLE) errors.push(why);
+          settle();
+        },
+      );
+    };
+    if (cmd.count === 0) finish();
+    for (let i = 0; i < Math.min(cmd.concurrency, cmd.count); i++) launch();
+  });
+}
+
+function awaitTag(
+  tag: string,
+  expect: number,
+  timeoutMs: number,
+): Promise<AwaitReply> {
+  const state = tagState(tag);
+  const reply = (): AwaitReply => {
+    tags.delete(tag);
+    let maxUs = 0;
+    let minUs = Infinity;
+    for (const l of state.latenciesUs) {
+      if (l > maxUs) maxUs = l;
+      if (l < minUs) minUs = l;
+    }
+    return { count: state.count, maxUs, minUs: state.count ? minUs : 0 };
+  };
+  if (state.count >= expect) return Promise.resolve(reply());
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(reply()), timeoutMs);
+    state.waiter = {
+      expect,
+      resolve: () => {
+        clearTimeout(timer);
+        resolve(reply());
+      },
+    };
+  });
+}
+
+async function sendOne(cmd: SendCommand): Promise<SendReply> {
+  const started = performance.now();
+  const message = benchMessage(cmd.tag, cmd.payloadBytes);
+  const url = `${cmd.base}/send?uid=${encodeURIComponent(cmd.uid)}&message=${
+    encodeURIComponent(message)
+  }`;
+  const res = await fetch(url);
+  const body = await res.text();
+  return { status: res.status, body, ms: performance.now() - started };
+}
+
+function rate(cmd: RateCommand): Promise<RateReply> {
+  const r: RateReply = {
+    issued: 0,
+    accepted: 0,
+    notFound: 0,
+    otherStatus: 0,
+    errors: 0,
+    shed: 0,
+    elapsedMs: 0,
+    errorSample: [],
+  };
+  let inflight = 0;
+  const started = performance.now();
+  const one = async () => {
+    const uid = `${cmd.uidPrefix}${r.issued % cmd.uidCount}`;
+    r.issued++;
+    inflight++;
+    try {
+      const message = benchMessage(cmd.tag, cmd.payloadBytes);
+      const res = await fetch(
+        `${cmd.base}/send?uid=${uid}&message=${encodeURIComponent(message)}`,
+      );
+      await res.arrayBuffer();
+      if (res.status === 200) r.accepted++;
+      else if (res.status === 404) r.notFound++;
+      else r.otherStatus++;
+    } catch (err) {
+      r.errors++;
+      if (r.errorSample.length < ERROR_SAMPLE) r.errorSample.push(String(err));
+    } finally {
+      inflight--;
+    }
+  };
+  return new Promise((resolve) => {
+    const end = () => {
+      r.elapsedMs = performance.now() - started;
+      const drainBy = performance.now() + DRAIN_TIMEOUT_MS;
+      const drain = setInterval(() => {
+        if (inflight === 0 || performance.now() > drainBy) {
+          clearInterval(drain);
+          resolve(r);
+        }
+      }, PACE_TICK_MS);
+    };
+    if (cmd.rate === 0) {
+      // Closed loop: `concurrency` callers, each issuing its next call when the last returns.
+      const until = started + cmd.durationMs;
+      const loop = async () => {
+        while (performance.now() < until) await one();
+      };
+      Promise.all(Array.from({ length: cmd.concurrency }, loop)).then(end);
+      return;
+    }
+    const pace = setInterval(() => {
+      const elapsed = performance.now() - started;
+      const due = Math.floor(
+        Math.min(elapsed, cmd.durationMs) * cmd.rate / 1000,
+      );
+      while (r.issued + r.shed < due && inflight < cmd.concurrency) void one();
+      if (r.issued + r.shed < due) r.shed += due - r.issued - r.shed;
+      if (elapsed >= cmd.durationMs) {
+        clearInterval(pace);
+        end();
+      }
+    }, PACE_TICK_MS);
+  });
+}
+
+function stats(): StatsReply {
+  const open: Record<string, number> = {};
+  for (const [name, set] of sets) open[name] = set.size;
+  const cpu = process.cpuUsage();
+  return {
+    open,
+    closedAfterOpen,
+    unparsed,
+    cpuUserMs: cpu.user / 1000,
+    cpuSystemMs: cpu.system / 1000,
+    rssBytes: process.memoryUsage().rss,
+  };
+}
+
+async function handle(command: Command): Promise<unknown> {
+  switch (command.cmd) {
+    case "connect":
+      return await connect(command);
+    case "await":
+      return await awaitTag(command.tag, command.expect, command.timeoutMs);
+    case "collect": {
+      const state = tags.get(command.tag);
+      tags.delete(command.tag);
+      return {
+        count: state?.count ?? 0,
+        latenciesUs: state?.latenciesUs ?? [],
+      } satisfies CollectReply;
+    }
+    case "close": {
+      for (const conn of sets.get(command.set) ?? []) conn.close();
+      return {};
+    }
+    case "stats":
+      return stats();
+    case "send":
+      return await sendOne(command);
+    case "rate":
+      return await rate(command);
+    case "exit":
+      setTimeout(() => process.exit(0), 0);
+      return {};
+  }
+}
+
+function main(): void {
+  const deadlineMs = Number(process.argv[2] ?? 0);
+  if (!(deadlineMs > 0)) throw new Error("usage: client.ts <deadline ms>");
+  setTimeout(() => {
+    console.error(
+      `load generator: deadline of ${deadlineMs} ms reached, exiting`,
+    );
+    process.exit(2);
+  }, deadlineMs);
+  const lines = createInterface({ input: process.stdin });
+  lines.on("line", (line: string) => {
+    if (!line.trim()) return;
+    const { id, ...command } = JSON.parse(line) as Command & { id: number };
+    handle(command as Command).then(
+      (result) =>
+        process.stdout.write(
+          JSON.stringify({ id, ok: true, ...result as object }) + "\n",
+        ),
+      (err) =>
+        process.stdout.write(
+          JSON.stringify({ id, ok: false, error: String(err) }) + "\n",
+        ),
+    );
+  });
+  lines.on("close", () => process.exit(0));
+}
+
+if (import.meta.main) main();

@@ -1,0 +1,147 @@
+/**
+ * The line protocol between the bench coordinator (bench/run.ts, on Deno) and its load-generator
+ * processes (bench/loadgen/client.ts, on Bun). One JSON object per line: commands on the worker's
+ * stdin, replies on its stdout, matched by `id`. Types only, so both sides share them.
+ *
+ * Every pushed message the bench sends is `<tag>|<send time, µs of CLOCK_MONOTONIC>|<padding>`, so a
+ * receiver computes send-to-receive latency itself: all load generators run on Bun, whose
+ * `process.hrtime` reads the same system-wide monotonic clock.
+ */
+
+/** How a client speaks to the server: plain WebSocket frames, or Socket.IO (engine.io v4) packets. */
+export type WireMode = "ws" | "sio";
+
+/** Opens `count` connections into the named set, at most `concurrency` handshakes in flight. */
+export interface ConnectCommand {
+  cmd: "connect";
+  set: string;
+  count: number;
+  /** Every connection uses this uid (fan-out), or uidPrefix + index from uidStart (unicast). */
+  uid?: string;
+  uidPrefix?: string;
+  uidStart?: number;
+  /** Destination addresses in 127.0.0.0/8, used round-robin. */
+  hosts: string[];
+  port: number;
+  /** Request path without the token, e.g. "/ws?" or "/socket.io/?EIO=4&transport=websocket&". */
+  path: string;
+  mode: WireMode;
+  secret: string;
+  /** Source address to bind in 127.0.0.0/8, so each worker has its own 28k ephemeral ports. */
+  localAddress?: string;
+  concurrency: number;
+  timeoutMs: number;
+}
+
+/** Resolves when `expect` messages with `tag` have arrived in this worker, or at the timeout. */
+export interface AwaitCommand {
+  cmd: "await";
+  tag: string;
+  expect: number;
+  timeoutMs: number;
+}
+
+/** Returns every latency recorded for `tag` (µs) and forgets the tag. */
+export interface CollectCommand {
+  cmd: "collect";
+  tag: string;
+}
+
+export interface CloseCommand {
+  cmd: "close";
+  set: string;
+}
+
+export interface StatsCommand {
+  cmd: "stats";
+}
+
+/** One GET to `url` (a /send call); replies with status and parsed body. */
+export interface SendCommand {
+  cmd: "send";
+  base: string;
+  uid: string;
+  tag: string;
+  payloadBytes: number;
+}
+
+/**
+ * /send calls over keep-alive HTTP for `durationMs`: open-loop at `rate` per second (calls that
+ * would exceed `concurrency` in flight are shed and counted), or closed-loop when rate is 0.
+ */
+export interface RateCommand {
+  cmd: "rate";
+  base: string;
+  uidPrefix: string;
+  uidCount: number;
+  tag: string;
+  rate: number;
+  concurrency: number;
+  durationMs: number;
+  payloadBytes: number;
+}
+
+export interface ExitCommand {
+  cmd: "exit";
+}
+
+export type Command =
+  | ConnectCommand
+  | AwaitCommand
+  | CollectCommand
+  | CloseCommand
+  | StatsCommand
+  | SendCommand
+  | RateCommand
+  | ExitCommand;
+
+export interface ConnectReply {
+  connected: number;
+  failed: number;
+  ms: number;
+  errors: string[];
+}
+
+export interface AwaitReply {
+  count: number;
+  maxUs: number;
+  minUs: number;
+}
+
+export interface CollectReply {
+  count: number;
+  latenciesUs: number[];
+}
+
+export interface StatsReply {
+  open: Record<string, number>;
+  closedAfterOpen: number;
+  unparsed: number;
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  rssBytes: number;
+}
+
+export interface SendReply {
+  status: number;
+  body: string;
+  ms: number;
+}
+
+export interface RateReply {
+  issued: number;
+  accepted: number;
+  notFound: number;
+  otherStatus: number;
+  errors: number;
+  shed: number;
+  elapsedMs: number;
+  errorSample: string[];
+}
+
+/** Every reply carries the command's id; `ok: false` replies carry `error` instead of a result. */
+export type Reply<T> = { id: number; ok: true } & T | {
+  id: number;
+  ok: false;
+  error: string;
+};

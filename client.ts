@@ -1,0 +1,174 @@
+/**
+ * A client is one WebSocket connection of one uid: it owns the socket's write side, a bounded
+ * queue in front of it, and the frame format the connection asked for.
+ *
+ * Concurrency invariant: every write to the socket goes through `Client.#write`, in queue order, and
+ * the queue never holds more than MAX_QUEUE bytes (with the socket's own buffer) before the client
+ * is cut off.
+ */
+import { type Message, utf8Length } from "./message/message.ts";
+
+/** What a runtime adapter gives the core for one socket (see runtime/). */
+export interface Socket {
+  /** Writes one text frame, or hands it to the runtime's buffer. May throw if the socket died. */
+  send(data: string): void;
+  /** Bytes the runtime holds for this socket that the network has not taken yet. */
+  bufferedAmount(): number;
+  /** Sends a close frame; idempotent. */
+  close(code: number, reason: string): void;
+}
+
+/** How pushes are framed for a connection, chosen with `?format=` when it connects. */
+export type Format = "text" | "json";
+
+/**
+ * Close codes the server sends, with the reason text that goes with each. Documented in the
+ * README; clients may branch on them.
+ */
+export const CloseCode = {
+  /** Server shutting down or restarting; reconnect. */
+  goingAway: { code: 1001, reason: "server going away" },
+  /** A binary frame arrived; the protocol is text only. */
+  unsupportedData: { code: 1003, reason: "binary frames are not accepted" },
+  /** An inbound frame was over MAX_FRAME_BYTES. */
+  tooBig: { code: 1009, reason: "frame too large" },
+  /** The auth frame carried a token that did not verify (the reason says why). */
+  authFailed: { code: 4001, reason: "authentication failed" },
+  /** No auth frame within AUTH_TIMEOUT seconds. */
+  authTimeout: { code: 4002, reason: "authentication timeout" },
+  /** The first frame of an ?auth=frame socket was not a valid auth frame. */
+  authExpected: { code: 4003, reason: "expected an auth frame" },
+  /** The connection fell more than MAX_QUEUE_BYTES behind. */
+  slowConsumer: { code: 4008, reason: "slow consumer" },
+} as const;
+
+/**
+ * Bytes the runtime may buffer for a socket before further frames wait in the client's own queue.
+ * Below it, pushes go straight to the socket (no queue, no timer); it is well under the default
+ * MAX_QUEUE_BYTES (1 MiB) so a burst is absorbed before anyone is cut off.
+ */
+export const HIGH_WATER_BYTES = 64 * 1024;
+
+/**
+ * Milliseconds between checks of a backed-up socket's buffer. Deno has no drain event, so a client
+ * with a queue polls; Bun's drain event flushes sooner. Idle clients run no timer.
+ */
+export const DRAIN_POLL_MS = 5;
+
+/** What the hub learns from a client's queue, so its gauges and message statuses stay exact. */
+export interface ClientEvents {
+  /** A frame entered (+1) or left (-1) a queue. */
+  pending(delta: 1 | -1): void;
+  /** A push was written to the socket. */
+  sent(message: Message): void;
+  /** A push could not be written: the socket threw, or the frame was dropped from the queue. */
+  lost(client: Client, message: Message, how: "failed" | "dropped"): void;
+  /** The client was cut off as a slow consumer and must leave the hub. */
+  slow(client: Client): void;
+}
+
+interface Queued {
+  frame: string;
+  bytes: number;
+  message?: Message;
+}
+
+/** One connection. Created by the hub once the connection is authenticated. */
+export class Client {
+  /** Crypto-random, unique per connection. */
+  readonly id = crypto.randomUUID();
+  #queue: Queued[] = [];
+  #queuedBytes = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+
+  constructor(
+    readonly uid: string,
+    readonly format: Format,
+    private readonly socket: Socket,
+    private readonly events: ClientEvents,
+    private readonly maxQueueBytes: number,
+  ) {}
+
+  /** Whether the client has been closed or cut off; a closed client writes nothing more. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Pushes a message in this client's format. Returns false when the client could not take it
+   * (closed, the write threw, or it was cut off as slow because of it).
+   */
+  push(message: Message): boolean {
+    const frame = this.format === "json" ? message.json : message.text;
+    return this.#enqueue({ frame: frame.data, bytes: frame.bytes, message });
+  }
+
+  /** Sends a control frame (welcome, pong) in order with the pushes. */
+  control(data: string): boolean {
+    return this.#enqueue({ frame: data, bytes: utf8Length(data) });
+  }
+
+  /** Writes what the socket can take now; runtimes with a drain event call this from it. */
+  drain(): void {
+    this.#timer = undefined;
+    while (this.#queue.length > 0 && !this.#closed) {
+      if (this.socket.bufferedAmount() >= HIGH_WATER_BYTES) {
+        this.#timer = setTimeout(() => this.drain(), DRAIN_POLL_MS);
+        return;
+      }
+      const item = this.#queue.shift()!;
+      this.#queuedBytes -= item.bytes;
+      this.events.pending(-1);
+      this.#write(item);
+    }
+  }
+
+  /**
+   * Closes the socket with `code` and drops what is still queued. Idempotent; the hub calls it
+   * when the client leaves, whatever the reason.
+   */
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    for (const item of this.#queue) {
+      this.events.pending(-1);
+      if (item.message) this.events.lost(this, item.message, "dropped");
+    }
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    try {
+      this.socket.close(code, reason);
+    } catch {
+      // The socket is already gone; nothing is left to tell the peer.
+    }
+  }
+
+  #enqueue(item: Queued): boolean {
+    if (this.#closed) return false;
+    if (this.#queue.length === 0 && this.socket.bufferedAmount() < HIGH_WATER_BYTES) {
+      return this.#write(item);
+    }
+    this.#queue.push(item);
+    this.#queuedBytes += item.bytes;
+    this.events.pending(1);
+    if (this.#queuedBytes + this.socket.bufferedAmount() > this.maxQueueBytes) {
+      this.events.slow(this);
+      return false;
+    }
+    this.#timer ??= setTimeout(() => this.drain(), DRAIN_POLL_MS);
+    return true;
+  }
+
+  #write(item: Queued): boolean {
+    try {
+      this.socket.send(item.frame);
+    } catch {
+      if (item.message) this.events.lost(this, item.message, "failed");
+      return false;
+    }
+    if (item.message) this.events.sent(item.message);
+    return true;
+  }
+}

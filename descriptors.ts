@@ -1,0 +1,35 @@
+/**
+ * File-descriptor budget. A process here may open a fixed number of files, and a server that runs
+ * out of descriptors cannot even accept the connection that would tell a client to go away. So the
+ * connection cap sits below the limit, with a reserve for listeners, the SQLite file and HTTP
+ * requests in flight.
+ */
+import { readFileSync } from "node:fs";
+
+/** Descriptors kept back from the cap: at least this many, or 5% of the limit if that is more. */
+export const DESCRIPTOR_RESERVE = 512;
+
+/** Used when the limit cannot be read (no /proc): a conservative cap. */
+export const FALLBACK_MAX_CONNECTIONS = 10_000;
+
+/** The soft "Max open files" limit of this process, or undefined where /proc is not there. */
+export function openFileLimit(limitsText?: string): number | undefined {
+  let text = limitsText;
+  if (text === undefined) {
+    try {
+      text = readFileSync("/proc/self/limits", "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+  const match = /^Max open files\s+(\d+|unlimited)\s/m.exec(text);
+  if (!match || match[1] === "unlimited") return undefined;
+  return Number(match[1]);
+}
+
+/** The connection cap for MAX_CONNECTIONS=auto: the open-file limit minus the reserve. */
+export function autoMaxConnections(limit = openFileLimit()): number {
+  if (limit === undefined) return FALLBACK_MAX_CONNECTIONS;
+  const reserve = Math.max(DESCRIPTOR_RESERVE, Math.ceil(limit * 0.05));
+  return Math.max(1, limit - reserve);
+}

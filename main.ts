@@ -1,0 +1,174 @@
+/**
+ * Wires the parts together: configuration, message logger, hub, HTTP app, runtime adapter and
+ * signals. Nothing here decides how a push is delivered.
+ */
+import process from "node:process";
+import { join } from "node:path";
+import pkg from "./package.json" with { type: "json" };
+import { Authenticator, randomSecret } from "./authenticator.ts";
+import { CloseCode } from "./client.ts";
+import { type Config, ConfigError, helpText, parseConfig } from "./config.ts";
+import { autoMaxConnections } from "./descriptors.ts";
+import { type DeliveryErrorHandler, Hub } from "./hub.ts";
+import { type MessageLogger, NullLogger } from "./message/logger.ts";
+import { SqliteLogger } from "./message/sqlite.ts";
+import { StdoutLogger } from "./message/stdout.ts";
+import { Metrics } from "./metrics.ts";
+import { type Listening, runtimeName, serve } from "./runtime/serve.ts";
+import { type App, createApp } from "./server.ts";
+
+/** The version printed by --version and in the start banner. */
+export const VERSION: string = pkg.version;
+
+/** A running server and its parts, for main and for tests. */
+export interface Running {
+  /** `http://<host>:<port>` with a host that reaches it from this machine. */
+  url: string;
+  port: number;
+  hub: Hub;
+  metrics: Metrics;
+  app: App;
+  logger: MessageLogger;
+  authenticator: Authenticator;
+  /** The secret tokens are checked with; random when none was configured. */
+  secret: string;
+  /** True when the secret was generated for this process. */
+  generatedSecret: boolean;
+  maxConnections: number;
+  /** Closes every socket (1001), stops listening and flushes the log. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Extra wiring that is not configuration. */
+export interface StartOptions {
+  onDeliveryError?: DeliveryErrorHandler;
+  /** Where the stdout logger writes; tests capture it. */
+  stdout?: (text: string) => void;
+}
+
+/** Starts a server with `config`. Resolves once it listens. */
+export async function start(config: Config, options: StartOptions = {}): Promise<Running> {
+  const onLogError = (err: unknown) => console.error(`message log: ${err}`);
+  const logger: MessageLogger = config.messageLogger === "sqlite"
+    ? new SqliteLogger(join(config.dataDir, "messages.db"), config.logFlushMs, onLogError)
+    : config.messageLogger === "stdout"
+    ? new StdoutLogger(config.logFlushMs, onLogError, options.stdout)
+    : new NullLogger();
+  const metrics = new Metrics();
+  const hub = new Hub({
+    logger,
+    metrics,
+    maxQueueBytes: config.maxQueueBytes,
+    onDeliveryError: options.onDeliveryError,
+  });
+  const secret = config.jwtSecret ?? randomSecret();
+  const authenticator = new Authenticator(secret, config.jwtAlg);
+  const maxConnections = config.maxConnections === "auto"
+    ? autoMaxConnections()
+    : config.maxConnections;
+  const app = createApp({ config, hub, metrics, authenticator, maxConnections });
+  let listening: Listening;
+  try {
+    listening = await serve(app, {
+      host: config.host,
+      port: config.port,
+      idleTimeout: config.idleTimeout,
+      maxFrameBytes: config.maxFrameBytes,
+      maxQueueBytes: config.maxQueueBytes,
+    });
+  } catch (err) {
+    logger.close();
+    throw err;
+  }
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host;
+  let stopping: Promise<void> | undefined;
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${listening.port}`,
+    port: listening.port,
+    hub,
+    metrics,
+    app,
+    logger,
+    authenticator,
+    secret,
+    generatedSecret: config.jwtSecret === undefined,
+    maxConnections,
+    stop: () =>
+      stopping ??= (async () => {
+        app.drain();
+        hub.closeAll(CloseCode.goingAway.code, CloseCode.goingAway.reason);
+        await listening.stop();
+        logger.close();
+      })(),
+  };
+}
+
+/** The start banner; with a generated secret, a dev token and lines that work as printed. */
+export async function banner(running: Running, config: Config): Promise<string> {
+  const lines = [
+    `deno-pusher ${VERSION} on ${runtimeName}, listening on ${config.host}:${running.port}` +
+    ` (max ${running.maxConnections} connections)`,
+    `message log: ${
+      config.messageLogger === "sqlite"
+        ? `sqlite at ${join(config.dataDir, "messages.db")}`
+        : config.messageLogger
+    }`,
+  ];
+  if (running.generatedSecret) {
+    const token = await running.authenticator.sign("123", 24 * 3600);
+    const ws = running.url.replace(/^http/, "ws");
+    lines.push(
+      "",
+      "No JWT_SECRET is set: this run signs tokens with a random secret that dies with it.",
+      "Dev token for uid 123, valid 24 hours:",
+      `  ${token}`,
+      "In a browser's developer console:",
+      `  const ws = new WebSocket("${ws}/ws?token=${token}"); ws.onmessage = (e) => console.log(e.data);`,
+      "Then, from a shell on this machine:",
+      `  curl "${running.url}/send?uid=123&message=Hello"`,
+      "",
+    );
+  }
+  return lines.join("\n");
+}
+
+async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseConfig(args, process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`deno-pusher: ${err.message}`);
+    return 2;
+  }
+  if (parsed.kind === "help") {
+    console.log(helpText());
+    return 0;
+  }
+  if (parsed.kind === "version") {
+    console.log(`deno-pusher ${VERSION} (${runtimeName})`);
+    return 0;
+  }
+  const config = parsed.config;
+  let running: Running;
+  try {
+    running = await start(config);
+  } catch (err) {
+    console.error(`deno-pusher: cannot start: ${(err as Error).message}`);
+    return 1;
+  }
+  console.log(await banner(running, config));
+  return await new Promise<number>((resolve) => {
+    const shutdown = (signal: string) => {
+      console.log(`${signal}: closing connections and flushing the message log`);
+      running.stop().then(() => resolve(0), (err) => {
+        console.error(`deno-pusher: shutdown failed: ${err}`);
+        resolve(1);
+      });
+    };
+    process.once("SIGINT", () => shutdown("SIGINT"));
+    process.once("SIGTERM", () => shutdown("SIGTERM"));
+  });
+}
+
+if (import.meta.main) process.exit(await main(process.argv.slice(2)));

@@ -1,0 +1,65 @@
+/**
+ * A message on its way out: encoded at most once per format, however many connections receive it,
+ * and tracking how its delivery ends.
+ */
+import type { DeliveryStatus } from "./logger.ts";
+
+/** One encoded frame and its size in UTF-8 bytes (what it costs a connection's queue). */
+export interface Frame {
+  data: string;
+  bytes: number;
+}
+
+/** Version of the JSON frame format; sent in `welcome`. Later fields are additions only. */
+export const PROTOCOL_VERSION = 1;
+
+/** UTF-8 length of a string without allocating its encoding. */
+export function utf8Length(s: string): number {
+  let bytes = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      bytes += 2; // a surrogate pair: 2 UTF-16 units, 4 UTF-8 bytes
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
+}
+
+/** A pushed message. `text` and `json` are computed on first use and shared by every recipient. */
+export class Message {
+  #text: Frame | undefined;
+  #json: Frame | undefined;
+  /** Connections that took the message and have not written or dropped it yet. */
+  outstanding = 0;
+  /** Connections it was written to. */
+  written = 0;
+  status: DeliveryStatus = "accepted";
+
+  constructor(
+    readonly id: number,
+    readonly uid: string,
+    readonly data: string,
+    /** Milliseconds since the epoch, when it was accepted. */
+    readonly ts: number,
+    dataBytes?: number,
+  ) {
+    if (dataBytes !== undefined) this.#text = { data, bytes: dataBytes };
+  }
+
+  /** The go-pusher frame: exactly the message. */
+  get text(): Frame {
+    return this.#text ??= { data: this.data, bytes: utf8Length(this.data) };
+  }
+
+  /** The JSON envelope `{type:"message", id, data, ts}`. */
+  get json(): Frame {
+    if (!this.#json) {
+      const data = JSON.stringify({ type: "message", id: this.id, data: this.data, ts: this.ts });
+      this.#json = { data, bytes: utf8Length(data) };
+    }
+    return this.#json;
+  }
+}

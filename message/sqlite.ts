@@ -1,0 +1,69 @@
+/**
+ * The SQLite logger, on `node:sqlite` (built into Deno and Bun: no dependency). WAL mode, one
+ * transaction per batch.
+ */
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { BatchingLogger, type DeliveryStatus, type MessageRecord } from "./logger.ts";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS messages (
+  id         INTEGER PRIMARY KEY,
+  uid        TEXT    NOT NULL,
+  message    TEXT    NOT NULL,
+  created_at INTEGER NOT NULL, -- milliseconds since the epoch
+  status     TEXT    NOT NULL
+    CHECK (status IN ('accepted', 'delivered', 'offline', 'failed', 'dropped')),
+  updated_at INTEGER NOT NULL  -- milliseconds since the epoch
+);
+CREATE INDEX IF NOT EXISTS messages_uid_id ON messages (uid, id);
+`;
+
+/** Keeps every message and its status in a SQLite file, created with its folder if missing. */
+export class SqliteLogger extends BatchingLogger {
+  readonly #db: DatabaseSync;
+  readonly #insert: StatementSync;
+  readonly #update: StatementSync;
+  readonly #lastId: number;
+
+  constructor(path: string, flushMs: number, onError: (err: unknown) => void) {
+    super(flushMs, onError);
+    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+    this.#db = new DatabaseSync(path);
+    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    this.#db.exec(SCHEMA);
+    this.#insert = this.#db.prepare(
+      "INSERT INTO messages (id, uid, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+    );
+    this.#update = this.#db.prepare("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?");
+    const row = this.#db.prepare("SELECT max(id) AS id FROM messages").get() as {
+      id: number | null;
+    };
+    this.#lastId = Number(row.id ?? 0);
+  }
+
+  lastId(): number {
+    return this.#lastId;
+  }
+
+  protected write(records: MessageRecord[], updates: Map<number, DeliveryStatus>): void {
+    const now = Date.now();
+    this.#db.exec("BEGIN");
+    try {
+      for (const r of records) {
+        this.#insert.run(r.id, r.uid, r.message, r.createdAt, r.status, now);
+      }
+      for (const [id, status] of updates) this.#update.run(status, now, id);
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      this.#db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  override close(): void {
+    super.close();
+    this.#db.close();
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Counters for /metrics, in the Prometheus text format. Gauges are read from their owners when
+ * scraped, so they cannot drift; counters only ever grow.
+ */
+
+/** The exposition format's content type (Prometheus text format 0.0.4). */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/** Values read at scrape time from whoever owns them. */
+export interface Gauges {
+  connections: number;
+  users: number;
+  pending: number;
+  unauthenticated: number;
+}
+
+/** Process-wide counters. No label ever holds a uid, a token or a raw path. */
+export class Metrics {
+  messagesAccepted = 0;
+  messagesOffline = 0;
+  messagesSent = 0;
+  messagesFailed = 0;
+  messagesDropped = 0;
+  slowConsumers = 0;
+  authFailures = 0;
+  readonly #http = new Map<string, number>();
+
+  /** Counts one HTTP response; `route` is the matched route pattern, never the raw path. */
+  httpRequest(method: string, route: string, status: number): void {
+    const key = `method="${method}",route="${route}",status="${status}"`;
+    this.#http.set(key, (this.#http.get(key) ?? 0) + 1);
+  }
+
+  /** The exposition text. `connections` and `pending` keep go-pusher's names. */
+  render(gauges: Gauges): string {
+    const out: string[] = [];
+    const one = (name: string, type: string, help: string, value: number) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`);
+    };
+    one("connections", "gauge", "Open authenticated WebSocket connections.", gauges.connections);
+    one("users", "gauge", "Distinct uids with at least one connection.", gauges.users);
+    one("pending", "gauge", "Frames queued behind backed-up sockets.", gauges.pending);
+    one(
+      "connections_unauthenticated",
+      "gauge",
+      "Sockets still waiting for their auth frame.",
+      gauges.unauthenticated,
+    );
+    one("messages_accepted_total", "counter", "Messages accepted by /send.", this.messagesAccepted);
+    one(
+      "messages_offline_total",
+      "counter",
+      "Messages for a uid with no connection.",
+      this.messagesOffline,
+    );
+    one("messages_sent_total", "counter", "Pushes written to a connection.", this.messagesSent);
+    one("messages_failed_total", "counter", "Pushes whose write threw.", this.messagesFailed);
+    one(
+      "messages_dropped_total",
+      "counter",
+      "Pushes dropped from the queue of a closed or slow connection.",
+      this.messagesDropped,
+    );
+    one(
+      "slow_consumers_total",
+      "counter",
+      "Connections cut off for falling behind (close 4008).",
+      this.slowConsumers,
+    );
+    one(
+      "auth_failures_total",
+      "counter",
+      "Refused tokens, at /ws or in auth frames.",
+      this.authFailures,
+    );
+    out.push(
+      "# HELP http_requests_total HTTP responses by method, route and status.",
+      "# TYPE http_requests_total counter",
+    );
+    for (const [labels, value] of this.#http) out.push(`http_requests_total{${labels}} ${value}`);
+    return out.join("\n") + "\n";
+  }
+}

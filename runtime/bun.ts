@@ -1,0 +1,108 @@
+/**
+ * The Bun adapter: `Bun.serve` with its websocket handlers mapped onto the core's Socket. Bun's
+ * `send` result and `getBufferedAmount` give the same backpressure signal as Deno's bufferedAmount.
+ */
+import type { Socket } from "../client.ts";
+import type { App, SocketHandlers } from "../server.ts";
+import type { Listening, ServeOptions } from "./serve.ts";
+
+/** The parts of Bun's API this adapter uses (Bun's own types are not loaded under Deno). */
+interface BunSocket {
+  data: SocketHandlers;
+  send(data: string): number;
+  getBufferedAmount(): number;
+  close(code?: number, reason?: string): void;
+}
+interface BunServer {
+  port: number;
+  upgrade(request: Request, options: { data: SocketHandlers }): boolean;
+  requestIP(request: Request): { address: string } | null;
+  stop(closeActive?: boolean): Promise<void>;
+}
+interface BunRuntime {
+  serve(options: {
+    hostname: string;
+    port: number;
+    fetch(
+      request: Request,
+      server: BunServer,
+    ): Response | Promise<Response | undefined> | undefined;
+    websocket: {
+      idleTimeout: number;
+      maxPayloadLength: number;
+      backpressureLimit: number;
+      closeOnBackpressureLimit: boolean;
+      sendPings: boolean;
+      open(ws: BunSocket): void;
+      message(ws: BunSocket, message: string | Uint8Array): void;
+      close(ws: BunSocket, code: number, reason: string): void;
+      drain(ws: BunSocket): void;
+    };
+  }): BunServer;
+}
+
+/** Bun's idleTimeout is capped at 960 seconds. */
+const BUN_MAX_IDLE_SECONDS = 960;
+
+/** Serves `app` with Bun's HTTP server. */
+export function serveBun(app: App, options: ServeOptions): Promise<Listening> {
+  const bun = (globalThis as unknown as { Bun: BunRuntime }).Bun;
+  const sockets = new WeakMap<BunSocket, Socket>();
+  const adapt = (ws: BunSocket): Socket => {
+    let socket = sockets.get(ws);
+    if (!socket) {
+      socket = {
+        send(data) {
+          // 0: Bun dropped the frame (socket closed); -1: queued behind backpressure, still sent.
+          if (ws.send(data) === 0) throw new Error("socket is not open");
+        },
+        bufferedAmount: () => ws.getBufferedAmount(),
+        close: (code, reason) => ws.close(code, reason),
+      };
+      sockets.set(ws, socket);
+    }
+    return socket;
+  };
+  let resolveFinished: () => void;
+  const finished = new Promise<void>((resolve) => resolveFinished = resolve);
+  const server = bun.serve({
+    hostname: options.host,
+    port: options.port,
+    async fetch(request, server) {
+      let upgraded = false;
+      const response = await app.fetch(request, {
+        remoteAddress: server.requestIP(request)?.address ?? "",
+        upgrade(req, handlers) {
+          upgraded = server.upgrade(req, { data: handlers });
+          if (!upgraded) {
+            return Response.json({ error: "WebSocket upgrade failed" }, { status: 400 });
+          }
+          return new Response(null);
+        },
+      });
+      // After an upgrade Bun has answered 101 itself and expects no response.
+      return upgraded ? undefined : response;
+    },
+    websocket: {
+      idleTimeout: Math.min(options.idleTimeout, BUN_MAX_IDLE_SECONDS),
+      // Bun closes with 1009 itself past this; the core checks the same bound on Deno.
+      maxPayloadLength: options.maxFrameBytes,
+      // The core cuts slow clients off at MAX_QUEUE_BYTES; Bun must not decide first.
+      backpressureLimit: options.maxQueueBytes * 4,
+      closeOnBackpressureLimit: false,
+      sendPings: true,
+      open: (ws) => ws.data.open(adapt(ws)),
+      message: (ws, message) => ws.data.message(message),
+      close: (ws, code, reason) => ws.data.close(code, reason),
+      drain: (ws) => ws.data.drain(),
+    },
+  });
+  return Promise.resolve({
+    port: server.port,
+    stop: async () => {
+      await server.stop(true);
+      resolveFinished();
+    },
+    finished,
+  });
+}

@@ -1,0 +1,42 @@
+/** The Deno adapter: `Deno.serve` and `Deno.upgradeWebSocket` mapped onto the core's Socket. */
+import type { Socket } from "../client.ts";
+import type { App, SocketHandlers } from "../server.ts";
+import type { Listening, ServeOptions } from "./serve.ts";
+
+/** Serves `app` with Deno's HTTP server. */
+export function serveDeno(app: App, options: ServeOptions): Promise<Listening> {
+  const server = Deno.serve({
+    hostname: options.host,
+    port: options.port,
+    onListen: () => {}, // main.ts prints its own banner
+  }, (request, info) =>
+    app.fetch(request, {
+      remoteAddress: (info.remoteAddr as Deno.NetAddr).hostname ?? "",
+      upgrade: (req, handlers) => upgrade(req, handlers, options.idleTimeout),
+    }));
+  return Promise.resolve({
+    port: server.addr.port,
+    stop: () => server.shutdown(),
+    finished: server.finished,
+  });
+}
+
+function upgrade(request: Request, handlers: SocketHandlers, idleTimeout: number): Response {
+  const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout });
+  socket.binaryType = "arraybuffer";
+  const adapted: Socket = {
+    send(data) {
+      if (socket.readyState !== WebSocket.OPEN) throw new Error("socket is not open");
+      socket.send(data);
+    },
+    bufferedAmount: () => socket.bufferedAmount,
+    close: (code, reason) => socket.close(code, reason),
+  };
+  socket.onopen = () => handlers.open(adapted);
+  socket.onmessage = (event) =>
+    handlers.message(
+      typeof event.data === "string" ? event.data : new Uint8Array(event.data as ArrayBuffer),
+    );
+  socket.onclose = (event) => handlers.close(event.code, event.reason);
+  return response;
+}

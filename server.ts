@@ -1,0 +1,355 @@
+/**
+ * The HTTP surface: /ws (authenticate, then upgrade), /send, /metrics, /healthz and /readyz.
+ * Requests are validated here, once, at the edge; the hub decides who receives what. The runtime
+ * (Deno or Bun) is reached only through `RuntimeEnv`, which its adapter in runtime/ passes in.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { Context } from "hono";
+import { z } from "zod";
+import { type Authenticator, AuthError, type Identity, tokenFromRequest } from "./authenticator.ts";
+import { type Client, CloseCode, type Format, type Socket } from "./client.ts";
+import type { Config } from "./config.ts";
+import type { Hub } from "./hub.ts";
+import { utf8Length } from "./message/message.ts";
+import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
+
+/** What a runtime adapter calls as a socket's life goes on. */
+export interface SocketHandlers {
+  open(socket: Socket): void;
+  /** A text frame arrives as a string, a binary one as bytes. */
+  message(data: string | Uint8Array): void;
+  close(code: number, reason: string): void;
+  /** The runtime's buffer for the socket emptied (Bun has this event; Deno does not). */
+  drain(): void;
+}
+
+/** The per-request bridge to the runtime, passed as Hono's `env` by the adapter. */
+export interface RuntimeEnv {
+  /** Turns `request` into a WebSocket; returns the response the route hands back. */
+  upgrade(request: Request, handlers: SocketHandlers): Response;
+  /** The peer's IP address, as text. */
+  remoteAddress: string;
+}
+
+/** What the app needs; main.ts wires it, tests build it with other settings. */
+export interface AppDeps {
+  config: Config;
+  hub: Hub;
+  metrics: Metrics;
+  authenticator: Authenticator;
+  /** Most sockets open at once, authenticated or not; past it /ws answers 503. */
+  maxConnections: number;
+}
+
+/** The app and the state the adapters and main.ts need to see. */
+export interface App {
+  fetch(request: Request, env: RuntimeEnv): Response | Promise<Response>;
+  /** Sockets open now, authenticated or not. */
+  readonly sockets: () => number;
+  /** Marks the server as draining: /readyz turns 503 and /ws refuses new sockets. */
+  drain(): void;
+}
+
+type Env = { Bindings: RuntimeEnv };
+
+const uidSchema = z.union([z.string(), z.number().int()], {
+  error: (issue) => issue.input === undefined ? "uid is required" : "uid must be a string",
+}).transform(String).pipe(
+  z.string().min(1, "uid is required").max(256, "uid is longer than 256 characters"),
+);
+
+/** /send's input, from the query, a form body or a JSON body (the body wins). */
+const sendSchema = z.object({
+  uid: uidSchema,
+  message: z.string({
+    error: (issue) =>
+      issue.input === undefined ? "message is required" : "message must be a string",
+  }),
+});
+
+const formatSchema = z.enum(["text", "json"], { error: "format must be text or json" });
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
+
+/** Builds the Hono app. Stateless across requests but for the hub and the counters. */
+export function createApp(deps: AppDeps): App {
+  const { config, hub, metrics, authenticator } = deps;
+  const app = new Hono<Env>();
+  let sockets = 0;
+  let unauthenticated = 0;
+  let draining = false;
+  const apiKeys = config.apiKeys.map(digest);
+
+  app.use(async (c, next) => {
+    await next();
+    metrics.httpRequest(c.req.method, c.req.routePath, c.res.status);
+  });
+
+  app.get("/ws", async (c) => {
+    const format = formatSchema.safeParse(c.req.query("format") ?? "text");
+    if (!format.success) return c.json({ error: format.error.issues[0].message }, 400);
+    const token = tokenFromRequest(new URL(c.req.url), c.req.raw.headers);
+    const frameAuth = c.req.query("auth") === "frame";
+    let identity: Identity | undefined;
+    if (token !== undefined) {
+      try {
+        identity = await authenticator.verify(token);
+      } catch (err) {
+        metrics.authFailures++;
+        return c.json({ error: err instanceof AuthError ? err.message : "token invalid" }, 401);
+      }
+    } else if (!frameAuth) {
+      metrics.authFailures++;
+      return c.json(
+        { error: "token required: ?token=, Authorization: Bearer, or ?auth=frame" },
+        401,
+      );
+    }
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      return c.json({ error: "expected a WebSocket upgrade" }, 426);
+    }
+    if (draining) return c.json({ error: "server is shutting down" }, 503);
+    if (sockets >= deps.maxConnections) {
+      return c.json({ error: `connection limit reached (${deps.maxConnections})` }, 503);
+    }
+    sockets++;
+    return c.env.upgrade(c.req.raw, handlersFor(identity, format.data));
+  });
+
+  /** One socket's life: optional auth frame, then a hub client until it closes. */
+  function handlersFor(identity: Identity | undefined, format: Format): SocketHandlers {
+    let client: Client | undefined;
+    let socket: Socket;
+    let authTimer: ReturnType<typeof setTimeout> | undefined;
+    let verifying = false;
+
+    const refuse = (code: number, reason: string) => {
+      if (authTimer !== undefined) clearTimeout(authTimer);
+      authTimer = undefined;
+      try {
+        socket.close(code, reason);
+      } catch {
+        // Already closed.
+      }
+    };
+
+    const authenticate = async (data: string) => {
+      let token: unknown;
+      try {
+        const frame = JSON.parse(data);
+        if (frame?.type === "auth") token = frame.token;
+      } catch {
+        // Not JSON: refused below like any other frame that is not an auth frame.
+      }
+      if (typeof token !== "string") {
+        return refuse(CloseCode.authExpected.code, CloseCode.authExpected.reason);
+      }
+      verifying = true;
+      try {
+        const who = await authenticator.verify(token);
+        if (authTimer === undefined) return; // timed out or closed meanwhile
+        clearTimeout(authTimer);
+        authTimer = undefined;
+        unauthenticated--;
+        client = hub.connect(who.uid, format, socket);
+      } catch (err) {
+        metrics.authFailures++;
+        const reason = err instanceof AuthError ? err.message : CloseCode.authFailed.reason;
+        refuse(CloseCode.authFailed.code, reason);
+      } finally {
+        verifying = false;
+      }
+    };
+
+    return {
+      open(s) {
+        socket = s;
+        if (identity) {
+          client = hub.connect(identity.uid, format, s);
+          return;
+        }
+        unauthenticated++;
+        authTimer = setTimeout(() => {
+          unauthenticated--;
+          authTimer = undefined;
+          metrics.authFailures++;
+          refuse(CloseCode.authTimeout.code, CloseCode.authTimeout.reason);
+        }, config.authTimeout * 1000);
+      },
+      message(data) {
+        if (typeof data !== "string") {
+          return close(CloseCode.unsupportedData.code, CloseCode.unsupportedData.reason);
+        }
+        // A UTF-16 unit is at most 3 UTF-8 bytes: count exactly only when it could matter.
+        if (data.length * 3 > config.maxFrameBytes && utf8Length(data) > config.maxFrameBytes) {
+          return close(CloseCode.tooBig.code, CloseCode.tooBig.reason);
+        }
+        if (!client) {
+          if (!verifying) authenticate(data);
+          return;
+        }
+        if (data === "ping") client.control("pong");
+        else if (format === "json") answerJson(client, data);
+      },
+      close() {
+        sockets--;
+        if (client) hub.disconnected(client);
+        else if (authTimer !== undefined) {
+          clearTimeout(authTimer);
+          authTimer = undefined;
+          unauthenticated--;
+        }
+      },
+      drain() {
+        client?.drain();
+      },
+    };
+
+    function close(code: number, reason: string) {
+      if (client) hub.close(client, code, reason);
+      else refuse(code, reason);
+    }
+  }
+
+  const send = async (c: Context<Env>) => {
+    const denied = checkApiKey(c);
+    if (denied) return denied;
+    const fields: Record<string, unknown> = { ...c.req.query() };
+    if (c.req.method === "POST") {
+      const body = await readBody(c);
+      if (body instanceof Response) return body;
+      Object.assign(fields, body);
+    }
+    const parsed = sendSchema.safeParse(fields);
+    if (!parsed.success) {
+      return c.json({ error: parsed.error.issues[0].message, issues: parsed.error.issues }, 400);
+    }
+    const { uid, message } = parsed.data;
+    const bytes = utf8Length(message);
+    if (bytes > config.maxMessageBytes) {
+      return c.json({
+        error:
+          `message is ${bytes} bytes; the limit is ${config.maxMessageBytes} (MAX_MESSAGE_BYTES)`,
+      }, 413);
+    }
+    const result = hub.sendToUid(uid, message, bytes);
+    if (result.delivered === 0) {
+      return c.json({ error: `client not found: ${uid}`, id: result.id, uid }, 404);
+    }
+    return c.json(result, 200);
+  };
+
+  /** Form and JSON bodies are both accepted; they carry URL-encoding, so allow 3× the message. */
+  const sendBodyLimit = bodyLimit({
+    maxSize: config.maxMessageBytes * 3 + 4096,
+    onError: (c) =>
+      c.json(
+        { error: `request body too large; MAX_MESSAGE_BYTES is ${config.maxMessageBytes}` },
+        413,
+      ),
+  });
+  app.get("/send", send);
+  app.post("/send", sendBodyLimit, send);
+
+  async function readBody(c: Context<Env>): Promise<Record<string, unknown> | Response> {
+    const type = c.req.header("content-type")?.split(";")[0].trim().toLowerCase() ?? "";
+    if (type === "application/json") {
+      let body: unknown;
+      try {
+        body = await c.req.json();
+      } catch {
+        return c.json({ error: "body is not valid JSON" }, 400);
+      }
+      if (typeof body !== "object" || body === null || Array.isArray(body)) {
+        return c.json({ error: "JSON body must be an object" }, 400);
+      }
+      return body as Record<string, unknown>;
+    }
+    if (type === "application/x-www-form-urlencoded" || type === "multipart/form-data") {
+      const form = await c.req.parseBody();
+      return Object.fromEntries(Object.entries(form).filter(([, v]) => typeof v === "string"));
+    }
+    const length = c.req.header("content-length");
+    if (type === "" && (length === undefined || length === "0")) return {}; // fields in the query
+    return c.json({
+      error: `unsupported content type ${type || "(none)"}: use a form or application/json`,
+    }, 415);
+  }
+
+  /**
+   * /send needs one of API_KEYS (Authorization: Bearer or X-API-Key), compared in constant time.
+   * With none configured it answers loopback callers only.
+   */
+  function checkApiKey(c: Context<Env>): Response | undefined {
+    if (apiKeys.length === 0) {
+      if (LOOPBACK.test(c.env.remoteAddress)) return undefined;
+      return c.json({ error: "/send answers loopback callers only until API_KEYS is set" }, 403);
+    }
+    const auth = c.req.header("authorization");
+    const presented = c.req.header("x-api-key") ??
+      (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
+    if (presented === undefined) return c.json({ error: "API key required" }, 401);
+    const presentedDigest = digest(presented);
+    if (!apiKeys.some((key) => timingSafeEqual(key, presentedDigest))) {
+      return c.json({ error: "API key invalid" }, 401);
+    }
+    return undefined;
+  }
+
+  app.get("/metrics", (c) => {
+    const body = metrics.render({
+      connections: hub.connections,
+      users: hub.users,
+      pending: hub.pending,
+      unauthenticated,
+    });
+    return c.body(body, 200, { "content-type": METRICS_CONTENT_TYPE });
+  });
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get(
+    "/readyz",
+    (c) => draining ? c.json({ status: "draining" }, 503) : c.json({ status: "ready" }),
+  );
+
+  for (const path of ["/ws", "/send", "/metrics", "/healthz", "/readyz"]) {
+    app.all(path, (c) => c.json({ error: `method ${c.req.method} not allowed on ${path}` }, 405));
+  }
+  app.notFound((c) => c.json({ error: `not found: ${c.req.method} ${c.req.path}` }, 404));
+  app.onError((err, c) => {
+    console.error(`error on ${c.req.method} ${c.req.path}: ${err}`);
+    return c.json({ error: "internal error" }, 500);
+  });
+
+  return {
+    fetch: (request, env) => app.fetch(request, env),
+    sockets: () => sockets,
+    drain: () => {
+      draining = true;
+    },
+  };
+}
+
+/**
+ * Answers a json-format client's control frame: `{"type":"ping"}` gets `{"type":"pong"}`;
+ * anything else gets an `error` frame and the connection stays open.
+ */
+function answerJson(client: Client, data: string): void {
+  let type: unknown;
+  try {
+    type = JSON.parse(data)?.type;
+  } catch {
+    client.control(JSON.stringify({ type: "error", error: "frame is not valid JSON" }));
+    return;
+  }
+  if (type === "ping") client.control('{"type":"pong"}');
+  else {client.control(
+      JSON.stringify({ type: "error", error: `unknown frame type: ${String(type)}` }),
+    );}
+}
+
+/** Keys are compared as SHA-256 digests: equal lengths, so timingSafeEqual applies. */
+function digest(key: string): Uint8Array {
+  return createHash("sha256").update(key).digest();
+}
