@@ -20,8 +20,10 @@ export type DeliveryErrorHandler = (
 export interface SendResult {
   id: number;
   uid: string;
-  /** Connections the message was written or queued to; 0 means the uid was offline. */
+  /** Connections the message was written or queued to. */
   delivered: number;
+  /** Connections the uid had; 0 means it was offline. */
+  connections: number;
 }
 
 /** Hub options; all have working defaults. */
@@ -129,15 +131,16 @@ export class Hub {
     if (!clients) {
       this.#metrics.messagesOffline++;
       this.#settle(message, "offline");
-      return { id, uid, delivered: 0 };
+      return { id, uid, delivered: 0, connections: 0 };
     }
+    const connections = clients.size;
     let delivered = 0;
     // Copy first: a push can cut a slow client off, which edits the set.
     for (const client of [...clients]) {
       message.outstanding++;
       if (client.push(message)) delivered++;
     }
-    return { id, uid, delivered };
+    return { id, uid, delivered, connections };
   }
 
   #attach(client: Client): void {

@@ -125,9 +125,16 @@ export function createApp(deps: AppDeps): App {
     let authTimer: ReturnType<typeof setTimeout> | undefined;
     let verifying = false;
 
-    const refuse = (code: number, reason: string) => {
-      if (authTimer !== undefined) clearTimeout(authTimer);
+    /** The socket stops waiting for its auth frame, whatever the outcome. Idempotent. */
+    const stopWaiting = () => {
+      if (authTimer === undefined) return;
+      clearTimeout(authTimer);
       authTimer = undefined;
+      unauthenticated--;
+    };
+
+    const refuse = (code: number, reason: string) => {
+      stopWaiting();
       try {
         socket.close(code, reason);
       } catch {
@@ -150,9 +157,7 @@ export function createApp(deps: AppDeps): App {
       try {
         const who = await authenticator.verify(token);
         if (authTimer === undefined) return; // timed out or closed meanwhile
-        clearTimeout(authTimer);
-        authTimer = undefined;
-        unauthenticated--;
+        stopWaiting();
         client = hub.connect(who.uid, format, socket);
       } catch (err) {
         metrics.authFailures++;
@@ -172,8 +177,6 @@ export function createApp(deps: AppDeps): App {
         }
         unauthenticated++;
         authTimer = setTimeout(() => {
-          unauthenticated--;
-          authTimer = undefined;
           metrics.authFailures++;
           refuse(CloseCode.authTimeout.code, CloseCode.authTimeout.reason);
         }, config.authTimeout * 1000);
@@ -196,11 +199,7 @@ export function createApp(deps: AppDeps): App {
       close() {
         sockets--;
         if (client) hub.disconnected(client);
-        else if (authTimer !== undefined) {
-          clearTimeout(authTimer);
-          authTimer = undefined;
-          unauthenticated--;
-        }
+        else stopWaiting();
       },
       drain() {
         client?.drain();
@@ -234,11 +233,9 @@ export function createApp(deps: AppDeps): App {
           `message is ${bytes} bytes; the limit is ${config.maxMessageBytes} (MAX_MESSAGE_BYTES)`,
       }, 413);
     }
-    const result = hub.sendToUid(uid, message, bytes);
-    if (result.delivered === 0) {
-      return c.json({ error: `client not found: ${uid}`, id: result.id, uid }, 404);
-    }
-    return c.json(result, 200);
+    const { id, delivered, connections } = hub.sendToUid(uid, message, bytes);
+    if (connections === 0) return c.json({ error: `client not found: ${uid}`, id, uid }, 404);
+    return c.json({ id, uid, delivered }, 200);
   };
 
   /** Form and JSON bodies are both accepted; they carry URL-encoding, so allow 3× the message. */

@@ -14,6 +14,7 @@ import { Buffer } from "node:buffer";
 import { createHmac } from "node:crypto";
 import { createInterface } from "node:readline";
 import type {
+  AwaitCommand,
   AwaitReply,
   CollectReply,
   Command,
@@ -436,7 +437,7 @@ async function handle(command: Command): Promise<unknown> {
     case "connect":
       return await connect(command);
     case "await":
-      return await awaitTag(command.tag, command.expect, command.timeoutMs);
+      return await awaitTag(command);
     case "collect": {
       const state = tags.get(command.tag);
       tags.delete(command.tag);

@@ -33,12 +33,16 @@ export interface ConnectCommand {
   timeoutMs: number;
 }
 
-/** Resolves when `expect` messages with `tag` have arrived in this worker, or at the timeout. */
+/**
+ * Resolves when `expect` messages with `tag` have arrived in this worker, or at the timeout.
+ * `forget` drops the tag's latencies afterwards (fan-out rounds); otherwise `collect` takes them.
+ */
 export interface AwaitCommand {
   cmd: "await";
   tag: string;
   expect: number;
   timeoutMs: number;
+  forget: boolean;
 }
 
 /** Returns every latency recorded for `tag` (µs) and forgets the tag. */

@@ -1,0 +1,331 @@
+/**
+ * The servers under test ("peers"): how each is prepared, started, measured and stopped. Every peer
+ * speaks the same contract (/ws?token=<HS256 JWT with uid>, /send?uid=&message=, /healthz), so the
+ * same load generator drives them all. The coordinator owns every process it starts here.
+ */
+import type { WireMode } from "./loadgen/protocol.ts";
+
+/** Paths and tools the peers are built from. */
+export interface Toolchain {
+  repo: string;
+  deno: string;
+  bun: string;
+}
+
+/** How to run one peer: a command line, or the reason it is skipped on this machine. */
+export type Launch =
+  | { cmd: string; args: string[]; env: Record<string, string>; cwd: string }
+  | { skip: string };
+
+export interface PeerSpec {
+  name: string;
+  /** Which of our runtimes it is the ceiling for, or the product itself; drives the target checks. */
+  role: "product" | "ceiling" | "peer";
+  runtime: "deno" | "bun" | "go" | "node";
+  wire: WireMode;
+  /** WebSocket request path up to and including the separator before `token=`. */
+  wsPath: string;
+  launch(t: Toolchain, port: number, secret: string, dataDir: string): Promise<Launch>;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function which(cmd: string): Promise<string | null> {
+  const out = await new Deno.Command("bash", { args: ["-c", `command -v ${cmd}`], stdout: "piped" })
+    .output();
+  return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
+}
+
+const bench = (t: Toolchain) => `${t.repo}/bench`;
+
+/** Node peers need node on PATH and bench/node_modules (installed by `make bench`). */
+async function nodePeer(t: Toolchain, script: string, pkg: string, port: number, secret: string) {
+  const node = await which("node");
+  if (!node) return { skip: "node is not on PATH" };
+  if (!await exists(`${bench(t)}/node_modules/${pkg}`)) {
+    return { skip: `bench/node_modules/${pkg} missing: run npm ci --prefix bench` };
+  }
+  return {
+    cmd: node,
+    args: [`${bench(t)}/peers/${script}`],
+    env: { PORT: String(port), JWT_SECRET: secret },
+    cwd: bench(t),
+  };
+}
+
+export const PEERS: PeerSpec[] = [
+  {
+    name: "deno-pusher (Deno)",
+    role: "product",
+    runtime: "deno",
+    wire: "ws",
+    wsPath: "/ws?",
+    async launch(t, port, secret, dataDir) {
+      if (!await exists(`${t.repo}/main.ts`)) return { skip: "main.ts not written yet" };
+      return {
+        cmd: t.deno,
+        args: [
+          "run",
+          "--allow-net",
+          "--allow-env",
+          "--allow-read",
+          "--allow-write",
+          "--allow-sys",
+          `${t.repo}/main.ts`,
+          "--port",
+          String(port),
+          "--jwt-secret",
+          secret,
+          "--message-logger",
+          "none",
+          "--data-dir",
+          dataDir,
+        ],
+        env: {},
+        cwd: t.repo,
+      };
+    },
+  },
+  {
+    name: "deno-pusher (Bun exe)",
+    role: "product",
+    runtime: "bun",
+    wire: "ws",
+    wsPath: "/ws?",
+    async launch(t, port, secret, dataDir) {
+      const exe = `${t.repo}/dist/deno-pusher`;
+      if (!await exists(exe)) {
+        return { skip: "dist/deno-pusher missing: make build failed or skipped" };
+      }
+      return {
+        cmd: exe,
+        args: [
+          "--port",
+          String(port),
+          "--jwt-secret",
+          secret,
+          "--message-logger",
+          "none",
+          "--data-dir",
+          dataDir,
+        ],
+        env: {},
+        cwd: dataDir,
+      };
+    },
+  },
+  {
+    name: "ceiling (Deno)",
+    role: "ceiling",
+    runtime: "deno",
+    wire: "ws",
+    wsPath: "/ws?",
+    launch(t, port, secret) {
+      return Promise.resolve({
+        cmd: t.deno,
+        args: ["run", "--allow-net", "--allow-env", `${bench(t)}/peers/ceiling-deno.ts`],
+        env: { PORT: String(port), JWT_SECRET: secret },
+        cwd: bench(t),
+      });
+    },
+  },
+  {
+    name: "ceiling (Bun)",
+    role: "ceiling",
+    runtime: "bun",
+    wire: "ws",
+    wsPath: "/ws?",
+    launch(t, port, secret) {
+      return Promise.resolve({
+        cmd: t.bun,
+        args: [`${bench(t)}/peers/ceiling-bun.ts`],
+        env: { PORT: String(port), JWT_SECRET: secret },
+        cwd: bench(t),
+      });
+    },
+  },
+  {
+    name: "Go gorilla hub",
+    role: "peer",
+    runtime: "go",
+    wire: "ws",
+    wsPath: "/ws?",
+    async launch(t, port, secret) {
+      const exe = `${bench(t)}/.build/go-hub`;
+      const build = await new Deno.Command("bash", {
+        args: [`${bench(t)}/peers/go-hub/build.sh`, exe],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      const said = new TextDecoder().decode(build.stdout).trim();
+      if (build.code === 3) return { skip: said };
+      if (!build.success) return { skip: `go build failed (exit ${build.code}) ${said}` };
+      return { cmd: exe, args: [], env: { PORT: String(port), JWT_SECRET: secret }, cwd: bench(t) };
+    },
+  },
+  {
+    name: "Node ws hub",
+    role: "peer",
+    runtime: "node",
+    wire: "ws",
+    wsPath: "/ws?",
+    launch: (t, port, secret) => nodePeer(t, "node-ws.mjs", "ws", port, secret),
+  },
+  {
+    name: "Socket.IO",
+    role: "peer",
+    runtime: "node",
+    wire: "sio",
+    wsPath: "/socket.io/?EIO=4&transport=websocket&",
+    launch: (t, port, secret) => nodePeer(t, "socketio.mjs", "socket.io", port, secret),
+  },
+];
+
+/** How long a peer may take from spawn to a 200 from /healthz (ms); Deno's first run type-checks. */
+const READY_TIMEOUT_MS = 60_000;
+/** Interval between /healthz probes while a peer starts (ms); startup has no other event to await. */
+const READY_PROBE_MS = 100;
+/** Lines of a peer's output kept for error reports. */
+const LOG_TAIL_LINES = 20;
+
+/** A started peer process; `stop` is always safe to call. */
+export class RunningPeer {
+  private readonly tail: string[] = [];
+  private exitedWith: Deno.CommandStatus | null = null;
+
+  constructor(readonly spec: PeerSpec, readonly port: number, readonly child: Deno.ChildProcess) {
+    this.drain(child.stdout);
+    this.drain(child.stderr);
+    child.status.then((s) => this.exitedWith = s);
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  get base(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** The peer's last output lines, for reporting why it failed. */
+  get logTail(): string {
+    return this.tail.join("\n");
+  }
+
+  get exited(): Deno.CommandStatus | null {
+    return this.exitedWith;
+  }
+
+  private async drain(stream: ReadableStream<Uint8Array>): Promise<void> {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      for (const line of chunk.split("\n")) {
+        if (!line.trim()) continue;
+        this.tail.push(line.slice(0, 300));
+        if (this.tail.length > LOG_TAIL_LINES) this.tail.shift();
+      }
+    }
+  }
+
+  /** Resolves when /healthz answers 200; throws with the peer's output if it exits or times out. */
+  async ready(): Promise<number> {
+    const started = performance.now();
+    while (performance.now() - started < READY_TIMEOUT_MS) {
+      if (this.exitedWith) {
+        throw new Error(`exited with ${this.exitedWith.code} during startup:\n${this.logTail}`);
+      }
+      try {
+        const res = await fetch(`${this.base}/healthz`, { signal: AbortSignal.timeout(1_000) });
+        await res.body?.cancel();
+        if (res.status === 200) return performance.now() - started;
+      } catch { /* not listening yet */ }
+      await new Promise((r) => setTimeout(r, READY_PROBE_MS));
+    }
+    throw new Error(`no 200 from /healthz within ${READY_TIMEOUT_MS} ms:\n${this.logTail}`);
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
+  async stop(graceMs = 3_000): Promise<void> {
+    if (this.exitedWith) return;
+    try {
+      this.child.kill("SIGTERM");
+    } catch { /* already gone */ }
+    const timer = setTimeout(() => {
+      try {
+        this.child.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }, graceMs);
+    await this.child.status;
+    clearTimeout(timer);
+  }
+}
+
+/** Starts a launch; the returned peer must be stopped by the caller. */
+export function start(spec: PeerSpec, port: number, launch: Launch & { cmd: string }): RunningPeer {
+  const child = new Deno.Command(launch.cmd, {
+    args: launch.args,
+    env: launch.env,
+    cwd: launch.cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return new RunningPeer(spec, port, child);
+}
+
+/** Resident memory (bytes) of a process and all its descendants, from /proc. */
+export function treeRssBytes(pid: number): number {
+  let total = 0;
+  for (const p of descendants(pid)) {
+    try {
+      const status = Deno.readTextFileSync(`/proc/${p}/status`);
+      const kb = Number(status.match(/^VmRSS:\s+(\d+) kB/m)?.[1] ?? 0);
+      total += kb * 1024;
+    } catch { /* exited meanwhile */ }
+  }
+  return total;
+}
+
+/** CPU time (ms, user + system) of a process and all its descendants, from /proc. */
+export function treeCpuMs(pid: number): number {
+  /** Linux reports utime/stime in clock ticks; USER_HZ is 100 on every Linux ABI we run on. */
+  const TICKS_PER_S = 100;
+  let ticks = 0;
+  for (const p of descendants(pid)) {
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${p}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch { /* exited meanwhile */ }
+  }
+  return ticks * 1000 / TICKS_PER_S;
+}
+
+function descendants(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      for (const task of Deno.readDirSync(`/proc/${out[i]}/task`)) {
+        const children = Deno.readTextFileSync(`/proc/${out[i]}/task/${task.name}/children`);
+        for (const c of children.trim().split(/\s+/)) if (c) out.push(Number(c));
+      }
+    } catch { /* exited meanwhile */ }
+  }
+  return out;
+}
+
+/** Whether a TCP port is free on all addresses (so a peer can bind 0.0.0.0:port). */
+export function portFree(port: number): boolean {
+  try {
+    Deno.listen({ hostname: "0.0.0.0", port }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}

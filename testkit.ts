@@ -1,0 +1,207 @@
+/**
+ * What the tests share: a real server on a random port, real WebSocket clients, and a raw TCP
+ * client for what a browser cannot do (send headers, stop reading). Runtime-neutral: the same
+ * tests run under `deno test` and `bun test`.
+ */
+import { Buffer } from "node:buffer";
+import { mkdtempSync, rmSync } from "node:fs";
+import { connect as tcpConnect, type Socket as TcpSocket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Config, defaultConfig } from "./config.ts";
+import { type Running, start } from "./main.ts";
+
+/** The secret test servers use (32+ characters, as the config requires). */
+export const TEST_SECRET = "test-secret-0123456789abcdef0123456789";
+
+/** A running test server; `await using` stops it and removes its data directory. */
+export interface TestServer extends Running, AsyncDisposable {
+  config: Config;
+  /** `ws://127.0.0.1:<port>` */
+  wsUrl: string;
+  /** A token for `uid`, signed with the server's secret. */
+  token(uid: string, claims?: Record<string, unknown>, ttlSeconds?: number): Promise<string>;
+  /**
+   * /send and its JSON reply: GET with a query for short messages, as curl users do; POST with a
+   * form body past 2000 characters, which no runtime's URL length limit refuses.
+   */
+  send(uid: string, message: string): Promise<{ status: number; body: Record<string, unknown> }>;
+  /** The /metrics sample `name`, or NaN when absent. */
+  metric(name: string): Promise<number>;
+}
+
+/** Starts a server on 127.0.0.1 and a random port, with its own data directory. */
+export async function startTestServer(overrides: Partial<Config> = {}): Promise<TestServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), "deno-pusher-test-"));
+  const config = defaultConfig({
+    host: "127.0.0.1",
+    port: 0,
+    jwtSecret: TEST_SECRET,
+    messageLogger: "none",
+    dataDir,
+    ...overrides,
+  });
+  const running = await start(config);
+  const url = `http://127.0.0.1:${running.port}`;
+  return {
+    ...running,
+    config,
+    url,
+    wsUrl: `ws://127.0.0.1:${running.port}`,
+    token: (uid, claims = {}, ttl = 3600) => running.authenticator.sign(uid, ttl, claims),
+    async send(uid, message) {
+      const fields = new URLSearchParams({ uid, message });
+      const res = message.length > 2000
+        ? await fetch(`${url}/send`, { method: "POST", body: fields })
+        : await fetch(`${url}/send?${fields}`);
+      return { status: res.status, body: await res.json() };
+    },
+    async metric(name) {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+      return line ? Number(line.slice(name.length + 1)) : NaN;
+    },
+    async [Symbol.asyncDispose]() {
+      await running.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A close as the client saw it. */
+export interface Closed {
+  code: number;
+  reason: string;
+}
+
+/** A WebSocket client whose frames can be awaited one by one. */
+export interface TestClient extends AsyncDisposable {
+  ws: WebSocket;
+  /** The next text frame; rejects if the socket closes first or none comes within `ms`. */
+  next(ms?: number): Promise<string>;
+  /** The next frame, parsed as JSON. */
+  nextJson(ms?: number): Promise<Record<string, unknown>>;
+  /** Resolves when the socket has closed. */
+  closed: Promise<Closed>;
+}
+
+/** Opens a WebSocket to `url` and resolves once it is open (rejects if it closes first). */
+export function connectClient(url: string): Promise<TestClient> {
+  const ws = new WebSocket(url);
+  const frames: string[] = [];
+  const waiters: { resolve(frame: string): void; reject(err: Error): void }[] = [];
+  let closedWith: Closed | undefined;
+  const closed = new Promise<Closed>((resolve) => {
+    ws.addEventListener("close", (e) => {
+      closedWith = { code: e.code, reason: e.reason };
+      for (const w of waiters.splice(0)) {
+        w.reject(new Error(`socket closed ${e.code} ${e.reason}`));
+      }
+      resolve(closedWith);
+    });
+  });
+  ws.addEventListener("message", (e) => {
+    const data = typeof e.data === "string" ? e.data : `<binary ${String(e.data)}>`;
+    const waiter = waiters.shift();
+    if (waiter) waiter.resolve(data);
+    else frames.push(data);
+  });
+  const next = (ms = 5000) => {
+    if (frames.length > 0) return Promise.resolve(frames.shift()!);
+    if (closedWith) {
+      return Promise.reject(new Error(`socket closed ${closedWith.code} ${closedWith.reason}`));
+    }
+    return new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no frame within ${ms} ms`)), ms);
+      waiters.push({
+        resolve: (f) => (clearTimeout(timer), resolve(f)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+    });
+  };
+  const client: TestClient = {
+    ws,
+    next,
+    nextJson: async (ms) => JSON.parse(await next(ms)),
+    closed,
+    async [Symbol.asyncDispose]() {
+      if (ws.readyState !== WebSocket.CLOSED) ws.close();
+      await closed;
+    },
+  };
+  return new Promise((resolve, reject) => {
+    ws.addEventListener("open", () => resolve(client), { once: true });
+    closed.then((c) => reject(new Error(`socket closed before open: ${c.code} ${c.reason}`)));
+  });
+}
+
+/**
+ * Waits until `condition` holds, checking every few milliseconds; for server-side state that has
+ * no event a test can hear (the hub noticing a close). Fails after `ms`.
+ */
+export async function eventually(condition: () => boolean, ms = 5000, what = "condition") {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** The HTTP answer to a raw upgrade request, and the socket if it was upgraded. */
+export interface RawUpgrade {
+  status: number;
+  head: string;
+  body: string;
+  socket: TcpSocket;
+}
+
+/**
+ * Sends a WebSocket handshake over plain TCP with any headers, and reads the answer. On 101 the
+ * socket is left open and not read any further: a client that has stopped reading.
+ */
+export function rawUpgrade(
+  port: number,
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<RawUpgrade> {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port }, () => {
+      const key = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("base64");
+      const lines = [
+        `GET ${path} HTTP/1.1`,
+        `Host: 127.0.0.1:${port}`,
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        `Sec-WebSocket-Key: ${key}`,
+        "Sec-WebSocket-Version: 13",
+        ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+      ];
+      socket.write(lines.join("\r\n") + "\r\n\r\n");
+    });
+    let received = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      const end = received.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const head = received.subarray(0, end).toString("latin1");
+      const status = Number(head.split(" ")[1]);
+      if (status === 101) {
+        socket.off("data", onData);
+        socket.pause();
+        return resolve({ status, head, body: "", socket });
+      }
+      const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+      if (received.length < end + 4 + length) return;
+      socket.off("data", onData);
+      socket.destroy();
+      resolve({
+        status,
+        head,
+        body: received.subarray(end + 4, end + 4 + length).toString(),
+        socket,
+      });
+    };
+    socket.on("data", onData);
+    socket.on("error", reject);
+  });
+}
