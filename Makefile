@@ -12,7 +12,7 @@ DENO ?= $(or $(shell command -v deno 2>/dev/null),$(TOOLS_BIN)/deno)
 BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS_BIN)/bun)
 DENO_FLAGS := --allow-net --allow-env --allow-read --allow-write --allow-sys
 
-.PHONY: help run test test-deno test-bun lint fmt check build build-deno clean
+.PHONY: help deps run test test-deno test-bun test-bin lint fmt build build-deno clean
 
 help:
 	@echo "make run      start the server on :8181 (SQLite under ./data, prints a dev token)"
@@ -21,9 +21,11 @@ help:
 	@echo "make bench    quick side-by-side benchmark"
 
 $(TOOLS_BIN)/deno:
+	@mkdir -p .tools
 	npm install --no-audit --no-fund --prefix .tools deno@$(DENO_VERSION)
 
 $(TOOLS_BIN)/bun:
+	@mkdir -p .tools
 	npm install --no-audit --no-fund --prefix .tools bun@$(BUN_VERSION)
 
 node_modules/.installed: package.json package-lock.json
@@ -38,25 +40,38 @@ run: deps
 lint: deps
 	$(DENO) fmt --check
 	$(DENO) lint
-	$(DENO) check **/*.ts *.ts
+	$(DENO) check
 
 fmt: deps
 	$(DENO) fmt
 
+# Each suite's log goes to .tools/ so that `make test` can end with one "N passed, N failed" line.
 test-deno: deps
 	$(DENO) test $(DENO_FLAGS) --allow-run 2>&1 | tee .tools/test-deno.log
 
 test-bun: deps
-	$(BUN) test 2>&1 | tee .tools/test-bun.log
+	$(BUN) test --timeout 60000 2>&1 | tee .tools/test-bun.log
 
-test: lint test-deno test-bun
-	@deno_line=$$(grep -E '^(ok|FAILED) \|' .tools/test-deno.log | tail -1 | sed 's/\x1b\[[0-9;]*m//g'); \
-	bun_pass=$$(grep -E '^ *[0-9]+ pass' .tools/test-bun.log | tail -1 | awk '{print $$1}'); \
-	bun_fail=$$(grep -E '^ *[0-9]+ fail' .tools/test-bun.log | tail -1 | awk '{print $$1}'); \
-	deno_pass=$$(echo "$$deno_line" | sed -E 's/.*\| ([0-9]+) passed.*/\1/'); \
-	deno_fail=$$(echo "$$deno_line" | sed -E 's/.*\| ([0-9]+) failed.*/\1/'); \
-	echo "deno: $$deno_pass passed, $$deno_fail failed; bun: $$bun_pass passed, $$bun_fail failed"; \
-	echo "$$((deno_pass + bun_pass)) passed, $$((deno_fail + bun_fail)) failed"
+# The black-box suite against the compiled executable.
+test-bin: build
+	DENO_PUSHER_BIN=dist/deno-pusher $(DENO) test $(DENO_FLAGS) --allow-run e2e_test.ts 2>&1 \
+	  | tee .tools/test-bin.log
+
+test:
+	@mkdir -p .tools
+	@rc=0; for t in lint test-deno test-bun test-bin; do $(MAKE) --no-print-directory $$t || rc=1; done; \
+	strip() { sed 's/\x1b\[[0-9;]*m//g' "$$1" 2>/dev/null; }; \
+	p=0; f=0; \
+	for log in .tools/test-deno.log .tools/test-bin.log; do \
+	  line=$$(strip $$log | grep -E '^(ok|FAILED) \|' | tail -1); \
+	  p=$$((p + $$(echo "$$line" | sed -nE 's/.*\| ([0-9]+) passed.*/\1/p' | grep . || echo 0))); \
+	  f=$$((f + $$(echo "$$line" | sed -nE 's/.*\| ([0-9]+) failed.*/\1/p' | grep . || echo 0))); \
+	done; \
+	p=$$((p + $$(strip .tools/test-bun.log | sed -nE 's/^ *([0-9]+) pass$$/\1/p' | tail -1 | grep . || echo 0))); \
+	f=$$((f + $$(strip .tools/test-bun.log | sed -nE 's/^ *([0-9]+) fail$$/\1/p' | tail -1 | grep . || echo 0))); \
+	if [ $$rc -ne 0 ] && [ $$f -eq 0 ]; then f=1; echo "a step failed before its tests ran (see above)"; fi; \
+	echo "$$p passed, $$f failed"; \
+	exit $$rc
 
 build: deps
 	$(BUN) build --compile --minify --sourcemap main.ts --outfile dist/deno-pusher

@@ -1,0 +1,169 @@
+/**
+ * Black-box: the program as a user starts it, from an empty directory with no configuration, and
+ * the README's lines run exactly as printed. Runs `main.ts` on the runtime running the tests, or
+ * the compiled executable named by DENO_PUSHER_BIN.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import process from "node:process";
+import { test } from "node:test";
+import { runtimeName } from "./runtime/serve.ts";
+import { connectClient, rawUpgrade } from "./testkit.ts";
+
+/** The README's port; the README flow is tested on it so that its lines are tested verbatim. */
+const README_PORT = 8181;
+const here = import.meta.dirname ?? ".";
+
+/** The command that starts the server, as `make run` or the installed executable would. */
+function command(args: string[]): [string, string[]] {
+  const bin = process.env.DENO_PUSHER_BIN;
+  if (bin) return [resolve(bin), args];
+  const main = join(here, "main.ts");
+  if (runtimeName === "bun") return [process.execPath, [main, ...args]];
+  return [process.execPath, ["run", "--allow-all", main, ...args]];
+}
+
+interface Started {
+  child: ChildProcess;
+  banner: string;
+  exited: Promise<number | null>;
+  dir: string;
+}
+
+/** Starts the server in an empty directory and waits for the banner's last line. */
+async function startProgram(args: string[], env: Record<string, string> = {}): Promise<Started> {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-e2e-"));
+  const [cmd, argv] = command(args);
+  const childEnv: Record<string, string | undefined> = { ...process.env };
+  delete childEnv.JWT_SECRET;
+  Object.assign(childEnv, env);
+  const child = spawn(cmd, argv, { cwd: dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  let out = "";
+  let err = "";
+  child.stderr!.on("data", (chunk) => err += chunk);
+  const banner = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on("data", (chunk) => {
+      out += chunk;
+      if (/curl "[^\n]*\n/.test(out) || /listening on [^\n]*\n/.test(out) && env.JWT_SECRET) {
+        resolve(out);
+      }
+    });
+    exited.then((code) => reject(new Error(`exited ${code} before listening:\n${out}\n${err}`)));
+  });
+  return { child, banner, exited, dir };
+}
+
+async function stopProgram(started: Started): Promise<number | null> {
+  // process.kill, not child.kill: Deno's child_process reports any child it signalled itself as
+  // killed by that signal (code null), even when the child handled it and exited 0.
+  process.kill(started.child.pid!, "SIGTERM");
+  const code = await started.exited;
+  rmSync(started.dir, { recursive: true, force: true });
+  return code;
+}
+
+function sh(line: string): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(
+      "sh",
+      ["-c", line],
+      (err, stdout, stderr) =>
+        err ? reject(new Error(`${line}: ${err.message}\n${stderr}`)) : resolve(stdout),
+    )
+  );
+}
+
+test("make run's printed token, browser line and curl line work as printed, as in the README", async () => {
+  const started = await startProgram(["--port", String(README_PORT)]);
+  try {
+    const token = /Dev token for uid 123[^\n]*\n +(\S+)/.exec(started.banner)?.[1];
+    assert.ok(token, `no token in:\n${started.banner}`);
+    const browserLine = /^ +(const ws = new WebSocket\(.*)$/m.exec(started.banner)![1];
+    const curlLine = /^ +(curl .*)$/m.exec(started.banner)![1];
+
+    const readme = readFileSync(join(here, "README.md"), "utf8");
+    assert.ok(readme.includes(curlLine), `README lacks the printed line: ${curlLine}`);
+    assert.ok(
+      readme.includes(browserLine.replace(token, "<token>")),
+      `README lacks the printed browser line (with <token>): ${browserLine}`,
+    );
+
+    // The browser line, run as written in a WHATWG WebSocket, with console.log captured.
+    const logged: unknown[] = [];
+    const ws = new Function("console", `${browserLine}; return ws;`)({
+      log: (x: unknown) => logged.push(x),
+    }) as WebSocket;
+    await new Promise((resolve, reject) => {
+      ws.addEventListener("open", resolve, { once: true });
+      ws.addEventListener("close", (e) => reject(new Error(`closed ${e.code} ${e.reason}`)));
+    });
+    const received = new Promise((resolve) => ws.addEventListener("message", resolve));
+    const reply = JSON.parse(await sh(curlLine));
+    assert.equal(reply.delivered, 1);
+    await received;
+    assert.deepEqual(logged, ["Hello"]);
+
+    const closed = new Promise<number>((resolve) =>
+      ws.addEventListener("close", (e) => resolve(e.code))
+    );
+    assert.equal(await stopProgram(started), 0, "SIGTERM exits 0");
+    assert.equal(await closed, 1001, "clients are told the server is going away");
+  } finally {
+    started.child.kill("SIGKILL");
+  }
+});
+
+test("the program refuses a bad token with 401, serves metrics, and stops cleanly", async () => {
+  const secret = "e2e-secret-0123456789abcdef0123456789";
+  const started = await startProgram(["--port", "0", "--message-logger", "sqlite"], {
+    JWT_SECRET: secret,
+  });
+  try {
+    const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
+    assert.doesNotMatch(started.banner, /Dev token/, "no dev token when a secret is set");
+    const refused = await rawUpgrade(port, "/ws?token=forged");
+    assert.equal(refused.status, 401);
+    const { Authenticator } = await import("./authenticator.ts");
+    const token = await new Authenticator(secret).sign("e2e");
+    await using tab = await connectClient(`ws://127.0.0.1:${port}/ws?token=${token}`);
+    const reply = await fetch(`http://127.0.0.1:${port}/send?uid=e2e&message=hi`);
+    assert.equal(reply.status, 200);
+    assert.equal(await tab.next(), "hi");
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^connections 1$/m);
+    assert.match(metrics, /^messages_sent_total 1$/m);
+    assert.equal(await stopProgram(started), 0);
+    assert.equal((await tab.closed).code, 1001);
+  } finally {
+    started.child.kill("SIGKILL");
+  }
+});
+
+test("--help lists every setting; a bad setting stops start-up with one line naming it", async () => {
+  const [cmd, argv] = command(["--help"]);
+  const help = await new Promise<string>((resolve, reject) =>
+    execFile(cmd, argv, (err, stdout) => err ? reject(err) : resolve(stdout))
+  );
+  const { SETTINGS } = await import("./config.ts");
+  for (const [name, setting] of Object.entries(SETTINGS)) {
+    assert.match(help, new RegExp(`--${name} +${setting.env} +default `), name);
+  }
+  const [bad, badArgv] = command(["--max-queue-bytes", "lots"]);
+  const failure = await new Promise<{ code: number | null; stderr: string }>((resolve) =>
+    execFile(
+      bad,
+      badArgv,
+      (err, _stdout, stderr) =>
+        resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stderr }),
+    )
+  );
+  assert.equal(failure.code, 2);
+  assert.equal(
+    failure.stderr.trim(),
+    'deno-pusher: invalid --max-queue-bytes="lots": must be a number',
+  );
+});
