@@ -100,6 +100,10 @@ export class Client {
    * (closed, the write threw, or it was cut off as slow because of it).
    */
   push(message: Message): boolean {
+    if (this.#closed) {
+      this.events.lost(this, message, "dropped");
+      return false;
+    }
     const frame = this.format === "json" ? message.json : message.text;
     return this.#enqueue({ frame: frame.data, bytes: frame.bytes, message });
   }

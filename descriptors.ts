@@ -27,8 +27,8 @@ export function openFileLimit(limitsText?: string): number | undefined {
   return Number(match[1]);
 }
 
-/** The connection cap for MAX_CONNECTIONS=auto: the open-file limit minus the reserve. */
-export function autoMaxConnections(limit = openFileLimit()): number {
+/** The cap for MAX_CONNECTIONS=auto: `limit` (see openFileLimit) minus the reserve. */
+export function autoMaxConnections(limit: number | undefined): number {
   if (limit === undefined) return FALLBACK_MAX_CONNECTIONS;
   const reserve = Math.max(DESCRIPTOR_RESERVE, Math.ceil(limit * 0.05));
   return Math.max(1, limit - reserve);

@@ -134,10 +134,12 @@ export class Hub {
       return { id, uid, delivered: 0, connections: 0 };
     }
     const connections = clients.size;
+    // Every recipient counts as outstanding before the first push, so that an early failure cannot
+    // settle the message while later recipients have yet to take it.
+    message.outstanding = connections;
     let delivered = 0;
     // Copy first: a push can cut a slow client off, which edits the set.
     for (const client of [...clients]) {
-      message.outstanding++;
       if (client.push(message)) delivered++;
     }
     return { id, uid, delivered, connections };

@@ -8,7 +8,7 @@ import pkg from "./package.json" with { type: "json" };
 import { Authenticator, randomSecret } from "./authenticator.ts";
 import { CloseCode } from "./client.ts";
 import { type Config, ConfigError, helpText, parseConfig } from "./config.ts";
-import { autoMaxConnections } from "./descriptors.ts";
+import { autoMaxConnections, openFileLimit } from "./descriptors.ts";
 import { type DeliveryErrorHandler, Hub } from "./hub.ts";
 import { type MessageLogger, NullLogger } from "./message/logger.ts";
 import { SqliteLogger } from "./message/sqlite.ts";
@@ -64,7 +64,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   const secret = config.jwtSecret ?? randomSecret();
   const authenticator = new Authenticator(secret, config.jwtAlg);
   const maxConnections = config.maxConnections === "auto"
-    ? autoMaxConnections()
+    ? autoMaxConnections(openFileLimit())
     : config.maxConnections;
   const app = createApp({ config, hub, metrics, authenticator, maxConnections });
   let listening: Listening;

@@ -1,0 +1,75 @@
+/** Configuration as an operator meets it: flags, environment, defaults, and one-line errors. */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+import { ConfigError, helpText, parseConfig, SETTINGS } from "./config.ts";
+
+const configOf = (args: string[], env: Record<string, string> = {}) => {
+  const parsed = parseConfig(args, env);
+  assert.equal(parsed.kind, "config");
+  return (parsed as { config: ReturnType<typeof defaults> }).config;
+};
+const defaults = () => {
+  const parsed = parseConfig([], {});
+  if (parsed.kind !== "config") throw new Error("no config");
+  return parsed.config;
+};
+
+test("with nothing set, every setting has its documented default", () => {
+  const config = defaults();
+  assert.equal(config.port, 8181);
+  assert.equal(config.host, "0.0.0.0");
+  assert.equal(config.jwtSecret, undefined);
+  assert.equal(config.jwtAlg, "HS256");
+  assert.deepEqual(config.apiKeys, []);
+  assert.equal(config.dataDir, "./data");
+  assert.equal(config.messageLogger, "sqlite");
+  assert.equal(config.maxConnections, "auto");
+  assert.equal(config.idleTimeout, 60);
+  assert.equal(config.authTimeout, 10);
+});
+
+test("flags win over the environment, which wins over defaults; empty variables are unset", () => {
+  assert.equal(configOf([], { PORT: "9000" }).port, 9000);
+  assert.equal(configOf(["--port", "9001"], { PORT: "9000" }).port, 9001);
+  assert.equal(configOf([], { PORT: "" }).port, 8181);
+  assert.deepEqual(configOf([], { API_KEYS: " a, b ,," }).apiKeys, ["a", "b"]);
+  assert.equal(configOf([], { MAX_CONNECTIONS: "100" }).maxConnections, 100);
+});
+
+test("a bad value names the setting and where it came from", () => {
+  const cases: [string[], Record<string, string>, string][] = [
+    [["--port", "x"], {}, 'invalid --port="x": must be a number'],
+    [[], { PORT: "70000" }, 'invalid PORT="70000": Too big: expected number to be <=65535'],
+    [[], { JWT_SECRET: "short" }, 'invalid JWT_SECRET="short": must be at least 32 characters'],
+    [[], { JWT_ALG: "none" }, "invalid JWT_ALG="],
+    [[], { MESSAGE_LOGGER: "mysql" }, "invalid MESSAGE_LOGGER="],
+    [[], { IDLE_TIMEOUT: "5000" }, "invalid IDLE_TIMEOUT="],
+    [[], { MAX_CONNECTIONS: "-1" }, "invalid MAX_CONNECTIONS="],
+    [["--nope"], {}, "Unknown option '--nope'"],
+  ];
+  for (const [args, env, message] of cases) {
+    assert.throws(() => parseConfig(args, env), (err: Error) => {
+      assert.ok(err instanceof ConfigError, `${err}`);
+      assert.ok(err.message.includes(message), `${err.message} should include ${message}`);
+      assert.ok(!err.message.includes("\n"), "one line");
+      return true;
+    });
+  }
+});
+
+test("--help and the README's table list every setting", () => {
+  const help = helpText();
+  const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");
+  for (const [name, setting] of Object.entries(SETTINGS)) {
+    assert.ok(help.includes(`--${name}`), `--help lacks --${name}`);
+    assert.ok(help.includes(setting.env), `--help lacks ${setting.env}`);
+    const row = readme.split("\n").find((l) => l.startsWith(`| \`--${name}\``));
+    assert.ok(row, `README's configuration table lacks --${name}`);
+    assert.ok(row.includes(`\`${setting.env}\``), `README row for --${name} lacks ${setting.env}`);
+    const shown = "default" in setting ? (setting.default || "empty") : "none";
+    assert.ok(row.includes(shown), `README row for --${name} lacks its default ${shown}`);
+  }
+  assert.equal(parseConfig(["--help"], {}).kind, "help");
+  assert.equal(parseConfig(["--version"], {}).kind, "version");
+});

@@ -1,0 +1,142 @@
+/**
+ * Hub paths that a real socket cannot be made to take on demand: a write that throws, and a buffer
+ * that stays full for exactly as long as a test needs. These use a scripted Socket; everything
+ * a real socket can show is tested in server_test.ts.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { HIGH_WATER_BYTES, type Socket } from "./client.ts";
+import { Hub } from "./hub.ts";
+import type { DeliveryStatus, MessageLogger, MessageRecord } from "./message/logger.ts";
+import { Metrics } from "./metrics.ts";
+
+/** A socket whose buffer level and failure the test sets. */
+class ScriptedSocket implements Socket {
+  sent: string[] = [];
+  buffered = 0;
+  broken = false;
+  closedWith: [number, string] | undefined;
+  send(data: string) {
+    if (this.broken) throw new Error("broken pipe");
+    this.sent.push(data);
+  }
+  bufferedAmount() {
+    return this.buffered;
+  }
+  close(code: number, reason: string) {
+    this.closedWith ??= [code, reason];
+  }
+}
+
+/** Keeps what it is told in memory, so the test can read statuses synchronously. */
+class MemoryLogger implements MessageLogger {
+  records = new Map<number, MessageRecord>();
+  log(r: MessageRecord) {
+    this.records.set(r.id, { ...r });
+  }
+  setStatus(id: number, status: DeliveryStatus) {
+    this.records.get(id)!.status = status;
+  }
+  lastId() {
+    return 0;
+  }
+  flush() {}
+  close() {}
+}
+
+function hub(maxQueueBytes = 1024 * 1024) {
+  const logger = new MemoryLogger();
+  const metrics = new Metrics();
+  const errors: unknown[] = [];
+  const h = new Hub({ logger, metrics, maxQueueBytes, onDeliveryError: (e) => errors.push(e) });
+  return { hub: h, logger, metrics, errors };
+}
+
+test("a write that throws marks the message failed and calls the error hook", () => {
+  const { hub: h, logger, metrics, errors } = hub();
+  const socket = new ScriptedSocket();
+  const client = h.connect("u", "text", socket);
+  socket.broken = true;
+  const result = h.sendToUid("u", "lost");
+  assert.equal(result.delivered, 0);
+  assert.equal(result.connections, 1);
+  assert.equal(logger.records.get(result.id)!.status, "failed");
+  assert.equal(metrics.messagesFailed, 1);
+  assert.deepEqual(errors, [{
+    messageId: result.id,
+    uid: "u",
+    clientId: client.id,
+    how: "failed",
+  }]);
+});
+
+test("one good tab is enough for delivered, whatever happens to the others", () => {
+  const { hub: h, logger } = hub();
+  const bad = new ScriptedSocket();
+  bad.broken = true;
+  h.connect("u", "text", bad);
+  h.connect("u", "text", new ScriptedSocket());
+  const result = h.sendToUid("u", "x");
+  assert.equal(result.delivered, 1);
+  assert.equal(logger.records.get(result.id)!.status, "delivered");
+});
+
+test("queued frames are counted in pending exactly, written in order, and settle the status", () => {
+  const { hub: h, logger } = hub();
+  const socket = new ScriptedSocket();
+  const client = h.connect("u", "json", socket);
+  socket.buffered = HIGH_WATER_BYTES; // the runtime's buffer is full: frames queue
+  const ids = [h.sendToUid("u", "a").id, h.sendToUid("u", "b").id];
+  assert.equal(h.pending, 2);
+  assert.equal(logger.records.get(ids[0])!.status, "accepted");
+  socket.buffered = 0;
+  client.drain();
+  assert.equal(h.pending, 0);
+  assert.deepEqual(socket.sent.slice(1).map((f) => JSON.parse(f).data), ["a", "b"]);
+  assert.equal(logger.records.get(ids[1])!.status, "delivered");
+});
+
+test("closing a client with a queue drops it: pending returns to 0, the message is dropped", () => {
+  const { hub: h, logger, metrics, errors } = hub();
+  const socket = new ScriptedSocket();
+  const client = h.connect("u", "text", socket);
+  socket.buffered = HIGH_WATER_BYTES;
+  const { id } = h.sendToUid("u", "never");
+  h.disconnected(client);
+  assert.equal(h.pending, 0);
+  assert.equal(h.connections, 0);
+  assert.equal(h.users, 0);
+  assert.equal(logger.records.get(id)!.status, "dropped");
+  assert.equal(metrics.messagesDropped, 1);
+  assert.equal(errors.length, 1);
+  h.disconnected(client); // a second close changes nothing
+  assert.equal(metrics.messagesDropped, 1);
+});
+
+test("a fan-out encodes the message once per format, not once per connection", () => {
+  const { hub: h } = hub();
+  const sockets = Array.from({ length: 50 }, () => new ScriptedSocket());
+  sockets.forEach((s, i) => h.connect("many", i % 2 ? "json" : "text", s));
+  const originalStringify = JSON.stringify;
+  let calls = 0;
+  JSON.stringify = ((...args: Parameters<typeof JSON.stringify>) => {
+    calls++;
+    return originalStringify(...args);
+  }) as typeof JSON.stringify;
+  try {
+    h.sendToUid("many", "hello");
+  } finally {
+    JSON.stringify = originalStringify;
+  }
+  assert.equal(calls, 1);
+  const frames = new Set(sockets.map((s) => s.sent.at(-1)));
+  assert.equal(frames.size, 2, "one text frame and one json frame, shared");
+});
+
+test("ids continue after the last stored id when it is ahead of the clock", () => {
+  const logger = new MemoryLogger();
+  const ahead = Date.now() * 1000 + 1_000_000_000;
+  logger.lastId = () => ahead;
+  const h = new Hub({ logger, metrics: new Metrics(), maxQueueBytes: 1024 });
+  assert.equal(h.sendToUid("x", "y").id, ahead + 1);
+});
