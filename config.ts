@@ -1,7 +1,9 @@
 /**
- * Configuration: one table of settings, read from flags and the environment (flags win), validated
- * once with zod. The table is the single source for parsing, `--help` and the README's table.
+ * Configuration: one table of settings, read from flags, the environment and an optional JSON file
+ * (in that order of precedence, then defaults), validated once with zod. The table is the single
+ * source for parsing, `--help` and the README's table.
  */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 
@@ -94,6 +96,12 @@ export const SETTINGS = {
     help:
       "most sockets open at once, past it /ws answers 503; auto: open-file limit minus a reserve",
   },
+  "shutdown-grace": {
+    env: "SHUTDOWN_GRACE",
+    schema: seconds(0, 3600),
+    default: "10",
+    help: "seconds SIGTERM waits for sockets and requests to finish before exiting anyway",
+  },
   "idle-timeout": {
     env: "IDLE_TIMEOUT",
     schema: seconds(1, 960),
@@ -128,6 +136,8 @@ export interface Config {
   idleTimeout: number;
   /** Seconds. */
   authTimeout: number;
+  /** Seconds. */
+  shutdownGrace: number;
 }
 
 /** A setting had a value its schema refused; `message` is one line naming the setting. */
@@ -142,16 +152,19 @@ export type ParsedArgs =
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /**
- * Reads flags from `args` and variables from `env`; flags win over the environment, which wins
- * over defaults. Throws ConfigError naming the first bad setting.
+ * Reads flags from `args`, variables from `env`, and the JSON file named by `--config` or
+ * CONFIG_FILE; flags win over the environment, which wins over the file, which wins over defaults.
+ * Throws ConfigError naming the first bad setting.
  */
 export function parseConfig(
   args: string[],
   env: Record<string, string | undefined>,
+  readFile: (path: string) => string = (path) => readFileSync(path, "utf8"),
 ): ParsedArgs {
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "v" },
+    config: { type: "string" },
   };
   for (const name of Object.keys(SETTINGS)) options[name] = { type: "string" };
   let values: Record<string, string | boolean | undefined>;
@@ -162,17 +175,25 @@ export function parseConfig(
   }
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
+  const configPath = (values.config as string | undefined) ?? (env.CONFIG_FILE || undefined);
+  const file = configPath === undefined ? {} : readConfigFile(configPath, readFile);
 
   const out: Record<string, unknown> = {};
   for (const [name, setting] of Object.entries(SETTINGS) as [string, Setting][]) {
     const flag = values[name] as string | undefined;
     // An empty variable counts as unset, as systemd's EnvironmentFile writes `NAME=` for "none".
     const fromEnv = env[setting.env] || undefined;
-    const raw = flag ?? fromEnv ?? setting.default;
+    const raw = flag ?? fromEnv ?? file[name] ?? setting.default;
     if (raw === undefined) continue;
     const parsed = setting.schema.safeParse(raw);
     if (!parsed.success) {
-      const source = flag !== undefined ? `--${name}` : fromEnv !== undefined ? setting.env : name;
+      const source = flag !== undefined
+        ? `--${name}`
+        : fromEnv !== undefined
+        ? setting.env
+        : file[name] !== undefined
+        ? `"${name}" in ${configPath}`
+        : name;
       throw new ConfigError(
         `invalid ${source}=${JSON.stringify(raw)}: ${parsed.error.issues[0].message}`,
       );
@@ -181,6 +202,35 @@ export function parseConfig(
   }
   out.apiKeys = (out.apiKeys as string).split(",").map((k) => k.trim()).filter(Boolean);
   return { kind: "config", config: out as unknown as Config };
+}
+
+/**
+ * Reads a JSON config file: an object whose keys are flag names without `--`. Numbers are taken
+ * as their text and arrays (for api-keys) as a comma-separated list, so the same schemas apply.
+ */
+function readConfigFile(path: string, readFile: (path: string) => string): Record<string, string> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFile(path));
+  } catch (err) {
+    throw new ConfigError(`config file ${path}: ${(err as Error).message.split("\n")[0]}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(`config file ${path}: must be a JSON object of settings`);
+  }
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!(key in SETTINGS)) {
+      throw new ConfigError(`config file ${path}: unknown setting "${key}" (see --help)`);
+    }
+    if (typeof value === "string" || typeof value === "number") out[key] = String(value);
+    else if (Array.isArray(value) && value.every((v) => typeof v === "string")) {
+      out[key] = value.join(",");
+    } else {
+      throw new ConfigError(`config file ${path}: "${key}" must be a string or a number`);
+    }
+  }
+  return out;
 }
 
 /** The configuration with every default, for tests and embedding; `overrides` win. */
@@ -195,7 +245,8 @@ export function helpText(): string {
   const lines = [
     "deno-pusher: a self-hosted WebSocket push server",
     "",
-    "usage: deno-pusher [--flag value ...]    (flags win over environment variables)",
+    "usage: deno-pusher [--config file.json] [--flag value ...]",
+    "precedence: flags > environment variables > config file (CONFIG_FILE) > defaults",
     "",
   ];
   for (const [name, setting] of Object.entries(SETTINGS) as [string, Setting][]) {
@@ -207,6 +258,11 @@ export function helpText(): string {
     lines.push(`  --${name.padEnd(18)} ${setting.env.padEnd(18)} default ${def}`);
     lines.push(`      ${setting.help}`);
   }
-  lines.push("  -h, --help          this text", "  -v, --version       print the version");
+  lines.push(
+    `  --${"config".padEnd(18)} ${"CONFIG_FILE".padEnd(18)} default (none)`,
+    '      JSON file of settings keyed by flag name, e.g. {"port": 8181}',
+    "  -h, --help          this text",
+    "  -v, --version       print the version",
+  );
   return lines.join("\n");
 }

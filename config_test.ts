@@ -73,3 +73,34 @@ test("--help and the README's table list every setting", () => {
   assert.equal(parseConfig(["--help"], {}).kind, "help");
   assert.equal(parseConfig(["--version"], {}).kind, "version");
 });
+
+test("a JSON config file sits between the environment and the defaults", () => {
+  const files: Record<string, string> = {
+    "/etc/p.json": '{"port": 9100, "host": "127.0.0.1", "api-keys": ["k1", "k2"]}',
+    "/etc/bad.json": '{"port": "many"}',
+    "/etc/unknown.json": '{"prot": 1}',
+    "/etc/broken.json": "{",
+  };
+  const read = (path: string) => {
+    if (!(path in files)) throw new Error(`ENOENT: ${path}`);
+    return files[path];
+  };
+  const parse = (args: string[], env: Record<string, string> = {}) => {
+    const parsed = parseConfig(args, env, read);
+    if (parsed.kind !== "config") throw new Error("no config");
+    return parsed.config;
+  };
+  const fromFile = parse(["--config", "/etc/p.json"]);
+  assert.equal(fromFile.port, 9100);
+  assert.equal(fromFile.host, "127.0.0.1");
+  assert.deepEqual(fromFile.apiKeys, ["k1", "k2"]);
+  assert.equal(fromFile.dataDir, "./data", "what the file leaves out keeps its default");
+  assert.equal(parse([], { CONFIG_FILE: "/etc/p.json", PORT: "9200" }).port, 9200);
+  assert.equal(parse(["--config", "/etc/p.json", "--port", "9300"], { PORT: "9200" }).port, 9300);
+  const refuse = (args: string[], message: string) =>
+    assert.throws(() => parseConfig(args, {}, read), (err: Error) => err.message.includes(message));
+  refuse(["--config", "/etc/bad.json"], 'invalid "port" in /etc/bad.json="many": must be a number');
+  refuse(["--config", "/etc/unknown.json"], 'unknown setting "prot"');
+  refuse(["--config", "/etc/broken.json"], "config file /etc/broken.json:");
+  refuse(["--config", "/etc/missing.json"], "ENOENT");
+});

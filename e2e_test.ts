@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { connect as tcpConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import process from "node:process";
@@ -31,6 +32,8 @@ interface Started {
   banner: string;
   exited: Promise<number | null>;
   dir: string;
+  /** Resolves once the program has printed text matching `pattern` on stdout or stderr. */
+  printed(pattern: RegExp): Promise<void>;
 }
 
 /** Starts the server in an empty directory and waits for the banner's last line. */
@@ -43,18 +46,25 @@ async function startProgram(args: string[], env: Record<string, string> = {}): P
   const child = spawn(cmd, argv, { cwd: dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   let out = "";
-  let err = "";
-  child.stderr!.on("data", (chunk) => err += chunk);
-  const banner = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on("data", (chunk) => {
-      out += chunk;
-      if (/curl "[^\n]*\n/.test(out) || /listening on [^\n]*\n/.test(out) && env.JWT_SECRET) {
-        resolve(out);
-      }
+  const watchers: { pattern: RegExp; resolve(): void }[] = [];
+  const onOutput = (chunk: string) => {
+    out += chunk;
+    for (const w of [...watchers]) {
+      if (w.pattern.test(out)) watchers.splice(watchers.indexOf(w), 1), w.resolve();
+    }
+  };
+  child.stdout!.on("data", onOutput);
+  child.stderr!.on("data", onOutput);
+  const printed = (pattern: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      watchers.push({ pattern, resolve });
+      onOutput("");
+      exited.then((code) =>
+        reject(new Error(`exited ${code} before printing ${pattern}:\n${out}`))
+      );
     });
-    exited.then((code) => reject(new Error(`exited ${code} before listening:\n${out}\n${err}`)));
-  });
-  return { child, banner, exited, dir };
+  await printed(env.JWT_SECRET ? /listening on [^\n]*\n/ : /curl "[^\n]*\n/);
+  return { child, banner: out, exited, dir, printed };
 }
 
 async function stopProgram(started: Started): Promise<number | null> {
@@ -166,4 +176,59 @@ test("--help lists every setting; a bad setting stops start-up with one line nam
     failure.stderr.trim(),
     'deno-pusher: invalid --max-queue-bytes="lots": must be a number',
   );
+});
+
+/**
+ * Opens a /send request that never finishes its body, and resolves once the server has taken it
+ * (it answers `100 Continue`): a request in flight that shutdown must wait for.
+ */
+function hangingRequest(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port }, () =>
+      socket.write(
+        "POST /send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n" +
+          "Content-Length: 100\r\nExpect: 100-continue\r\n\r\nuid=1",
+      ));
+    socket.once("data", (data) => {
+      if (String(data).startsWith("HTTP/1.1 100")) resolve(socket);
+      else reject(new Error(`expected 100 Continue, got ${data}`));
+    });
+    socket.on("error", () => {}); // the server closes it at exit
+  });
+}
+
+test("shutdown waits SHUTDOWN_GRACE for open requests, then exits 0 anyway", async () => {
+  const started = await startProgram(["--port", "0", "--shutdown-grace", "0.5"], {
+    JWT_SECRET: "e2e-secret-0123456789abcdef0123456789",
+  });
+  try {
+    const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
+    const request = await hangingRequest(port);
+    process.kill(started.child.pid!, "SIGTERM");
+    await started.printed(/SHUTDOWN_GRACE of 0.5s is over/);
+    assert.equal(await started.exited, 0);
+    request.destroy();
+  } finally {
+    started.child.kill("SIGKILL");
+    rmSync(started.dir, { recursive: true, force: true });
+  }
+});
+
+test("a second signal during shutdown exits at once with 130", async () => {
+  const started = await startProgram(["--port", "0", "--shutdown-grace", "600"], {
+    JWT_SECRET: "e2e-secret-0123456789abcdef0123456789",
+  });
+  try {
+    const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
+    const request = await hangingRequest(port);
+    process.kill(started.child.pid!, "SIGTERM");
+    await started.printed(/SIGTERM: closing/);
+    process.kill(started.child.pid!, "SIGINT");
+    await started.printed(/SIGINT again: exiting now/);
+    assert.equal(await started.exited, 130);
+    request.destroy();
+  } finally {
+    started.child.kill("SIGKILL");
+    rmSync(started.dir, { recursive: true, force: true });
+  }
 });

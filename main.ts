@@ -35,7 +35,10 @@ export interface Running {
   /** True when the secret was generated for this process. */
   generatedSecret: boolean;
   maxConnections: number;
-  /** Closes every socket (1001), stops listening and flushes the log. Idempotent. */
+  /**
+   * Stops: /readyz turns 503, every socket gets 1001, the log is flushed, then it waits up to
+   * SHUTDOWN_GRACE seconds for the listener to finish open requests. Idempotent.
+   */
   stop(): Promise<void>;
 }
 
@@ -97,7 +100,19 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       stopping ??= (async () => {
         app.drain();
         hub.closeAll(CloseCode.goingAway.code, CloseCode.goingAway.reason);
-        await listening.stop();
+        // Flush first: whatever happens to the listener below, nothing accepted is lost.
+        logger.flush();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const graceOver = new Promise<"grace over">((resolve) =>
+          timer = setTimeout(() => resolve("grace over"), config.shutdownGrace * 1000)
+        );
+        const outcome = await Promise.race([listening.stop(), graceOver]);
+        clearTimeout(timer);
+        if (outcome === "grace over") {
+          console.error(
+            `shutdown: SHUTDOWN_GRACE of ${config.shutdownGrace}s is over with requests still open`,
+          );
+        }
         logger.close();
       })(),
   };
@@ -159,15 +174,23 @@ async function main(args: string[]): Promise<number> {
   }
   console.log(await banner(running, config));
   return await new Promise<number>((resolve) => {
-    const shutdown = (signal: string) => {
-      console.log(`${signal}: closing connections and flushing the message log`);
+    let stopping = false;
+    const onSignal = (signal: string) => {
+      if (stopping) {
+        // A second signal: the operator does not want to wait. Keep what is logged, then go.
+        console.log(`${signal} again: exiting now`);
+        running.logger.flush();
+        process.exit(130);
+      }
+      stopping = true;
+      console.log(`${signal}: closing connections (1001) and flushing the message log`);
       running.stop().then(() => resolve(0), (err) => {
         console.error(`deno-pusher: shutdown failed: ${err}`);
         resolve(1);
       });
     };
-    process.once("SIGINT", () => shutdown("SIGINT"));
-    process.once("SIGTERM", () => shutdown("SIGTERM"));
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
   });
 }
 

@@ -100,7 +100,8 @@ export function serveBun(app: App, options: ServeOptions): Promise<Listening> {
   return Promise.resolve({
     port: server.port,
     stop: async () => {
-      await server.stop(true);
+      // Like Deno's shutdown: stop accepting, let open requests finish (main.ts bounds the wait).
+      await server.stop(false);
       resolveFinished();
     },
     finished,
