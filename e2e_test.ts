@@ -153,7 +153,7 @@ test("the program refuses a bad token with 401, serves metrics, and stops cleanl
   }
 });
 
-test("--help lists every setting; a bad setting stops start-up with one line naming it", async () => {
+test("--help lists every setting, --version answers; a bad setting stops start-up with one line naming it", async () => {
   const [cmd, argv] = command(["--help"]);
   const help = await new Promise<string>((resolve, reject) =>
     execFile(cmd, argv, (err, stdout) => err ? reject(err) : resolve(stdout))
@@ -162,6 +162,11 @@ test("--help lists every setting; a bad setting stops start-up with one line nam
   for (const [name, setting] of Object.entries(SETTINGS)) {
     assert.match(help, new RegExp(`--${name} +${setting.env} +default `), name);
   }
+  const [vcmd, vargv] = command(["--version"]);
+  const version = await new Promise<string>((resolve, reject) =>
+    execFile(vcmd, vargv, (err, stdout) => err ? reject(err) : resolve(stdout))
+  );
+  assert.match(version, /^deno-pusher \d+\.\d+\.\d+ \((deno|bun)\)\n$/);
   const [bad, badArgv] = command(["--max-queue-bytes", "lots"]);
   const failure = await new Promise<{ code: number | null; stderr: string }>((resolve) =>
     execFile(

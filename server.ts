@@ -84,7 +84,9 @@ export function createApp(deps: AppDeps): App {
 
   app.use(async (c, next) => {
     await next();
-    metrics.httpRequest(c.req.method, c.req.routePath, c.res.status);
+    // An upgrade answers 101 on Deno; on Bun the route returns a placeholder 200 that Bun discards.
+    const upgraded = c.req.routePath === "/ws" && c.res.status === 200;
+    metrics.httpRequest(c.req.method, c.req.routePath, upgraded ? 101 : c.res.status);
   });
 
   app.get("/ws", async (c) => {
@@ -341,9 +343,10 @@ function answerJson(client: Client, data: string): void {
     return;
   }
   if (type === "ping") client.control('{"type":"pong"}');
-  else {client.control(
-      JSON.stringify({ type: "error", error: `unknown frame type: ${String(type)}` }),
-    );}
+  else {
+    const shown = String(type).slice(0, 64);
+    client.control(JSON.stringify({ type: "error", error: `unknown frame type: ${shown}` }));
+  }
 }
 
 /** Keys are compared as SHA-256 digests: equal lengths, so timingSafeEqual applies. */

@@ -355,6 +355,7 @@ test("/metrics counts sockets, uids and messages as they really are", async () =
   assert.equal(await server.metric("users"), 2);
   const text = await (await fetch(`${server.url}/metrics`)).text();
   assert.match(text, /http_requests_total\{method="GET",route="\/send",status="200"\} 2/);
+  assert.match(text, /http_requests_total\{method="GET",route="\/ws",status="101"\} 3/);
   assert.doesNotMatch(text, /m1|m2|nobody/, "no uid reaches /metrics");
 });
 
