@@ -10,6 +10,8 @@ export interface Toolchain {
   repo: string;
   deno: string;
   bun: string;
+  /** When set, Deno peers write a V8 CPU profile (.cpuprofile) here on exit. */
+  cpuProfDir?: string;
 }
 
 /** How to run one peer: a command line, or the reason it is skipped on this machine. */
@@ -25,7 +27,12 @@ export interface PeerSpec {
   wire: WireMode;
   /** WebSocket request path up to and including the separator before `token=`. */
   wsPath: string;
-  launch(t: Toolchain, port: number, secret: string, dataDir: string): Promise<Launch>;
+  launch(
+    t: Toolchain,
+    port: number,
+    secret: string,
+    dataDir: string,
+  ): Promise<Launch>;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -38,7 +45,10 @@ async function exists(path: string): Promise<boolean> {
 }
 
 async function which(cmd: string): Promise<string | null> {
-  const out = await new Deno.Command("bash", { args: ["-c", `command -v ${cmd}`], stdout: "piped" })
+  const out = await new Deno.Command("bash", {
+    args: ["-c", `command -v ${cmd}`],
+    stdout: "piped",
+  })
     .output();
   return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
 }
@@ -46,11 +56,19 @@ async function which(cmd: string): Promise<string | null> {
 const bench = (t: Toolchain) => `${t.repo}/bench`;
 
 /** Node peers need node on PATH and bench/node_modules (installed by `make bench`). */
-async function nodePeer(t: Toolchain, script: string, pkg: string, port: number, secret: string) {
+async function nodePeer(
+  t: Toolchain,
+  script: string,
+  pkg: string,
+  port: number,
+  secret: string,
+) {
   const node = await which("node");
   if (!node) return { skip: "node is not on PATH" };
   if (!await exists(`${bench(t)}/node_modules/${pkg}`)) {
-    return { skip: `bench/node_modules/${pkg} missing: run npm ci --prefix bench` };
+    return {
+      skip: `bench/node_modules/${pkg} missing: run npm ci --prefix bench`,
+    };
   }
   return {
     cmd: node,
@@ -68,11 +86,14 @@ export const PEERS: PeerSpec[] = [
     wire: "ws",
     wsPath: "/ws?",
     async launch(t, port, secret, dataDir) {
-      if (!await exists(`${t.repo}/main.ts`)) return { skip: "main.ts not written yet" };
+      if (!await exists(`${t.repo}/main.ts`)) {
+        return { skip: "main.ts not written yet" };
+      }
       return {
         cmd: t.deno,
         args: [
           "run",
+          ...(t.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${t.cpuProfDir}`] : []),
           "--allow-net",
           "--allow-env",
           "--allow-read",
@@ -102,7 +123,9 @@ export const PEERS: PeerSpec[] = [
     async launch(t, port, secret, dataDir) {
       const exe = `${t.repo}/dist/deno-pusher`;
       if (!await exists(exe)) {
-        return { skip: "dist/deno-pusher missing: make build failed or skipped" };
+        return {
+          skip: "dist/deno-pusher missing: make build failed or skipped",
+        };
       }
       return {
         cmd: exe,
@@ -130,7 +153,12 @@ export const PEERS: PeerSpec[] = [
     launch(t, port, secret) {
       return Promise.resolve({
         cmd: t.deno,
-        args: ["run", "--allow-net", "--allow-env", `${bench(t)}/peers/ceiling-deno.ts`],
+        args: [
+          "run",
+          "--allow-net",
+          "--allow-env",
+          `${bench(t)}/peers/ceiling-deno.ts`,
+        ],
         env: { PORT: String(port), JWT_SECRET: secret },
         cwd: bench(t),
       });
@@ -166,8 +194,15 @@ export const PEERS: PeerSpec[] = [
       }).output();
       const said = new TextDecoder().decode(build.stdout).trim();
       if (build.code === 3) return { skip: said };
-      if (!build.success) return { skip: `go build failed (exit ${build.code}) ${said}` };
-      return { cmd: exe, args: [], env: { PORT: String(port), JWT_SECRET: secret }, cwd: bench(t) };
+      if (!build.success) {
+        return { skip: `go build failed (exit ${build.code}) ${said}` };
+      }
+      return {
+        cmd: exe,
+        args: [],
+        env: { PORT: String(port), JWT_SECRET: secret },
+        cwd: bench(t),
+      };
     },
   },
   {
@@ -188,7 +223,7 @@ export const PEERS: PeerSpec[] = [
   },
 ];
 
-/** How long a peer may take from spawn to a 200 from /healthz (ms); Deno's first run type-checks. */
+/** How long a peer may take from spawn to a 200 from /healthz (ms); Deno may transpile on first run. */
 const READY_TIMEOUT_MS = 60_000;
 /** Interval between /healthz probes while a peer starts (ms); startup has no other event to await. */
 const READY_PROBE_MS = 100;
@@ -200,7 +235,11 @@ export class RunningPeer {
   private readonly tail: string[] = [];
   private exitedWith: Deno.CommandStatus | null = null;
 
-  constructor(readonly spec: PeerSpec, readonly port: number, readonly child: Deno.ChildProcess) {
+  constructor(
+    readonly spec: PeerSpec,
+    readonly port: number,
+    readonly child: Deno.ChildProcess,
+  ) {
     this.drain(child.stdout);
     this.drain(child.stderr);
     child.status.then((s) => this.exitedWith = s);
@@ -238,16 +277,22 @@ export class RunningPeer {
     const started = performance.now();
     while (performance.now() - started < READY_TIMEOUT_MS) {
       if (this.exitedWith) {
-        throw new Error(`exited with ${this.exitedWith.code} during startup:\n${this.logTail}`);
+        throw new Error(
+          `exited with ${this.exitedWith.code} during startup:\n${this.logTail}`,
+        );
       }
       try {
-        const res = await fetch(`${this.base}/healthz`, { signal: AbortSignal.timeout(1_000) });
+        const res = await fetch(`${this.base}/healthz`, {
+          signal: AbortSignal.timeout(1_000),
+        });
         await res.body?.cancel();
         if (res.status === 200) return performance.now() - started;
       } catch { /* not listening yet */ }
       await new Promise((r) => setTimeout(r, READY_PROBE_MS));
     }
-    throw new Error(`no 200 from /healthz within ${READY_TIMEOUT_MS} ms:\n${this.logTail}`);
+    throw new Error(
+      `no 200 from /healthz within ${READY_TIMEOUT_MS} ms:\n${this.logTail}`,
+    );
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
@@ -267,7 +312,11 @@ export class RunningPeer {
 }
 
 /** Starts a launch; the returned peer must be stopped by the caller. */
-export function start(spec: PeerSpec, port: number, launch: Launch & { cmd: string }): RunningPeer {
+export function start(
+  spec: PeerSpec,
+  port: number,
+  launch: Exclude<Launch, { skip: string }>,
+): RunningPeer {
   const child = new Deno.Command(launch.cmd, {
     args: launch.args,
     env: launch.env,
@@ -312,8 +361,12 @@ function descendants(pid: number): number[] {
   for (let i = 0; i < out.length; i++) {
     try {
       for (const task of Deno.readDirSync(`/proc/${out[i]}/task`)) {
-        const children = Deno.readTextFileSync(`/proc/${out[i]}/task/${task.name}/children`);
-        for (const c of children.trim().split(/\s+/)) if (c) out.push(Number(c));
+        const children = Deno.readTextFileSync(
+          `/proc/${out[i]}/task/${task.name}/children`,
+        );
+        for (const c of children.trim().split(/\s+/)) {
+          if (c) out.push(Number(c));
+        }
       }
     } catch { /* exited meanwhile */ }
   }

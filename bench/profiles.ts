@@ -49,10 +49,10 @@ export const PROFILES: Record<Profile["name"], Profile> = {
   quick: {
     name: "quick",
     levels: [1_000, 10_000],
-    fanoutRounds: 15,
+    fanoutRounds: 30,
     unicastReceivers: 1_000,
     rates: [2_000, 8_000, 0],
-    rateDurationMs: 2_000,
+    rateDurationMs: 3_000,
     deadlineMs: 8 * 60_000,
   },
   full: {

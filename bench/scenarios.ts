@@ -110,7 +110,10 @@ export class Rig {
 
   constructor(bun: string, maxConnections: number, deadlineMs: number) {
     const n = Math.max(1, Math.ceil(maxConnections / MAX_SOCKETS_PER_LOADGEN));
-    this.receivers = Array.from({ length: n }, () => new LoadGen(bun, deadlineMs));
+    this.receivers = Array.from(
+      { length: n },
+      () => new LoadGen(bun, deadlineMs),
+    );
     this.sender = new LoadGen(bun, deadlineMs);
   }
 
@@ -135,15 +138,20 @@ export class Rig {
     name: string,
     total: number,
     uid: { uid: string } | { uidPrefix: string },
-  ): Promise<{ connected: number; failed: number; ms: number; errors: string[] }> {
+  ): Promise<
+    { connected: number; failed: number; ms: number; errors: string[] }
+  > {
     const held = this.held.get(name) ?? this.receivers.map(() => 0);
     this.held.set(name, held);
     const wants = this.receivers.map((_, i) =>
-      Math.floor(total / this.receivers.length) + (i < total % this.receivers.length ? 1 : 0)
+      Math.floor(total / this.receivers.length) +
+      (i < total % this.receivers.length ? 1 : 0)
     );
     // Prefixed uids are contiguous from 0 over the receivers, so a sender can address them all.
     let start = 0;
-    const ranges = wants.map((want): [number, number] => [start, start += want]);
+    const ranges = wants.map((
+      want,
+    ): [number, number] => [start, start += want]);
     this.ranges.set(name, ranges);
     const started = performance.now();
     const replies = await Promise.all(this.receivers.map((g, i) => {
@@ -154,12 +162,11 @@ export class Rig {
         set: name,
         count,
         ...("uid" in uid ? { uid: uid.uid } : { uidPrefix: uid.uidPrefix, uidStart }),
-        hosts: ["127.0.0.1"],
+        hosts: [g.serverAddress],
         port: peer.port,
         path: peer.spec.wsPath,
         mode: peer.spec.wire,
         secret: SECRET,
-        localAddress: g.localAddress,
         concurrency: CONNECT_CONCURRENCY,
         timeoutMs: CONNECT_TIMEOUT_MS,
       }).then((r) => {
@@ -178,7 +185,9 @@ export class Rig {
   close(name: string): Promise<unknown> {
     this.held.delete(name);
     this.ranges.delete(name);
-    return Promise.all(this.receivers.map((g) => g.request({ cmd: "close", set: name })));
+    return Promise.all(
+      this.receivers.map((g) => g.request({ cmd: "close", set: name })),
+    );
   }
 
   /** Uid ranges of a prefixed set, per receiver: [start, start + count). */
@@ -300,14 +309,19 @@ export async function idleAndFanout(
     };
     log(
       `  fan-out to ${total}: p50 ${level.fanout.p50Ms} ms, p99 ${level.fanout.p99Ms} ms, ` +
-        `${complete}/${profile.fanoutRounds} complete` + (synced ? "" : " (never fully synced)"),
+        `${complete}/${profile.fanoutRounds} complete` +
+        (synced ? "" : " (never fully synced)"),
     );
   }
   return results;
 }
 
 /** How many of `issued` round-robin calls over `uidCount` uids land in [start, end). */
-function shareOf(issued: number, uidCount: number, [start, end]: [number, number]): number {
+function shareOf(
+  issued: number,
+  uidCount: number,
+  [start, end]: [number, number],
+): number {
   let n = 0;
   for (let uid = start; uid < Math.min(end, uidCount); uid++) {
     n += Math.floor(issued / uidCount) + (uid < issued % uidCount ? 1 : 0);
@@ -379,7 +393,9 @@ export async function unicast(
   const grown = await rig.grow(peer, "uni", profile.unicastReceivers, {
     uidPrefix: UNICAST_PREFIX,
   });
-  if (grown.connected === 0) throw new Error(`no unicast receiver connected: ${grown.errors}`);
+  if (grown.connected === 0) {
+    throw new Error(`no unicast receiver connected: ${grown.errors}`);
+  }
   const uidCount = profile.unicastReceivers;
   const results: RateResult[] = [];
   for (const rate of profile.rates) {
@@ -416,8 +432,12 @@ export async function soak(
 ): Promise<SoakSample[]> {
   const soak = profile.soak;
   if (!soak) return [];
-  await rig.grow(peer, "idle", soak.idleConnections, { uidPrefix: SOAK_PREFIX });
-  await rig.grow(peer, "uni", profile.unicastReceivers, { uidPrefix: UNICAST_PREFIX });
+  await rig.grow(peer, "idle", soak.idleConnections, {
+    uidPrefix: SOAK_PREFIX,
+  });
+  await rig.grow(peer, "uni", profile.unicastReceivers, {
+    uidPrefix: UNICAST_PREFIX,
+  });
   const samples: SoakSample[] = [];
   const started = performance.now();
   const intervals = Math.ceil(soak.minutes * 60 / soak.sampleSeconds);

@@ -9,22 +9,24 @@ export const MAX_SOCKETS_PER_LOADGEN = 5_000;
 
 const CLIENT_TS = new URL("./client.ts", import.meta.url).pathname;
 
-/** Every spawned load generator gets its own source address in 127.1.0.0/16 (see sourceAddress). */
+/** Every spawned load generator gets its own server address in 127.0.1.0/24 and up. */
 let spawned = 0;
 
 /**
- * A fresh source address per load generator, so that a run never meets its own TIME_WAIT sockets
- * and every process has the full ephemeral port range to itself.
+ * A fresh destination address per load generator (servers listen on 0.0.0.0, so every 127.x.y.z
+ * reaches them). The kernel keeps a separate ephemeral port range per destination, so each process
+ * has all ~28k ports to itself and a run never meets its own TIME_WAIT sockets.
  */
-function sourceAddress(n: number): string {
-  return `127.1.${Math.floor(n / 250)}.${(n % 250) + 1}`;
+function serverAddress(n: number): string {
+  return `127.0.${1 + Math.floor(n / 250)}.${(n % 250) + 1}`;
 }
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
 
 /** One load-generator process; requests are answered in any order, matched by id. */
 export class LoadGen {
-  readonly localAddress: string;
+  /** The server address this process connects its clients to. */
+  readonly serverAddress: string;
   private readonly child: Deno.ChildProcess;
   private readonly writer: WritableStreamDefaultWriter<Uint8Array>;
   private readonly pending = new Map<number, Pending>();
@@ -32,7 +34,7 @@ export class LoadGen {
   private exited = false;
 
   constructor(bun: string, deadlineMs: number) {
-    this.localAddress = sourceAddress(spawned++);
+    this.serverAddress = serverAddress(spawned++);
     this.child = new Deno.Command(bun, {
       args: [CLIENT_TS, String(deadlineMs)],
       stdin: "piped",
@@ -43,7 +45,9 @@ export class LoadGen {
     this.readReplies();
     this.child.status.then(() => {
       this.exited = true;
-      for (const p of this.pending.values()) p.reject(new Error("load generator exited"));
+      for (const p of this.pending.values()) {
+        p.reject(new Error("load generator exited"));
+      }
       this.pending.clear();
     });
   }
@@ -72,9 +76,14 @@ export class LoadGen {
   request<T>(command: Command): Promise<T> {
     if (this.exited) return Promise.reject(new Error("load generator exited"));
     const id = this.nextId++;
-    const line = new TextEncoder().encode(JSON.stringify({ id, ...command }) + "\n");
+    const line = new TextEncoder().encode(
+      JSON.stringify({ id, ...command }) + "\n",
+    );
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.pending.set(id, {
+        resolve: resolve as (v: unknown) => void,
+        reject,
+      });
       this.writer.write(line).catch(reject);
     });
   }

@@ -3,9 +3,9 @@
  * processes (bench/loadgen/client.ts, on Bun). One JSON object per line: commands on the worker's
  * stdin, replies on its stdout, matched by `id`. Types only, so both sides share them.
  *
- * Every pushed message the bench sends is `<tag>|<send time, µs of CLOCK_MONOTONIC>|<padding>`, so a
- * receiver computes send-to-receive latency itself: all load generators run on Bun, whose
- * `process.hrtime` reads the same system-wide monotonic clock.
+ * Every pushed message the bench sends is `<tag>|<send time, wall-clock µs>|<padding>`, so a receiver
+ * computes send-to-receive latency itself: all load generators run on Bun on one host and read
+ * the same clock (performance.timeOrigin + performance.now()).
  */
 
 /** How a client speaks to the server: plain WebSocket frames, or Socket.IO (engine.io v4) packets. */

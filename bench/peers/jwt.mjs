@@ -5,9 +5,13 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 export function verifyUid(token, secret) {
   const parts = String(token ?? "").split(".");
   if (parts.length !== 3) return null;
-  const expected = createHmac("sha256", secret).update(`${parts[0]}.${parts[1]}`).digest();
+  const expected = createHmac("sha256", secret).update(
+    `${parts[0]}.${parts[1]}`,
+  ).digest();
   const given = Buffer.from(parts[2], "base64url");
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    return null;
+  }
   try {
     const uid = JSON.parse(Buffer.from(parts[1], "base64url").toString()).uid;
     return typeof uid === "string" && uid !== "" ? uid : null;
@@ -25,5 +29,9 @@ export async function sendParams(req) {
     for await (const chunk of req) body += chunk;
     params = new URLSearchParams(body);
   }
-  return { url, uid: params.get("uid") ?? url.searchParams.get("uid"), message: params.get("message") ?? "" };
+  return {
+    url,
+    uid: params.get("uid") ?? url.searchParams.get("uid"),
+    message: params.get("message") ?? "",
+  };
 }

@@ -18,21 +18,24 @@ const server = http.createServer(async (req, res) => {
   }
   const set = byUid.get(uid);
   let delivered = 0;
-  if (set) for (const ws of set) ws.send(message), delivered++;
+  if (set) { for (const ws of set) ws.send(message), delivered++; }
   res.statusCode = delivered ? 200 : 404;
   res.setHeader("content-type", "application/json");
   res.end(JSON.stringify({ uid, delivered }));
 });
 
 server.on("upgrade", (req, socket, head) => {
-  const uid = verifyUid(new URL(req.url, "http://x").searchParams.get("token"), secret);
+  const uid = verifyUid(
+    new URL(req.url, "http://x").searchParams.get("token"),
+    secret,
+  );
   if (!uid) {
     socket.end("HTTP/1.1 401 Unauthorized\r\nconnection: close\r\n\r\n");
     return;
   }
   wss.handleUpgrade(req, socket, head, (ws) => {
     let set = byUid.get(uid);
-    if (!set) byUid.set(uid, (set = new Set()));
+    if (!set) byUid.set(uid, set = new Set());
     set.add(ws);
     ws.on("close", () => {
       set.delete(ws);

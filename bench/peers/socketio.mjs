@@ -22,7 +22,11 @@ const server = http.createServer(async (req, res) => {
   res.end(JSON.stringify({ uid, delivered }));
 });
 
-const io = new Server(server, { transports: ["websocket"], perMessageDeflate: false, serveClient: false });
+const io = new Server(server, {
+  transports: ["websocket"],
+  perMessageDeflate: false,
+  serveClient: false,
+});
 io.use((socket, next) => {
   const uid = verifyUid(socket.handshake.query.token, secret);
   if (!uid) return next(new Error("unauthorized"));
