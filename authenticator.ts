@@ -12,7 +12,15 @@ export interface Identity {
   uid: string;
   /** Seconds since the epoch, when the token carries `exp`. */
   exp?: number;
+  /** Groups to join at connect time: the token's optional `groups` claim. */
+  groups?: string[];
+  /** Shown to the members of its groups: the token's optional `info` claim, any JSON value. */
+  info?: unknown;
 }
+
+/** Most groups a token may name, and the longest group name, in characters. */
+export const MAX_TOKEN_GROUPS = 64;
+export const MAX_GROUP_NAME = 256;
 
 /** A token was refused; `message` is safe to show the client (it never echoes the token). */
 export class AuthError extends Error {}
@@ -46,7 +54,17 @@ export class Authenticator {
     if (typeof uid !== "string" || uid === "") {
       throw new AuthError("token has no string uid or sub claim");
     }
-    return { uid, exp: payload.exp };
+    const groups = payload.groups;
+    if (
+      groups !== undefined &&
+      !(Array.isArray(groups) && groups.length <= MAX_TOKEN_GROUPS &&
+        groups.every((g) => typeof g === "string" && g !== "" && g.length <= MAX_GROUP_NAME))
+    ) {
+      throw new AuthError(
+        `token groups claim must be an array of at most ${MAX_TOKEN_GROUPS} non-empty strings`,
+      );
+    }
+    return { uid, exp: payload.exp, groups, info: payload.info };
   }
 
   /** Signs a token for `uid`, valid for `ttlSeconds`; for the dev token and for tests. */

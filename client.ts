@@ -1,5 +1,5 @@
 /**
- * A client is one WebSocket connection of one uid: it owns the socket's write side, a bounded
+ * A client is one WebSocket connection: it owns the socket's write side, a bounded
  * queue in front of it, and the frame format the connection asked for.
  *
  * Concurrency invariant: every write to the socket goes through `Client.#write`, in queue order, and
@@ -38,6 +38,8 @@ export const CloseCode = {
   authTimeout: { code: 4002, reason: "authentication timeout" },
   /** The first frame of an ?auth=frame socket was not a valid auth frame. */
   authExpected: { code: 4003, reason: "expected an auth frame" },
+  /** Closed through the API (DELETE /api/clients/{id}, or a uid's logout). */
+  closedByServer: { code: 4009, reason: "closed by server" },
   /** The connection fell more than MAX_QUEUE_BYTES behind. */
   slowConsumer: { code: 4008, reason: "slow consumer" },
 } as const;
@@ -73,22 +75,53 @@ interface Queued {
   message?: Message;
 }
 
-/** One connection. Created by the hub once the connection is authenticated. */
+/** What a client is made of; the hub builds it once the connection is authenticated. */
+export interface ClientOptions {
+  uid: string;
+  format: Format;
+  socket: Socket;
+  events: ClientEvents;
+  /** Outbound bytes the client may fall behind by before it is cut off. */
+  maxQueueBytes: number;
+  /** The token's `info` claim, shown in group member lists; any JSON value. */
+  info?: unknown;
+  /** Whether it asked for presence events (join/leave) of its groups; json format only. */
+  presence?: boolean;
+}
+
+/** One connection. */
 export class Client {
   /** Crypto-random, unique per connection. */
   readonly id = crypto.randomUUID();
+  /**
+   * The uid this connection belongs to, or undefined once unbound. Only the hub changes it, together
+   * with its uid index (bind and unbind).
+   */
+  uid: string | undefined;
+  /** The groups it is a member of. Only the hub changes it, together with its group index. */
+  readonly groups = new Set<string>();
+  readonly format: Format;
+  readonly info: unknown;
+  readonly presence: boolean;
+  /** Milliseconds since the epoch. */
+  readonly connectedAt = Date.now();
+  private readonly socket: Socket;
+  private readonly events: ClientEvents;
+  private readonly maxQueueBytes: number;
   #queue: Queued[] = [];
   #queuedBytes = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
-  constructor(
-    readonly uid: string,
-    readonly format: Format,
-    private readonly socket: Socket,
-    private readonly events: ClientEvents,
-    private readonly maxQueueBytes: number,
-  ) {}
+  constructor(options: ClientOptions) {
+    this.uid = options.uid;
+    this.format = options.format;
+    this.socket = options.socket;
+    this.events = options.events;
+    this.maxQueueBytes = options.maxQueueBytes;
+    this.info = options.info;
+    this.presence = options.presence ?? false;
+  }
 
   /** Whether the client has been closed or cut off; a closed client writes nothing more. */
   get closed(): boolean {

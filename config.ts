@@ -77,6 +77,12 @@ export const SETTINGS = {
     default: "65536",
     help: "largest message /send accepts, in bytes (UTF-8); larger gets 413",
   },
+  "max-batch": {
+    env: "MAX_BATCH",
+    schema: int(1, 100_000),
+    default: "100",
+    help: "most messages one POST /api/batch may carry; more gets 400",
+  },
   "max-frame-bytes": {
     env: "MAX_FRAME_BYTES",
     schema: int(64, 16 * 1024 * 1024),
@@ -129,6 +135,7 @@ export interface Config {
   messageLogger: "sqlite" | "stdout" | "none";
   logFlushMs: number;
   maxMessageBytes: number;
+  maxBatch: number;
   maxFrameBytes: number;
   maxQueueBytes: number;
   maxConnections: "auto" | number;

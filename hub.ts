@@ -1,29 +1,38 @@
 /**
- * The hub owns the set of connected clients and decides who receives a message.
+ * The hub owns the connected clients and decides who receives a message.
  *
- * Invariant: the indexes (client id → client, uid → clients) change only in `#attach` and
- * `#detach`, and a client leaves through `#detach` exactly once, whatever closed it. A uid may have
- * any number of clients; closing one never touches another (go-pusher's second login evicted the
- * first, and the first's close then removed the second).
+ * Invariant: the indexes (client id → client, uid → clients, group → members) change only in
+ * `#attach`, `#detach`, `#setUid`, `#join` and `#leave`, and a client leaves through `#detach`
+ * exactly once, whatever closed it. `#detach` leaves every group and the uid index first, so no
+ * index ever holds a closed client, and an emptied uid or group is removed, never left behind
+ * (gateway-websocket leaked both). A uid may have any number of clients; closing one never touches
+ * another (go-pusher's second login evicted the first, and the first's close removed the second).
  */
+import type { Identity } from "./authenticator.ts";
 import { Client, type ClientEvents, CloseCode, type Format, type Socket } from "./client.ts";
 import type { DeliveryStatus, MessageLogger } from "./message/logger.ts";
-import { Message, PROTOCOL_VERSION } from "./message/message.ts";
+import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** Called when a push could not be delivered on a connection; for alerting, never for control. */
 export type DeliveryErrorHandler = (
-  error: { messageId: number; uid: string; clientId: string; how: "failed" | "dropped" },
+  error: { messageId: number; target: string; clientId: string; how: "failed" | "dropped" },
 ) => void;
 
-/** The outcome of a push to a uid. */
+/** The outcome of a push. */
 export interface SendResult {
   id: number;
-  uid: string;
   /** Connections the message was written or queued to. */
   delivered: number;
-  /** Connections the uid had; 0 means it was offline. */
+  /** Connections the target had; 0 means it was offline (or unknown). */
   connections: number;
+}
+
+/** A group's members, counted per uid so that presence knows a uid's first and last connection. */
+interface Group {
+  members: Set<Client>;
+  /** uid → how many of its connections are members. Unbound clients are not counted. */
+  uids: Map<string, number>;
 }
 
 /** Hub options; all have working defaults. */
@@ -35,10 +44,29 @@ export interface HubOptions {
   onDeliveryError?: DeliveryErrorHandler;
 }
 
+/** One page of a list, and where the next one starts (null at the end). */
+export interface Page<T> {
+  items: T[];
+  total: number;
+  next: number | null;
+}
+
+function page<T>(source: Iterable<T>, total: number, offset: number, limit: number): Page<T> {
+  const items: T[] = [];
+  let i = 0;
+  for (const item of source) {
+    if (i++ < offset) continue;
+    if (items.length === limit) break;
+    items.push(item);
+  }
+  return { items, total, next: offset + items.length < total ? offset + items.length : null };
+}
+
 /** The set of connections and the delivery of pushes to them. */
 export class Hub {
   readonly #clients = new Map<string, Client>();
   readonly #byUid = new Map<string, Set<Client>>();
+  readonly #groups = new Map<string, Group>();
   readonly #logger: MessageLogger;
   readonly #metrics: Metrics;
   readonly #maxQueueBytes: number;
@@ -69,6 +97,11 @@ export class Hub {
     return this.#byUid.size;
   }
 
+  /** Groups with at least one member. */
+  get groupCount(): number {
+    return this.#groups.size;
+  }
+
   /** Frames queued behind backed-up sockets, counted exactly. */
   get pending(): number {
     return this.#pending;
@@ -84,22 +117,64 @@ export class Hub {
     return this.#byUid.get(uid)?.size ?? 0;
   }
 
+  /** A page of connected clients, in connection order. */
+  clients(offset: number, limit: number): Page<Client> {
+    return page(this.#clients.values(), this.#clients.size, offset, limit);
+  }
+
+  /** A page of online uids, in order of their first current connection. */
+  uids(offset: number, limit: number): Page<string> {
+    return page(this.#byUid.keys(), this.#byUid.size, offset, limit);
+  }
+
+  /** A page of `uid`'s clients; undefined when the uid is offline. */
+  clientsOf(uid: string, offset: number, limit: number): Page<Client> | undefined {
+    const set = this.#byUid.get(uid);
+    return set && page(set, set.size, offset, limit);
+  }
+
+  /** A page of group names. */
+  groups(offset: number, limit: number): Page<string> {
+    return page(this.#groups.keys(), this.#groups.size, offset, limit);
+  }
+
+  /** A page of a group's members; undefined for an unknown group. */
+  members(group: string, offset: number, limit: number): Page<Client> | undefined {
+    const g = this.#groups.get(group);
+    return g && page(g.members, g.members.size, offset, limit);
+  }
+
+  /** A group's member count and distinct uid count; undefined for an unknown group. */
+  groupSize(group: string): { members: number; uids: number } | undefined {
+    const g = this.#groups.get(group);
+    return g && { members: g.members.size, uids: g.uids.size };
+  }
+
   /**
-   * Registers an authenticated socket as a client of `uid`. In the json format the client first
-   * gets a `welcome` frame with its id.
+   * Registers an authenticated socket. In the json format the client first gets a `welcome`
+   * frame with its id; then it joins the identity's groups.
    */
-  connect(uid: string, format: Format, socket: Socket): Client {
-    const client = new Client(uid, format, socket, this.#events, this.#maxQueueBytes);
+  connect(identity: Identity, format: Format, socket: Socket, presence = false): Client {
+    const client = new Client({
+      uid: identity.uid,
+      format,
+      socket,
+      events: this.#events,
+      maxQueueBytes: this.#maxQueueBytes,
+      info: identity.info,
+      presence,
+    });
     this.#attach(client);
     if (format === "json") {
       client.control(JSON.stringify({
         type: "welcome",
         v: PROTOCOL_VERSION,
         client: client.id,
-        uid,
+        uid: identity.uid,
         format,
       }));
     }
+    for (const group of identity.groups ?? []) this.#join(client, group);
     return client;
   }
 
@@ -113,9 +188,47 @@ export class Hub {
     this.#detach(client, code, reason);
   }
 
+  /** Closes every connection of `uid` (logout); returns how many. */
+  closeUid(uid: string, code: number, reason: string): number {
+    const set = this.#byUid.get(uid);
+    if (!set) return 0;
+    const clients = [...set];
+    for (const client of clients) this.#detach(client, code, reason);
+    return clients.length;
+  }
+
   /** Closes every client with `code`; used at shutdown. */
   closeAll(code: number, reason: string): void {
     for (const client of [...this.#clients.values()]) this.#detach(client, code, reason);
+  }
+
+  /** Binds `client` to `uid` (or unbinds it with undefined), keeping its groups. */
+  bind(client: Client, uid: string | undefined): void {
+    if (client.uid === uid || client.closed) return;
+    // Leaving and rejoining each group keeps the presence counts, and their events, right.
+    const groups = [...client.groups];
+    for (const group of groups) this.#leave(client, group);
+    this.#setUid(client, uid);
+    for (const group of groups) this.#join(client, group);
+  }
+
+  /** Adds `client` to `group`, creating the group. Idempotent. */
+  join(client: Client, group: string): void {
+    if (!client.closed) this.#join(client, group);
+  }
+
+  /** Removes `client` from `group`; an emptied group disappears. Idempotent. */
+  leave(client: Client, group: string): void {
+    this.#leave(client, group);
+  }
+
+  /** Removes every member of `group`; returns how many there were, or undefined if unknown. */
+  dissolve(group: string): number | undefined {
+    const g = this.#groups.get(group);
+    if (!g) return undefined;
+    const members = [...g.members];
+    for (const client of members) this.#leave(client, group);
+    return members.length;
   }
 
   /**
@@ -123,43 +236,125 @@ export class Hub {
    * the caller already knows it. The work is proportional to the uid's connections, never to all.
    */
   sendToUid(uid: string, data: string, dataBytes?: number): SendResult {
+    return this.#publish({ uid }, this.#byUid.get(uid), data, dataBytes);
+  }
+
+  /** Pushes to one connection. */
+  sendToClient(id: string, data: string, dataBytes?: number): SendResult {
+    const client = this.#clients.get(id);
+    return this.#publish({ client: id }, client && [client], data, dataBytes);
+  }
+
+  /** Pushes to every member of `group`. */
+  sendToGroup(group: string, data: string, dataBytes?: number): SendResult {
+    return this.#publish({ group }, this.#groups.get(group)?.members, data, dataBytes);
+  }
+
+  /** Pushes to every connection. */
+  broadcast(data: string, dataBytes?: number): SendResult {
+    return this.#publish({ all: true }, this.#clients.values(), data, dataBytes);
+  }
+
+  #publish(
+    target: Target,
+    recipients: Iterable<Client> | undefined,
+    data: string,
+    dataBytes?: number,
+  ): SendResult {
     const id = ++this.#lastId;
-    const message = new Message(id, uid, data, Date.now(), dataBytes);
+    const message = new Message(id, target, data, Date.now(), dataBytes);
     this.#metrics.messagesAccepted++;
-    this.#logger.log({ id, uid, message: data, createdAt: message.ts, status: "accepted" });
-    const clients = this.#byUid.get(uid);
-    if (!clients) {
+    this.#logger.log({
+      id,
+      uid: "uid" in target ? target.uid : null,
+      target: targetKey(target),
+      message: data,
+      createdAt: message.ts,
+      status: "accepted",
+    });
+    // Copy first: a push can cut a slow client off, which edits the indexes.
+    const clients = recipients ? [...recipients] : [];
+    if (clients.length === 0) {
       this.#metrics.messagesOffline++;
       this.#settle(message, "offline");
-      return { id, uid, delivered: 0, connections: 0 };
+      return { id, delivered: 0, connections: 0 };
     }
-    const connections = clients.size;
     // Every recipient counts as outstanding before the first push, so that an early failure cannot
     // settle the message while later recipients have yet to take it.
-    message.outstanding = connections;
+    message.outstanding = clients.length;
     let delivered = 0;
-    // Copy first: a push can cut a slow client off, which edits the set.
-    for (const client of [...clients]) {
+    for (const client of clients) {
       if (client.push(message)) delivered++;
     }
-    return { id, uid, delivered, connections };
+    return { id, delivered, connections: clients.length };
   }
 
   #attach(client: Client): void {
     this.#clients.set(client.id, client);
-    let set = this.#byUid.get(client.uid);
-    if (!set) this.#byUid.set(client.uid, set = new Set());
-    set.add(client);
+    this.#setUid(client, client.uid, true);
   }
 
   #detach(client: Client, code: number, reason: string): void {
     if (this.#clients.get(client.id) === client) {
+      for (const group of [...client.groups]) this.#leave(client, group);
+      this.#setUid(client, undefined);
       this.#clients.delete(client.id);
-      const set = this.#byUid.get(client.uid);
-      set?.delete(client);
-      if (set?.size === 0) this.#byUid.delete(client.uid);
     }
     client.close(code, reason);
+  }
+
+  /** Moves `client` in the uid index from its uid to `uid`; `fresh` when it was never indexed. */
+  #setUid(client: Client, uid: string | undefined, fresh = false): void {
+    const old = client.uid;
+    if (!fresh && old !== undefined) {
+      const set = this.#byUid.get(old);
+      set?.delete(client);
+      if (set?.size === 0) this.#byUid.delete(old);
+    }
+    client.uid = uid;
+    if (uid !== undefined) {
+      let set = this.#byUid.get(uid);
+      if (!set) this.#byUid.set(uid, set = new Set());
+      set.add(client);
+    }
+  }
+
+  #join(client: Client, name: string): void {
+    if (client.groups.has(name)) return;
+    let group = this.#groups.get(name);
+    if (!group) this.#groups.set(name, group = { members: new Set(), uids: new Map() });
+    group.members.add(client);
+    client.groups.add(name);
+    const uid = client.uid;
+    if (uid === undefined) return;
+    const count = (group.uids.get(uid) ?? 0) + 1;
+    group.uids.set(uid, count);
+    if (count === 1) this.#presence(group, { type: "join", group: name, uid, info: client.info });
+  }
+
+  #leave(client: Client, name: string): void {
+    const group = this.#groups.get(name);
+    if (!group || !group.members.delete(client)) return;
+    client.groups.delete(name);
+    const uid = client.uid;
+    if (uid !== undefined) {
+      const count = group.uids.get(uid)! - 1;
+      if (count > 0) group.uids.set(uid, count);
+      else {
+        group.uids.delete(uid);
+        this.#presence(group, { type: "leave", group: name, uid });
+      }
+    }
+    if (group.members.size === 0) this.#groups.delete(name);
+  }
+
+  /** Tells the group's members that asked for presence; encoded once for all of them. */
+  #presence(group: Group, event: Record<string, unknown>): void {
+    let frame: string | undefined;
+    for (const member of group.members) {
+      if (!member.presence) continue;
+      member.control(frame ??= JSON.stringify(event));
+    }
   }
 
   #settle(message: Message, status: DeliveryStatus): void {
@@ -186,7 +381,7 @@ export class Hub {
         if (message.outstanding === 0 && message.written === 0) this.#settle(message, how);
         this.#onDeliveryError({
           messageId: message.id,
-          uid: message.uid,
+          target: targetKey(message.target),
           clientId: client.id,
           how,
         });

@@ -55,7 +55,7 @@ function hub(maxQueueBytes = 1024 * 1024) {
 test("a write that throws marks the message failed and calls the error hook", () => {
   const { hub: h, logger, metrics, errors } = hub();
   const socket = new ScriptedSocket();
-  const client = h.connect("u", "text", socket);
+  const client = h.connect({ uid: "u" }, "text", socket);
   socket.broken = true;
   const result = h.sendToUid("u", "lost");
   assert.equal(result.delivered, 0);
@@ -64,7 +64,7 @@ test("a write that throws marks the message failed and calls the error hook", ()
   assert.equal(metrics.messagesFailed, 1);
   assert.deepEqual(errors, [{
     messageId: result.id,
-    uid: "u",
+    target: "uid:u",
     clientId: client.id,
     how: "failed",
   }]);
@@ -74,8 +74,8 @@ test("one good tab is enough for delivered, whatever happens to the others", () 
   const { hub: h, logger } = hub();
   const bad = new ScriptedSocket();
   bad.broken = true;
-  h.connect("u", "text", bad);
-  h.connect("u", "text", new ScriptedSocket());
+  h.connect({ uid: "u" }, "text", bad);
+  h.connect({ uid: "u" }, "text", new ScriptedSocket());
   const result = h.sendToUid("u", "x");
   assert.equal(result.delivered, 1);
   assert.equal(logger.records.get(result.id)!.status, "delivered");
@@ -84,7 +84,7 @@ test("one good tab is enough for delivered, whatever happens to the others", () 
 test("queued frames are counted in pending exactly, written in order, and settle the status", () => {
   const { hub: h, logger } = hub();
   const socket = new ScriptedSocket();
-  const client = h.connect("u", "json", socket);
+  const client = h.connect({ uid: "u" }, "json", socket);
   socket.buffered = HIGH_WATER_BYTES; // the runtime's buffer is full: frames queue
   const ids = [h.sendToUid("u", "a").id, h.sendToUid("u", "b").id];
   assert.equal(h.pending, 2);
@@ -99,7 +99,7 @@ test("queued frames are counted in pending exactly, written in order, and settle
 test("closing a client with a queue drops it: pending returns to 0, the message is dropped", () => {
   const { hub: h, logger, metrics, errors } = hub();
   const socket = new ScriptedSocket();
-  const client = h.connect("u", "text", socket);
+  const client = h.connect({ uid: "u" }, "text", socket);
   socket.buffered = HIGH_WATER_BYTES;
   const { id } = h.sendToUid("u", "never");
   h.disconnected(client);
@@ -116,7 +116,7 @@ test("closing a client with a queue drops it: pending returns to 0, the message 
 test("a fan-out encodes the message once per format, not once per connection", () => {
   const { hub: h } = hub();
   const sockets = Array.from({ length: 50 }, () => new ScriptedSocket());
-  sockets.forEach((s, i) => h.connect("many", i % 2 ? "json" : "text", s));
+  sockets.forEach((s, i) => h.connect({ uid: "many" }, i % 2 ? "json" : "text", s));
   const originalStringify = JSON.stringify;
   let calls = 0;
   JSON.stringify = ((...args: Parameters<typeof JSON.stringify>) => {

@@ -3,15 +3,17 @@
  * Requests are validated here, once, at the edge; the hub decides who receives what. The runtime
  * (Deno or Bun) is reached only through `RuntimeEnv`, which its adapter in runtime/ passes in.
  */
-import { createHash, timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
 import type { Context } from "hono";
 import { z } from "zod";
 import { type Authenticator, AuthError, type Identity, tokenFromRequest } from "./authenticator.ts";
 import { type Client, CloseCode, type Format, type Socket } from "./client.ts";
 import type { Config } from "./config.ts";
 import type { Hub } from "./hub.ts";
+import { requireApiKey } from "./apikey.ts";
+import { createApi } from "./api.ts";
 import { utf8Length } from "./message/message.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 
@@ -69,9 +71,15 @@ const sendSchema = z.object({
   }),
 });
 
-const formatSchema = z.enum(["text", "json"], { error: "format must be text or json" });
-
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
+/** /ws's query; `token` is read separately (it may come in a header instead). */
+const wsQuerySchema = z.object({
+  format: z.enum(["text", "json"], { error: "format must be text or json" }).default("text"),
+  presence: z.enum(["true", "false"], { error: "presence must be true or false" })
+    .default("false").transform((v) => v === "true"),
+  auth: z.enum(["frame"], { error: "auth must be frame" }).optional(),
+}).refine((q) => !q.presence || q.format === "json", {
+  error: "presence events need format=json",
+});
 
 /** Builds the Hono app. Stateless across requests but for the hub and the counters. */
 export function createApp(deps: AppDeps): App {
@@ -80,7 +88,7 @@ export function createApp(deps: AppDeps): App {
   let sockets = 0;
   let unauthenticated = 0;
   let draining = false;
-  const apiKeys = config.apiKeys.map(digest);
+  const apiKey = requireApiKey(config.apiKeys);
 
   app.use(async (c, next) => {
     await next();
@@ -90,10 +98,11 @@ export function createApp(deps: AppDeps): App {
   });
 
   app.get("/ws", async (c) => {
-    const format = formatSchema.safeParse(c.req.query("format") ?? "text");
-    if (!format.success) return c.json({ error: format.error.issues[0].message }, 400);
+    const query = wsQuerySchema.safeParse(c.req.query());
+    if (!query.success) return c.json({ error: query.error.issues[0].message }, 400);
+    const { format, presence } = query.data;
     const token = tokenFromRequest(new URL(c.req.url), c.req.raw.headers);
-    const frameAuth = c.req.query("auth") === "frame";
+    const frameAuth = query.data.auth === "frame";
     let identity: Identity | undefined;
     if (token !== undefined) {
       try {
@@ -117,11 +126,15 @@ export function createApp(deps: AppDeps): App {
       return c.json({ error: `connection limit reached (${deps.maxConnections})` }, 503);
     }
     sockets++;
-    return c.env.upgrade(c.req.raw, handlersFor(identity, format.data));
+    return c.env.upgrade(c.req.raw, handlersFor(identity, format, presence));
   });
 
   /** One socket's life: optional auth frame, then a hub client until it closes. */
-  function handlersFor(identity: Identity | undefined, format: Format): SocketHandlers {
+  function handlersFor(
+    identity: Identity | undefined,
+    format: Format,
+    presence: boolean,
+  ): SocketHandlers {
     let client: Client | undefined;
     let socket: Socket;
     let authTimer: ReturnType<typeof setTimeout> | undefined;
@@ -160,7 +173,7 @@ export function createApp(deps: AppDeps): App {
         const who = await authenticator.verify(token);
         if (authTimer === undefined) return; // timed out or closed meanwhile
         stopWaiting();
-        client = hub.connect(who.uid, format, socket);
+        client = hub.connect(who, format, socket, presence);
       } catch (err) {
         metrics.authFailures++;
         const reason = err instanceof AuthError ? err.message : CloseCode.authFailed.reason;
@@ -174,7 +187,7 @@ export function createApp(deps: AppDeps): App {
       open(s) {
         socket = s;
         if (identity) {
-          client = hub.connect(identity.uid, format, s);
+          client = hub.connect(identity, format, s, presence);
           return;
         }
         unauthenticated++;
@@ -215,8 +228,6 @@ export function createApp(deps: AppDeps): App {
   }
 
   const send = async (c: Context<Env>) => {
-    const denied = checkApiKey(c);
-    if (denied) return denied;
     const fields: Record<string, unknown> = { ...c.req.query() };
     if (c.req.method === "POST") {
       const body = await readBody(c);
@@ -249,8 +260,10 @@ export function createApp(deps: AppDeps): App {
         413,
       ),
   });
-  app.get("/send", send);
-  app.post("/send", sendBodyLimit, send);
+  app.get("/send", apiKey, send);
+  app.post("/send", apiKey, sendBodyLimit, send);
+  app.use("/api/*", apiKey);
+  app.route("/api", createApi({ config, hub }));
 
   async function readBody(c: Context<Env>): Promise<Record<string, unknown> | Response> {
     const type = c.req.header("content-type")?.split(";")[0].trim().toLowerCase() ?? "";
@@ -277,26 +290,6 @@ export function createApp(deps: AppDeps): App {
     }, 415);
   }
 
-  /**
-   * /send needs one of API_KEYS (Authorization: Bearer or X-API-Key), compared in constant time.
-   * With none configured it answers loopback callers only.
-   */
-  function checkApiKey(c: Context<Env>): Response | undefined {
-    if (apiKeys.length === 0) {
-      if (LOOPBACK.test(c.env.remoteAddress)) return undefined;
-      return c.json({ error: "/send answers loopback callers only until API_KEYS is set" }, 403);
-    }
-    const auth = c.req.header("authorization");
-    const presented = c.req.header("x-api-key") ??
-      (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
-    if (presented === undefined) return c.json({ error: "API key required" }, 401);
-    const presentedDigest = digest(presented);
-    if (!apiKeys.some((key) => timingSafeEqual(key, presentedDigest))) {
-      return c.json({ error: "API key invalid" }, 401);
-    }
-    return undefined;
-  }
-
   app.get("/metrics", (c) => {
     const body = metrics.render({
       connections: hub.connections,
@@ -317,6 +310,10 @@ export function createApp(deps: AppDeps): App {
   }
   app.notFound((c) => c.json({ error: `not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {
+    // Hono's own refusals (malformed JSON, say) carry their status and a message for the caller.
+    if (err instanceof HTTPException && err.status < 500) {
+      return c.json({ error: err.message }, err.status);
+    }
     console.error(`error on ${c.req.method} ${c.req.path}: ${err}`);
     return c.json({ error: "internal error" }, 500);
   });
@@ -347,9 +344,4 @@ function answerJson(client: Client, data: string): void {
     const shown = String(type).slice(0, 64);
     client.control(JSON.stringify({ type: "error", error: `unknown frame type: ${shown}` }));
   }
-}
-
-/** Keys are compared as SHA-256 digests: equal lengths, so timingSafeEqual applies. */
-function digest(key: string): Uint8Array {
-  return createHash("sha256").update(key).digest();
 }

@@ -28,6 +28,18 @@ export interface TestServer extends Running, AsyncDisposable {
   send(uid: string, message: string): Promise<{ status: number; body: Record<string, unknown> }>;
   /** The /metrics sample `name`, or NaN when absent. */
   metric(name: string): Promise<number>;
+  /** Calls /api`path` with an optional JSON body; the reply's status and JSON body. */
+  // deno-lint-ignore no-explicit-any -- replies have many shapes; each test asserts the ones it reads
+  api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  /**
+   * Connects in the json format as `uid` with the token claims given, and reads the welcome
+   * frame: the socket and the client id the server gave it.
+   */
+  connectAs(
+    uid: string,
+    claims?: Record<string, unknown>,
+    query?: string,
+  ): Promise<{ client: TestClient; id: string }>;
 }
 
 /** Starts a server on 127.0.0.1 and a random port, with its own data directory. */
@@ -60,6 +72,23 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
       const text = await (await fetch(`${url}/metrics`)).text();
       const line = text.split("\n").find((l) => l.startsWith(`${name} `));
       return line ? Number(line.slice(name.length + 1)) : NaN;
+    },
+    async api(method, path, body) {
+      const res = await fetch(`${url}/api${path}`, {
+        method,
+        headers: body === undefined ? {} : { "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json() };
+    },
+    async connectAs(uid, claims = {}, query = "") {
+      const token = await running.authenticator.sign(uid, 3600, claims);
+      const client = await connectClient(
+        `ws://127.0.0.1:${running.port}/ws?format=json&token=${token}${query}`,
+      );
+      const welcome = await client.nextJson();
+      if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${welcome.type}`);
+      return { client, id: welcome.client as string };
     },
     async [Symbol.asyncDispose]() {
       await running.stop();

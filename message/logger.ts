@@ -5,8 +5,8 @@
 
 /**
  * Where a message stands. `accepted` is the start; the rest are final:
- * - `delivered`: written to at least one of the uid's connections;
- * - `offline`: the uid had no connection;
+ * - `delivered`: written to at least one of the target's connections;
+ * - `offline`: the target had no connection (an offline uid, an unknown client or group);
  * - `failed`: every write threw;
  * - `dropped`: every connection it was queued on was cut off (slow consumer) or closed first.
  */
@@ -16,7 +16,10 @@ export type DeliveryStatus = "accepted" | "delivered" | "offline" | "failed" | "
 export interface MessageRecord {
   /** Unique and increasing, also across restarts when the logger keeps state (SQLite). */
   id: number;
-  uid: string;
+  /** The recipient uid when the target is a uid, else null. */
+  uid: string | null;
+  /** The target as `uid:<uid>`, `client:<id>`, `group:<name>` or `all`. */
+  target: string;
   message: string;
   /** Milliseconds since the epoch. */
   createdAt: number;

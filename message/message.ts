@@ -28,6 +28,17 @@ export function utf8Length(s: string): number {
   return bytes;
 }
 
+/** Who a message is for: a uid's connections, one connection, a group's members, or everyone. */
+export type Target = { uid: string } | { client: string } | { group: string } | { all: true };
+
+/** The target as one string, as the message log keeps it: `uid:123`, `group:chat`, `all`… */
+export function targetKey(target: Target): string {
+  if ("uid" in target) return `uid:${target.uid}`;
+  if ("client" in target) return `client:${target.client}`;
+  if ("group" in target) return `group:${target.group}`;
+  return "all";
+}
+
 /** A pushed message. `text` and `json` are computed on first use and shared by every recipient. */
 export class Message {
   #text: Frame | undefined;
@@ -40,7 +51,7 @@ export class Message {
 
   constructor(
     readonly id: number,
-    readonly uid: string,
+    readonly target: Target,
     readonly data: string,
     /** Milliseconds since the epoch, when it was accepted. */
     readonly ts: number,
@@ -54,10 +65,17 @@ export class Message {
     return this.#text ??= { data: this.data, bytes: utf8Length(this.data) };
   }
 
-  /** The JSON envelope `{type:"message", id, data, ts}`. */
+  /** The JSON envelope `{type:"message", id, data, ts}`, plus `group` for a group's message. */
   get json(): Frame {
     if (!this.#json) {
-      const data = JSON.stringify({ type: "message", id: this.id, data: this.data, ts: this.ts });
+      const envelope: Record<string, unknown> = {
+        type: "message",
+        id: this.id,
+        data: this.data,
+        ts: this.ts,
+      };
+      if ("group" in this.target) envelope.group = this.target.group;
+      const data = JSON.stringify(envelope);
       this.#json = { data, bytes: utf8Length(data) };
     }
     return this.#json;

@@ -10,7 +10,8 @@ import { BatchingLogger, type DeliveryStatus, type MessageRecord } from "./logge
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
   id         INTEGER PRIMARY KEY,
-  uid        TEXT    NOT NULL,
+  uid        TEXT,             -- the recipient uid, when the target is a uid
+  target     TEXT    NOT NULL, -- uid:<uid>, client:<id>, group:<name> or all
   message    TEXT    NOT NULL,
   created_at INTEGER NOT NULL, -- milliseconds since the epoch
   status     TEXT    NOT NULL
@@ -34,7 +35,7 @@ export class SqliteLogger extends BatchingLogger {
     this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
     this.#db.exec(SCHEMA);
     this.#insert = this.#db.prepare(
-      "INSERT INTO messages (id, uid, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+      "INSERT INTO messages (id, uid, target, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
     );
     this.#update = this.#db.prepare("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?");
     const row = this.#db.prepare("SELECT max(id) AS id FROM messages").get() as {
@@ -52,7 +53,7 @@ export class SqliteLogger extends BatchingLogger {
     this.#db.exec("BEGIN");
     try {
       for (const r of records) {
-        this.#insert.run(r.id, r.uid, r.message, r.createdAt, r.status, now);
+        this.#insert.run(r.id, r.uid, r.target, r.message, r.createdAt, r.status, now);
       }
       for (const [id, status] of updates) this.#update.run(status, now, id);
       this.#db.exec("COMMIT");

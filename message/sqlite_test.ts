@@ -11,6 +11,7 @@ import { StdoutLogger } from "./stdout.ts";
 const record = (id: number, status = "accepted" as const) => ({
   id,
   uid: "u",
+  target: "uid:u",
   message: `m${id}`,
   createdAt: 1000 + id,
   status,
