@@ -51,7 +51,7 @@ export const SETTINGS = {
     env: "API_KEYS",
     schema: z.string(),
     default: "",
-    help: "comma-separated keys for /send; empty: /send answers loopback callers only",
+    help: "comma-separated keys for /send and /api; empty: they answer loopback callers only",
   },
   "data-dir": {
     env: "DATA_DIR",
