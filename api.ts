@@ -501,6 +501,16 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
     members: hub.groupSize(group)?.members ?? 0,
     changed,
   });
+  /** `clients` join (or leave) `group`; counts those whose membership really changed. */
+  const changeMembership = (clients: Client[], group: string, join: boolean) => {
+    let changed = 0;
+    for (const client of clients) {
+      if (client.groups.has(group) !== join) changed++;
+      if (join) hub.join(client, group);
+      else hub.leave(client, group);
+    }
+    return membership(group, changed);
+  };
 
   api.openapi(
     createRoute({
@@ -576,9 +586,7 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
       const { group, id } = c.req.valid("param");
       const client = hub.client(id);
       if (!client) return c.json(clientNotFound(id), 404);
-      const changed = client.groups.has(group) ? 0 : 1;
-      hub.join(client, group);
-      return c.json(membership(group, changed), 200);
+      return c.json(changeMembership([client], group, true), 200);
     },
   );
 
@@ -594,9 +602,7 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
       const { group, id } = c.req.valid("param");
       const client = hub.client(id);
       if (!client) return c.json(clientNotFound(id), 404);
-      const changed = client.groups.has(group) ? 1 : 0;
-      hub.leave(client, group);
-      return c.json(membership(group, changed), 200);
+      return c.json(changeMembership([client], group, false), 200);
     },
   );
 
@@ -612,12 +618,7 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
       const { group, uid } = c.req.valid("param");
       const clients = hub.clientsOf(uid, 0, Infinity)?.items;
       if (!clients) return c.json({ error: `client not found: ${uid}` }, 404);
-      let changed = 0;
-      for (const client of clients) {
-        if (!client.groups.has(group)) changed++;
-        hub.join(client, group);
-      }
-      return c.json(membership(group, changed), 200);
+      return c.json(changeMembership(clients, group, true), 200);
     },
   );
 
@@ -632,12 +633,7 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
     (c) => {
       const { group, uid } = c.req.valid("param");
       const clients = hub.clientsOf(uid, 0, Infinity)?.items ?? [];
-      let changed = 0;
-      for (const client of clients) {
-        if (client.groups.has(group)) changed++;
-        hub.leave(client, group);
-      }
-      return c.json(membership(group, changed), 200);
+      return c.json(changeMembership(clients, group, false), 200);
     },
   );
 
