@@ -3,6 +3,7 @@
  * sockets on the other end.
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { eventually, startTestServer } from "./testkit.ts";
 
@@ -311,7 +312,7 @@ test("/api needs a key when API_KEYS is set, by Bearer or X-API-Key", async () =
   await send.body?.cancel();
 });
 
-test("the OpenAPI document lists every operation", async () => {
+test("the OpenAPI document and the README list every operation", async () => {
   await using server = await startTestServer();
   const doc = (await server.api("GET", "/openapi.json")).body;
   assert.equal(doc.openapi, "3.1.0");
@@ -346,4 +347,9 @@ test("the OpenAPI document lists every operation", async () => {
     "PUT /groups/{group}/clients/{id}",
     "PUT /groups/{group}/uids/{uid}",
   ]);
+  const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");
+  for (const op of operations) {
+    const [method, path] = op.split(" ");
+    assert.ok(readme.includes(`\`${method} /api${path}`), `README lacks ${method} /api${path}`);
+  }
 });
