@@ -10,17 +10,28 @@ import { Hub } from "./hub.ts";
 import type { DeliveryStatus, MessageLogger, MessageRecord } from "./message/logger.ts";
 import { Metrics } from "./metrics.ts";
 
-/** A socket whose buffer level and failure the test sets. */
+/** A socket whose network the test stalls and lets flow, and whose writes it can break. */
 class ScriptedSocket implements Socket {
   sent: string[] = [];
   buffered = 0;
+  /** While stalled, the network takes nothing: every write stays in the buffer. */
+  stalled = false;
   broken = false;
   closedWith: [number, string] | undefined;
   send(data: string) {
     if (this.broken) throw new Error("broken pipe");
     this.sent.push(data);
+    if (this.stalled) this.buffered += data.length;
   }
+  /** The network takes everything buffered. */
+  flow() {
+    this.stalled = false;
+    this.buffered = 0;
+  }
+  /** How often the client asked; each ask is a call into the runtime on Deno. */
+  reads = 0;
   bufferedAmount() {
+    this.reads++;
     return this.buffered;
   }
   close(code: number, reason: string) {
@@ -85,14 +96,15 @@ test("queued frames are counted in pending exactly, written in order, and settle
   const { hub: h, logger } = hub();
   const socket = new ScriptedSocket();
   const client = h.connect({ uid: "u" }, "json", socket);
-  socket.buffered = HIGH_WATER_BYTES; // the runtime's buffer is full: frames queue
+  socket.stalled = true;
+  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES)); // written, and now the buffer is full
   const ids = [h.sendToUid("u", "a").id, h.sendToUid("u", "b").id];
   assert.equal(h.pending, 2);
   assert.equal(logger.records.get(ids[0])!.status, "accepted");
-  socket.buffered = 0;
+  socket.flow();
   client.drain();
   assert.equal(h.pending, 0);
-  assert.deepEqual(socket.sent.slice(1).map((f) => JSON.parse(f).data), ["a", "b"]);
+  assert.deepEqual(socket.sent.slice(2).map((f) => JSON.parse(f).data), ["a", "b"]);
   assert.equal(logger.records.get(ids[1])!.status, "delivered");
 });
 
@@ -100,7 +112,8 @@ test("closing a client with a queue drops it: pending returns to 0, the message 
   const { hub: h, logger, metrics, errors } = hub();
   const socket = new ScriptedSocket();
   const client = h.connect({ uid: "u" }, "text", socket);
-  socket.buffered = HIGH_WATER_BYTES;
+  socket.stalled = true;
+  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
   const { id } = h.sendToUid("u", "never");
   h.disconnected(client);
   assert.equal(h.pending, 0);
@@ -139,4 +152,14 @@ test("ids continue after the last stored id when it is ahead of the clock", () =
   logger.lastId = () => ahead;
   const h = new Hub({ logger, metrics: new Metrics(), maxQueueBytes: 1024 });
   assert.equal(h.sendToUid("x", "y").id, ahead + 1);
+});
+
+test("the runtime's buffer is read about once per HIGH_WATER_BYTES written, not once per push", () => {
+  const { hub: h } = hub();
+  const socket = new ScriptedSocket();
+  h.connect({ uid: "u" }, "text", socket);
+  const message = "m".repeat(100);
+  for (let i = 0; i < 1000; i++) h.sendToUid("u", message); // 100 KB in all
+  assert.equal(socket.sent.length, 1000);
+  assert.ok(socket.reads >= 1 && socket.reads <= 2, `${socket.reads} reads`);
 });
