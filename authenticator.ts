@@ -1,11 +1,18 @@
 /**
- * The authenticator turns a client's JWT into a uid. Verification is jose's; the algorithm is pinned
- * by configuration and never taken from the token's header.
+ * The authenticator turns a client's JWT into an identity. Verification is jose's; the algorithm is
+ * pinned by configuration and never taken from the token's header, so `alg: none` and HS/RS
+ * confusion (an RSA public key used as an HMAC secret) are refused.
  */
-import { errors, jwtVerify, SignJWT } from "jose";
-
-/** HMAC algorithms a deployment can pin. */
-export type HmacAlg = "HS256" | "HS384" | "HS512";
+import {
+  createRemoteJWKSet,
+  errors,
+  importSPKI,
+  jwtVerify,
+  type JWTVerifyGetKey,
+  type KeyObject,
+  SignJWT,
+} from "jose";
+import type { JwtAlg } from "./config.ts";
 
 /** Who a verified token belongs to. */
 export interface Identity {
@@ -22,37 +29,114 @@ export interface Identity {
 export const MAX_TOKEN_GROUPS = 64;
 export const MAX_GROUP_NAME = 256;
 
-/** A token was refused; `message` is safe to show the client (it never echoes the token). */
-export class AuthError extends Error {}
+/**
+ * A token was refused. `message` is safe to show the client (it never echoes the token); `status`
+ * is 401, or 503 when the keys to check it with could not be fetched.
+ */
+export class AuthError extends Error {
+  constructor(message: string, readonly status: 401 | 503 = 401) {
+    super(message);
+  }
+}
 
-/** Longest token accepted, in characters: refuses absurd inputs before any crypto runs. */
-export const MAX_TOKEN_LENGTH = 8192;
+/** How tokens are checked. Exactly one key source fits `alg`: a secret for HS*, else a key. */
+export interface AuthenticatorOptions {
+  alg: JwtAlg;
+  /** The HMAC secret, for HS*. */
+  secret?: string;
+  /** A PEM (SPKI) public key, for RS*, PS*, ES* and EdDSA. */
+  publicKeyPem?: string;
+  /** A JWKS URL, for RS*, PS*, ES* and EdDSA. */
+  jwksUrl?: string;
+  /** Milliseconds before a JWKS may be fetched again for an unknown key id (jose's cooldown). */
+  jwksCooldownMs?: number;
+  issuer?: string;
+  audience?: string;
+  /** Refuse tokens without `exp`. */
+  requireExp: boolean;
+  /** The claim holding the uid; `sub` stands in when it is absent. */
+  uidClaim: string;
+  /** Longest token accepted, in bytes: refuses absurd inputs before any crypto runs. */
+  maxTokenBytes: number;
+}
 
-/** Verifies HS256/384/512 tokens signed with one secret. */
+/** The defaults a test or an embedding starts from: HS256, exp required, the `uid` claim. */
+export const DEFAULT_AUTH: Omit<AuthenticatorOptions, "alg" | "secret"> = {
+  requireExp: true,
+  uidClaim: "uid",
+  maxTokenBytes: 8192,
+};
+
+/** JWKS fetches give up after this long; the connect then gets 503. */
+const JWKS_TIMEOUT_MS = 5000;
+/** jose's cooldown between refetches for unknown key ids, and how long a JWKS is kept. */
+const JWKS_COOLDOWN_MS = 30_000;
+const JWKS_MAX_AGE_MS = 10 * 60_000;
+
+/** Verifies tokens with one pinned algorithm and one key source. */
 export class Authenticator {
-  readonly #key: Uint8Array;
-  readonly #alg: HmacAlg;
+  readonly #key: Uint8Array | KeyObject | CryptoKey | JWTVerifyGetKey;
+  readonly #options: AuthenticatorOptions;
 
-  constructor(secret: string, alg: HmacAlg = "HS256") {
-    this.#key = new TextEncoder().encode(secret);
-    this.#alg = alg;
+  private constructor(
+    key: Uint8Array | KeyObject | CryptoKey | JWTVerifyGetKey,
+    options: AuthenticatorOptions,
+  ) {
+    this.#key = key;
+    this.#options = options;
+  }
+
+  /** Builds an authenticator; throws with a readable reason when the key does not fit `alg`. */
+  static async create(options: AuthenticatorOptions): Promise<Authenticator> {
+    if (options.alg.startsWith("HS")) {
+      if (!options.secret) throw new Error(`JWT_ALG=${options.alg} needs JWT_SECRET`);
+      return new Authenticator(new TextEncoder().encode(options.secret), options);
+    }
+    if (options.jwksUrl) {
+      const jwks = createRemoteJWKSet(new URL(options.jwksUrl), {
+        timeoutDuration: JWKS_TIMEOUT_MS,
+        cooldownDuration: options.jwksCooldownMs ?? JWKS_COOLDOWN_MS,
+        cacheMaxAge: JWKS_MAX_AGE_MS,
+      });
+      return new Authenticator(jwks, options);
+    }
+    if (!options.publicKeyPem) {
+      throw new Error(`JWT_ALG=${options.alg} needs JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL`);
+    }
+    try {
+      return new Authenticator(await importSPKI(options.publicKeyPem, options.alg), options);
+    } catch (err) {
+      throw new Error(`the public key is not a PEM SPKI key for ${options.alg}: ${err}`);
+    }
+  }
+
+  /** An HS256 authenticator with the defaults, for the dev token and for tests. */
+  static hmac(secret: string, alg: JwtAlg = "HS256"): Promise<Authenticator> {
+    return Authenticator.create({ ...DEFAULT_AUTH, alg, secret });
   }
 
   /**
-   * Returns the token's identity: the `uid` claim (go-pusher's), else `sub`; each must be a
-   * non-empty string. Honours `exp` and `nbf`. Throws AuthError with a reason otherwise.
+   * Returns the token's identity: the uid claim (else `sub`), which must be a non-empty string,
+   * and the optional `groups` and `info` claims. Honours `exp` and `nbf`, and `iss` and `aud` when
+   * configured. Throws AuthError with a reason otherwise.
    */
   async verify(token: string): Promise<Identity> {
-    if (token.length > MAX_TOKEN_LENGTH) throw new AuthError("token too long");
+    const o = this.#options;
+    if (token.length > o.maxTokenBytes) throw new AuthError("token too long");
     let payload;
     try {
-      ({ payload } = await jwtVerify(token, this.#key, { algorithms: [this.#alg] }));
+      ({ payload } = await jwtVerify(token, this.#key as Uint8Array, {
+        algorithms: [o.alg],
+        issuer: o.issuer,
+        audience: o.audience,
+        requiredClaims: o.requireExp ? ["exp"] : [],
+      }));
     } catch (err) {
-      throw new AuthError(reason(err));
+      throw refusal(err);
     }
-    const uid = payload.uid ?? payload.sub;
+    const uid = payload[o.uidClaim] ?? payload.sub;
     if (typeof uid !== "string" || uid === "") {
-      throw new AuthError("token has no string uid or sub claim");
+      throw new AuthError(`token has no string ${o.uidClaim} or sub claim`);
     }
     const groups = payload.groups;
     if (
@@ -67,22 +151,43 @@ export class Authenticator {
     return { uid, exp: payload.exp, groups, info: payload.info };
   }
 
-  /** Signs a token for `uid`, valid for `ttlSeconds`; for the dev token and for tests. */
+  /**
+   * Signs a token for `uid`, valid for `ttlSeconds`, with the HMAC secret: the dev token and
+   * tests. Throws for asymmetric algorithms, whose private key this server never holds.
+   */
   sign(uid: string, ttlSeconds = 24 * 3600, claims: Record<string, unknown> = {}): Promise<string> {
-    return new SignJWT({ ...claims, uid })
-      .setProtectedHeader({ alg: this.#alg, typ: "JWT" })
+    if (!(this.#key instanceof Uint8Array)) {
+      throw new Error(`cannot sign ${this.#options.alg} tokens: the server holds no private key`);
+    }
+    return new SignJWT({ ...claims, [this.#options.uidClaim]: uid })
+      .setProtectedHeader({ alg: this.#options.alg, typ: "JWT" })
       .setIssuedAt()
       .setExpirationTime(`${ttlSeconds}s`)
       .sign(this.#key);
   }
 }
 
-function reason(err: unknown): string {
-  if (err instanceof errors.JWTExpired) return "token expired";
-  if (err instanceof errors.JWTClaimValidationFailed) return `token claim ${err.claim} invalid`;
-  if (err instanceof errors.JOSEAlgNotAllowed) return "token algorithm not allowed";
-  if (err instanceof errors.JWSSignatureVerificationFailed) return "token signature invalid";
-  return "token malformed";
+function refusal(err: unknown): AuthError {
+  if (err instanceof errors.JWTExpired) return new AuthError("token expired");
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    return new AuthError(
+      err.reason === "missing"
+        ? `token has no ${err.claim} claim`
+        : `token claim ${err.claim} invalid`,
+    );
+  }
+  if (err instanceof errors.JOSEAlgNotAllowed) return new AuthError("token algorithm not allowed");
+  if (err instanceof errors.JWSSignatureVerificationFailed) {
+    return new AuthError("token signature invalid");
+  }
+  if (err instanceof errors.JWKSNoMatchingKey) return new AuthError("token key id unknown");
+  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid) {
+    return new AuthError("token keys unavailable", 503);
+  }
+  if (err instanceof TypeError && /fetch|connect|network/i.test(err.message)) {
+    return new AuthError("token keys unavailable", 503);
+  }
+  return new AuthError("token malformed");
 }
 
 /**

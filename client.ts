@@ -40,6 +40,12 @@ export const CloseCode = {
   authExpected: { code: 4003, reason: "expected an auth frame" },
   /** Closed through the API (DELETE /api/clients/{id}, or a uid's logout). */
   closedByServer: { code: 4009, reason: "closed by server" },
+  /** More frames per second than MAX_FRAMES_PER_SECOND (1008: policy violation). */
+  tooManyFrames: { code: 1008, reason: "too many frames" },
+  /** The token expired and no fresh one came in an auth frame. */
+  tokenExpired: { code: 4004, reason: "token expired" },
+  /** The uid already had MAX_CONNECTIONS_PER_UID connections (auth-frame sockets; others get 429). */
+  tooManyForUid: { code: 4029, reason: "too many connections for this uid" },
   /** The connection fell more than MAX_QUEUE_BYTES behind. */
   slowConsumer: { code: 4008, reason: "slow consumer" },
 } as const;

@@ -18,9 +18,30 @@ interface Setting {
 
 const number = () =>
   z.coerce.number({ error: "must be a number" }).refine(Number.isFinite, "must be a number");
+const boolean = () =>
+  z.enum(["true", "false", "1", "0", "yes", "no"], { error: "must be true or false" })
+    .transform((v) => v === "true" || v === "1" || v === "yes");
 const int = (min: number, max: number) =>
   number().pipe(z.number().int("must be a whole number").min(min).max(max));
 const seconds = (min: number, max: number) => number().pipe(z.number().min(min).max(max));
+
+/** The JWT algorithms a deployment can pin. HS* use JWT_SECRET; the rest a public key or JWKS. */
+export const JWT_ALGS = [
+  "HS256",
+  "HS384",
+  "HS512",
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+] as const;
+export type JwtAlg = (typeof JWT_ALGS)[number];
 
 /** Every setting. Keys are the flag names without `--`. */
 export const SETTINGS = {
@@ -43,9 +64,84 @@ export const SETTINGS = {
   },
   "jwt-alg": {
     env: "JWT_ALG",
-    schema: z.enum(["HS256", "HS384", "HS512"]),
+    schema: z.enum(JWT_ALGS, { error: `must be one of ${JWT_ALGS.join(", ")}` }),
     default: "HS256",
-    help: "JWT algorithm accepted (pinned; the token's header never chooses it)",
+    help: "the one JWT algorithm accepted (pinned; the token's header never chooses it)",
+  },
+  "jwt-public-key-file": {
+    env: "JWT_PUBLIC_KEY_FILE",
+    schema: z.string().min(1),
+    help: "PEM (SPKI) public key for RS*, PS*, ES* and EdDSA tokens",
+  },
+  "jwt-jwks-url": {
+    env: "JWT_JWKS_URL",
+    schema: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
+    help: "JWKS URL for RS*, PS*, ES* and EdDSA tokens; cached, refetched for unknown key ids",
+  },
+  "jwt-issuer": {
+    env: "JWT_ISSUER",
+    schema: z.string().min(1),
+    help: "when set, tokens must carry this iss",
+  },
+  "jwt-audience": {
+    env: "JWT_AUDIENCE",
+    schema: z.string().min(1),
+    help: "when set, tokens must carry this aud",
+  },
+  "jwt-require-exp": {
+    env: "JWT_REQUIRE_EXP",
+    schema: boolean(),
+    default: "true",
+    help: "refuse tokens without exp (false accepts go-pusher's tokens that never expire)",
+  },
+  "jwt-uid-claim": {
+    env: "JWT_UID_CLAIM",
+    schema: z.string().min(1),
+    default: "uid",
+    help: "the claim holding the uid (a string); sub is used when it is absent",
+  },
+  "max-token-bytes": {
+    env: "MAX_TOKEN_BYTES",
+    schema: int(64, 65536),
+    default: "8192",
+    help: "longest token accepted, in bytes; longer gets 401 (or close 4001)",
+  },
+  "allowed-origins": {
+    env: "ALLOWED_ORIGINS",
+    schema: z.string().min(1),
+    default: "*",
+    help:
+      "comma-separated origins /ws accepts (https://app.example.com, https://*.example.com); * any",
+  },
+  "max-connections-per-uid": {
+    env: "MAX_CONNECTIONS_PER_UID",
+    schema: int(0, 1_000_000),
+    default: "100",
+    help: "most connections one uid may hold; past it 429 (or close 4029); 0: no limit",
+  },
+  "max-connects-per-ip": {
+    env: "MAX_CONNECTS_PER_IP",
+    schema: int(0, 1_000_000),
+    default: "50",
+    help: "new /ws connections one IP may open per second (bursts up to that many); 0: no limit",
+  },
+  "max-frames-per-second": {
+    env: "MAX_FRAMES_PER_SECOND",
+    schema: int(0, 1_000_000),
+    default: "20",
+    help: "frames one connection may send per second (bursts up to that many); past it close 1008",
+  },
+  "max-requests-per-key": {
+    env: "MAX_REQUESTS_PER_KEY",
+    schema: int(0, 10_000_000),
+    default: "5000",
+    help: "/send and /api requests per second per API key (per IP without keys); past it 429",
+  },
+  "access-log": {
+    env: "ACCESS_LOG",
+    schema: boolean(),
+    default: "false",
+    help: "print one line per HTTP request to stdout, with tokens and keys redacted",
   },
   "api-keys": {
     env: "API_KEYS",
@@ -129,7 +225,25 @@ export interface Config {
   host: string;
   port: number;
   jwtSecret: string | undefined;
-  jwtAlg: "HS256" | "HS384" | "HS512";
+  jwtAlg: JwtAlg;
+  jwtPublicKeyFile: string | undefined;
+  jwtJwksUrl: string | undefined;
+  jwtIssuer: string | undefined;
+  jwtAudience: string | undefined;
+  jwtRequireExp: boolean;
+  jwtUidClaim: string;
+  maxTokenBytes: number;
+  /** Exact origins and `*.`-wildcard patterns; ["*"] allows any. */
+  allowedOrigins: string[];
+  /** 0: no limit. */
+  maxConnectionsPerUid: number;
+  /** Per second; 0: no limit. */
+  maxConnectsPerIp: number;
+  /** Per second; 0: no limit. */
+  maxFramesPerSecond: number;
+  /** Per second; 0: no limit. */
+  maxRequestsPerKey: number;
+  accessLog: boolean;
   apiKeys: string[];
   dataDir: string;
   messageLogger: "sqlite" | "stdout" | "none";
@@ -207,8 +321,28 @@ export function parseConfig(
     }
     out[camel(name)] = parsed.data;
   }
-  out.apiKeys = (out.apiKeys as string).split(",").map((k) => k.trim()).filter(Boolean);
+  const list = (value: unknown) =>
+    (value as string).split(",").map((k) => k.trim()).filter(Boolean);
+  out.apiKeys = list(out.apiKeys);
+  out.allowedOrigins = list(out.allowedOrigins);
+  checkJwtKeys(out as unknown as Config);
   return { kind: "config", config: out as unknown as Config };
+}
+
+/** An HS* algorithm needs the secret; the others need a public key or a JWKS URL, not both. */
+function checkJwtKeys(config: Config): void {
+  const hmac = config.jwtAlg.startsWith("HS");
+  const keys = [config.jwtPublicKeyFile, config.jwtJwksUrl].filter((k) => k !== undefined);
+  if (hmac && keys.length > 0) {
+    throw new ConfigError(
+      `JWT_ALG=${config.jwtAlg} uses JWT_SECRET; JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL are for the others`,
+    );
+  }
+  if (!hmac && keys.length !== 1) {
+    throw new ConfigError(
+      `JWT_ALG=${config.jwtAlg} needs exactly one of JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL`,
+    );
+  }
 }
 
 /**
@@ -230,11 +364,13 @@ function readConfigFile(path: string, readFile: (path: string) => string): Recor
     if (!(key in SETTINGS)) {
       throw new ConfigError(`config file ${path}: unknown setting "${key}" (see --help)`);
     }
-    if (typeof value === "string" || typeof value === "number") out[key] = String(value);
+    if (["string", "number", "boolean"].includes(typeof value)) out[key] = String(value);
     else if (Array.isArray(value) && value.every((v) => typeof v === "string")) {
       out[key] = value.join(",");
     } else {
-      throw new ConfigError(`config file ${path}: "${key}" must be a string or a number`);
+      throw new ConfigError(
+        `config file ${path}: "${key}" must be a string, a number or a boolean`,
+      );
     }
   }
   return out;

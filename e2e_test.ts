@@ -138,7 +138,7 @@ test("the program refuses a bad token with 401, serves metrics, and stops cleanl
     const refused = await rawUpgrade(port, "/ws?token=forged");
     assert.equal(refused.status, 401);
     const { Authenticator } = await import("./authenticator.ts");
-    const token = await new Authenticator(secret).sign("e2e");
+    const token = await (await Authenticator.hmac(secret)).sign("e2e");
     await using tab = await connectClient(`ws://127.0.0.1:${port}/ws?token=${token}`);
     const reply = await fetch(`http://127.0.0.1:${port}/send?uid=e2e&message=hi`);
     assert.equal(reply.status, 200);

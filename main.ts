@@ -3,6 +3,7 @@
  * signals. Nothing here decides how a push is delivered.
  */
 import process from "node:process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "./package.json" with { type: "json" };
 import { Authenticator, randomSecret } from "./authenticator.ts";
@@ -30,8 +31,8 @@ export interface Running {
   app: App;
   logger: MessageLogger;
   authenticator: Authenticator;
-  /** The secret tokens are checked with; random when none was configured. */
-  secret: string;
+  /** The HMAC secret tokens are checked with (random when none was configured); none for RS* etc. */
+  secret: string | undefined;
   /** True when the secret was generated for this process. */
   generatedSecret: boolean;
   maxConnections: number;
@@ -51,6 +52,20 @@ export interface StartOptions {
 
 /** Starts a server with `config`. Resolves once it listens. */
 export async function start(config: Config, options: StartOptions = {}): Promise<Running> {
+  // The key first: a key that cannot be read stops start-up before anything is opened.
+  const hmac = config.jwtAlg.startsWith("HS");
+  const secret = hmac ? config.jwtSecret ?? randomSecret() : undefined;
+  const authenticator = await Authenticator.create({
+    alg: config.jwtAlg,
+    secret,
+    publicKeyPem: config.jwtPublicKeyFile && readFileSync(config.jwtPublicKeyFile, "utf8"),
+    jwksUrl: config.jwtJwksUrl,
+    issuer: config.jwtIssuer,
+    audience: config.jwtAudience,
+    requireExp: config.jwtRequireExp,
+    uidClaim: config.jwtUidClaim,
+    maxTokenBytes: config.maxTokenBytes,
+  });
   const onLogError = (err: unknown) => console.error(`message log: ${err}`);
   const logger: MessageLogger = config.messageLogger === "sqlite"
     ? new SqliteLogger(join(config.dataDir, "messages.db"), config.logFlushMs, onLogError)
@@ -64,8 +79,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     maxQueueBytes: config.maxQueueBytes,
     onDeliveryError: options.onDeliveryError,
   });
-  const secret = config.jwtSecret ?? randomSecret();
-  const authenticator = new Authenticator(secret, config.jwtAlg);
+
   const maxConnections = config.maxConnections === "auto"
     ? autoMaxConnections(openFileLimit())
     : config.maxConnections;
@@ -94,7 +108,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     logger,
     authenticator,
     secret,
-    generatedSecret: config.jwtSecret === undefined,
+    generatedSecret: hmac && config.jwtSecret === undefined,
     maxConnections,
     stop: () =>
       stopping ??= (async () => {

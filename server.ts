@@ -9,23 +9,15 @@ import { HTTPException } from "hono/http-exception";
 import type { Context } from "hono";
 import { z } from "zod";
 import { type Authenticator, AuthError, type Identity, tokenFromRequest } from "./authenticator.ts";
-import { type Client, CloseCode, type Format, type Socket } from "./client.ts";
 import type { Config } from "./config.ts";
+import { connection, type ConnectionDeps, type SocketHandlers } from "./connection.ts";
 import type { Hub } from "./hub.ts";
 import { requireApiKey } from "./apikey.ts";
 import { createApi } from "./api.ts";
 import { utf8Length } from "./message/message.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
-
-/** What a runtime adapter calls as a socket's life goes on. */
-export interface SocketHandlers {
-  open(socket: Socket): void;
-  /** A text frame arrives as a string, a binary one as bytes. */
-  message(data: string | Uint8Array): void;
-  close(code: number, reason: string): void;
-  /** The runtime's buffer for the socket emptied (Bun has this event; Deno does not). */
-  drain(): void;
-}
+import { originAllowed } from "./origin.ts";
+import { RateLimiter } from "./ratelimit.ts";
 
 /** The per-request bridge to the runtime, passed as Hono's `env` by the adapter. */
 export interface RuntimeEnv {
@@ -86,12 +78,29 @@ export function createApp(deps: AppDeps): App {
   const { config, hub, metrics, authenticator } = deps;
   const app = new Hono<Env>();
   let sockets = 0;
-  let unauthenticated = 0;
+  const unauthenticated = { count: 0 };
   let draining = false;
-  const apiKey = requireApiKey(config.apiKeys);
+  const apiKey = requireApiKey(config.apiKeys, new RateLimiter(config.maxRequestsPerKey));
+  const connectsPerIp = new RateLimiter(config.maxConnectsPerIp);
+  const connectionDeps: ConnectionDeps = {
+    config,
+    hub,
+    metrics,
+    authenticator,
+    unauthenticated,
+    onClosed: () => sockets--,
+  };
 
   app.use(async (c, next) => {
+    const started = Date.now();
     await next();
+    if (config.accessLog) {
+      const url = new URL(c.req.url);
+      console.log(
+        `${c.env.remoteAddress} ${c.req.method} ${redact(url.pathname + url.search)} ` +
+          `${c.res.status} ${Date.now() - started}ms`,
+      );
+    }
     // An upgrade answers 101 on Deno; on Bun the route returns a placeholder 200 that Bun discards.
     const upgraded = c.req.routePath === "/ws" && c.res.status === 200;
     metrics.httpRequest(c.req.method, c.req.routePath, upgraded ? 101 : c.res.status);
@@ -101,6 +110,18 @@ export function createApp(deps: AppDeps): App {
     const query = wsQuerySchema.safeParse(c.req.query());
     if (!query.success) return c.json({ error: query.error.issues[0].message }, 400);
     const { format, presence } = query.data;
+    const origin = c.req.header("origin");
+    if (!originAllowed(origin, config.allowedOrigins)) {
+      return c.json({ error: `origin not allowed: ${origin?.slice(0, 256)}` }, 403);
+    }
+    if (!connectsPerIp.take(c.env.remoteAddress)) {
+      c.header("retry-after", "1");
+      return c.json({
+        error:
+          `too many new connections from this address: ${config.maxConnectsPerIp} per second ` +
+          "(MAX_CONNECTS_PER_IP)",
+      }, 429);
+    }
     const token = tokenFromRequest(new URL(c.req.url), c.req.raw.headers);
     const frameAuth = query.data.auth === "frame";
     let identity: Identity | undefined;
@@ -109,7 +130,14 @@ export function createApp(deps: AppDeps): App {
         identity = await authenticator.verify(token);
       } catch (err) {
         metrics.authFailures++;
-        return c.json({ error: err instanceof AuthError ? err.message : "token invalid" }, 401);
+        if (err instanceof AuthError) return c.json({ error: err.message }, err.status);
+        throw err;
+      }
+      const cap = config.maxConnectionsPerUid;
+      if (cap > 0 && hub.connectionsOf(identity.uid) >= cap) {
+        return c.json({
+          error: `uid ${identity.uid} has ${cap} connections (MAX_CONNECTIONS_PER_UID)`,
+        }, 429);
       }
     } else if (!frameAuth) {
       metrics.authFailures++;
@@ -126,106 +154,11 @@ export function createApp(deps: AppDeps): App {
       return c.json({ error: `connection limit reached (${deps.maxConnections})` }, 503);
     }
     sockets++;
-    return c.env.upgrade(c.req.raw, handlersFor(identity, format, presence));
+    return c.env.upgrade(
+      c.req.raw,
+      connection({ ...connectionDeps }, { identity, format, presence }),
+    );
   });
-
-  /** One socket's life: optional auth frame, then a hub client until it closes. */
-  function handlersFor(
-    identity: Identity | undefined,
-    format: Format,
-    presence: boolean,
-  ): SocketHandlers {
-    let client: Client | undefined;
-    let socket: Socket;
-    let authTimer: ReturnType<typeof setTimeout> | undefined;
-    let verifying = false;
-
-    /** The socket stops waiting for its auth frame, whatever the outcome. Idempotent. */
-    const stopWaiting = () => {
-      if (authTimer === undefined) return;
-      clearTimeout(authTimer);
-      authTimer = undefined;
-      unauthenticated--;
-    };
-
-    const refuse = (code: number, reason: string) => {
-      stopWaiting();
-      try {
-        socket.close(code, reason);
-      } catch {
-        // Already closed.
-      }
-    };
-
-    const authenticate = async (data: string) => {
-      let token: unknown;
-      try {
-        const frame = JSON.parse(data);
-        if (frame?.type === "auth") token = frame.token;
-      } catch {
-        // Not JSON: refused below like any other frame that is not an auth frame.
-      }
-      if (typeof token !== "string") {
-        return refuse(CloseCode.authExpected.code, CloseCode.authExpected.reason);
-      }
-      verifying = true;
-      try {
-        const who = await authenticator.verify(token);
-        if (authTimer === undefined) return; // timed out or closed meanwhile
-        stopWaiting();
-        client = hub.connect(who, format, socket, presence);
-      } catch (err) {
-        metrics.authFailures++;
-        const reason = err instanceof AuthError ? err.message : CloseCode.authFailed.reason;
-        refuse(CloseCode.authFailed.code, reason);
-      } finally {
-        verifying = false;
-      }
-    };
-
-    return {
-      open(s) {
-        socket = s;
-        if (identity) {
-          client = hub.connect(identity, format, s, presence);
-          return;
-        }
-        unauthenticated++;
-        authTimer = setTimeout(() => {
-          metrics.authFailures++;
-          refuse(CloseCode.authTimeout.code, CloseCode.authTimeout.reason);
-        }, config.authTimeout * 1000);
-      },
-      message(data) {
-        if (typeof data !== "string") {
-          return close(CloseCode.unsupportedData.code, CloseCode.unsupportedData.reason);
-        }
-        // A UTF-16 unit is at most 3 UTF-8 bytes: count exactly only when it could matter.
-        if (data.length * 3 > config.maxFrameBytes && utf8Length(data) > config.maxFrameBytes) {
-          return close(CloseCode.tooBig.code, CloseCode.tooBig.reason);
-        }
-        if (!client) {
-          if (!verifying) authenticate(data);
-          return;
-        }
-        if (data === "ping") client.control("pong");
-        else if (format === "json") answerJson(client, data);
-      },
-      close() {
-        sockets--;
-        if (client) hub.disconnected(client);
-        else stopWaiting();
-      },
-      drain() {
-        client?.drain();
-      },
-    };
-
-    function close(code: number, reason: string) {
-      if (client) hub.close(client, code, reason);
-      else refuse(code, reason);
-    }
-  }
 
   const send = async (c: Context<Env>) => {
     const fields: Record<string, unknown> = { ...c.req.query() };
@@ -295,7 +228,7 @@ export function createApp(deps: AppDeps): App {
       connections: hub.connections,
       users: hub.users,
       pending: hub.pending,
-      unauthenticated,
+      unauthenticated: unauthenticated.count,
     });
     return c.body(body, 200, { "content-type": METRICS_CONTENT_TYPE });
   });
@@ -327,21 +260,10 @@ export function createApp(deps: AppDeps): App {
   };
 }
 
-/**
- * Answers a json-format client's control frame: `{"type":"ping"}` gets `{"type":"pong"}`;
- * anything else gets an `error` frame and the connection stays open.
- */
-function answerJson(client: Client, data: string): void {
-  let type: unknown;
-  try {
-    type = JSON.parse(data)?.type;
-  } catch {
-    client.control(JSON.stringify({ type: "error", error: "frame is not valid JSON" }));
-    return;
-  }
-  if (type === "ping") client.control('{"type":"pong"}');
-  else {
-    const shown = String(type).slice(0, 64);
-    client.control(JSON.stringify({ type: "error", error: `unknown frame type: ${shown}` }));
-  }
+/** A path and query with every secret-bearing parameter's value replaced, for logs. */
+export function redact(pathAndQuery: string): string {
+  return pathAndQuery.replace(
+    /([?&](?:token|access_token|api_key|apikey|key|jwt)=)[^&#]*/gi,
+    "$1[redacted]",
+  );
 }

@@ -164,7 +164,7 @@ test("missing, forged, expired, early, uid-less and oversized tokens get 401 and
   const key = new TextEncoder().encode(TEST_SECRET);
   const now = Math.floor(Date.now() / 1000);
   const sign = (claims: Record<string, unknown>, alg = "HS256", k = key) =>
-    new SignJWT(claims).setProtectedHeader({ alg }).sign(k);
+    new SignJWT({ exp: now + 600, ...claims }).setProtectedHeader({ alg }).sign(k);
   const unsigned = `${btoa('{"alg":"none"}')}.${btoa('{"uid":"1"}')}.`.replace(/=/g, "");
   const cases: [string, string | undefined, RegExp][] = [
     ["no token", undefined, /token required/],
@@ -194,6 +194,7 @@ test("missing, forged, expired, early, uid-less and oversized tokens get 401 and
 test("a token in Authorization: Bearer is accepted; sub stands in for uid", async () => {
   await using server = await startTestServer();
   const token = await new SignJWT({ sub: "by-sub" }).setProtectedHeader({ alg: "HS256" })
+    .setExpirationTime("10m")
     .sign(new TextEncoder().encode(TEST_SECRET));
   const res = await rawUpgrade(server.port, "/ws", { Authorization: `Bearer ${token}` });
   try {

@@ -3,7 +3,8 @@
  * `send` result and `getBufferedAmount` give the same backpressure signal as Deno's bufferedAmount.
  */
 import type { Socket } from "../client.ts";
-import type { App, SocketHandlers } from "../server.ts";
+import type { SocketHandlers } from "../connection.ts";
+import type { App } from "../server.ts";
 import type { Listening, ServeOptions } from "./serve.ts";
 
 /** The parts of Bun's API this adapter uses (Bun's own types are not loaded under Deno). */

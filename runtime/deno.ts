@@ -1,6 +1,7 @@
 /** The Deno adapter: `Deno.serve` and `Deno.upgradeWebSocket` mapped onto the core's Socket. */
 import type { Socket } from "../client.ts";
-import type { App, SocketHandlers } from "../server.ts";
+import type { SocketHandlers } from "../connection.ts";
+import type { App } from "../server.ts";
 import type { Listening, ServeOptions } from "./serve.ts";
 
 /** Serves `app` with Deno's HTTP server. */
