@@ -94,16 +94,16 @@ export function createApp(deps: AppDeps): App {
   app.use(async (c, next) => {
     const started = Date.now();
     await next();
+    // An upgrade answers 101 on Deno; on Bun the route returns a placeholder 200 that Bun discards.
+    const status = c.req.routePath === "/ws" && c.res.status === 200 ? 101 : c.res.status;
+    metrics.httpRequest(c.req.method, c.req.routePath, status);
     if (config.accessLog) {
       const url = new URL(c.req.url);
       console.log(
-        `${c.env.remoteAddress} ${c.req.method} ${redact(url.pathname + url.search)} ` +
-          `${c.res.status} ${Date.now() - started}ms`,
+        `${c.env.remoteAddress} ${c.req.method} ${redact(url.pathname + url.search)} ${status} ` +
+          `${Date.now() - started}ms`,
       );
     }
-    // An upgrade answers 101 on Deno; on Bun the route returns a placeholder 200 that Bun discards.
-    const upgraded = c.req.routePath === "/ws" && c.res.status === 200;
-    metrics.httpRequest(c.req.method, c.req.routePath, upgraded ? 101 : c.res.status);
   });
 
   app.get("/ws", async (c) => {
