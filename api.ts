@@ -169,62 +169,43 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
     },
   );
 
-  api.openapi(
-    createRoute({
-      method: "post",
-      path: "/clients/{id}/send",
-      summary: "Send to one client (connection)",
-      request: { params: z.object({ id: ClientId }), ...body(MessageBody) },
-      responses: sendResponses,
-    }),
-    (c) => {
-      const { id } = c.req.valid("param");
-      const { message } = c.req.valid("json");
-      const big = tooBig(message);
-      if (big) return c.json({ error: big }, 413);
-      const result = hub.sendToClient(id, message);
-      if (result.connections === 0) return c.json({ ...clientNotFound(id) }, 404);
-      return c.json(result, 200);
+  const targeted = [
+    { noun: "client", param: "id", schema: ClientId, send: hub.sendToClient, what: "one client" },
+    {
+      noun: "uid",
+      param: "uid",
+      schema: Uid,
+      send: hub.sendToUid,
+      what: "every connection of a uid",
     },
-  );
-
-  api.openapi(
-    createRoute({
-      method: "post",
-      path: "/uids/{uid}/send",
-      summary: "Send to every connection of a uid",
-      request: { params: z.object({ uid: Uid }), ...body(MessageBody) },
-      responses: sendResponses,
-    }),
-    (c) => {
-      const { uid } = c.req.valid("param");
-      const { message } = c.req.valid("json");
-      const big = tooBig(message);
-      if (big) return c.json({ error: big }, 413);
-      const result = hub.sendToUid(uid, message);
-      if (result.connections === 0) return c.json({ error: `client not found: ${uid}` }, 404);
-      return c.json(result, 200);
-    },
-  );
-
-  api.openapi(
-    createRoute({
-      method: "post",
-      path: "/groups/{group}/send",
-      summary: "Send to every member of a group",
-      request: { params: z.object({ group: GroupName }), ...body(MessageBody) },
-      responses: sendResponses,
-    }),
-    (c) => {
-      const { group } = c.req.valid("param");
-      const { message } = c.req.valid("json");
-      const big = tooBig(message);
-      if (big) return c.json({ error: big }, 413);
-      const result = hub.sendToGroup(group, message);
-      if (result.connections === 0) return c.json(groupNotFound(group), 404);
-      return c.json(result, 200);
-    },
-  );
+    { noun: "group", param: "group", schema: GroupName, send: hub.sendToGroup, what: "a group" },
+  ];
+  for (const { noun, param, schema, send, what } of targeted) {
+    api.openapi(
+      createRoute({
+        method: "post",
+        path: `/${noun}s/{${param}}/send`,
+        summary: `Send to ${what}`,
+        request: { params: z.object({ [param]: schema }), ...body(MessageBody) },
+        responses: sendResponses,
+      }),
+      (c) => {
+        const target = (c.req.valid("param") as Record<string, string>)[param];
+        const { message } = c.req.valid("json");
+        const big = tooBig(message);
+        if (big) return c.json({ error: big }, 413);
+        const result = send.call(hub, target, message);
+        if (result.connections === 0) {
+          // A uid's 404 keeps go-pusher's wording, as /send does.
+          return c.json(
+            { error: `${noun === "group" ? "group" : "client"} not found: ${target}` },
+            404,
+          );
+        }
+        return c.json(result, 200);
+      },
+    );
+  }
 
   const BatchResult = z.union([
     SendResultSchema,
@@ -271,31 +252,72 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
     },
   );
 
+  /** GET `path` (a page of the collection) and GET `path`/count. */
+  const collection = <T, S extends z.ZodType>(
+    path: string,
+    noun: string,
+    title: string,
+    item: S,
+    list: (offset: number, limit: number) => Page<T>,
+    view: (t: T) => z.infer<S>,
+    count: () => number,
+  ) => {
+    api.openapi(
+      createRoute({
+        method: "get",
+        path,
+        summary: `List ${noun}`,
+        request: { query: PageQuery },
+        responses: {
+          200: json(pageOf(item, title), "a page"),
+          400: invalid,
+        },
+      }),
+      (c) => {
+        const { offset, limit } = c.req.valid("query");
+        // The page's type follows from `item`, which TypeScript cannot see through the generic.
+        return c.json(pageView(list(offset, limit), view) as never, 200);
+      },
+    );
+    api.openapi(
+      createRoute({
+        method: "get",
+        path: `${path}/count`,
+        summary: `Count ${noun}`,
+        responses: { 200: json(Count, "the count") },
+      }),
+      (c) => c.json({ count: count() }, 200),
+    );
+  };
+  collection(
+    "/clients",
+    "online clients",
+    "ClientPage",
+    ClientSchema,
+    hub.clients.bind(hub),
+    clientView,
+    () => hub.connections,
+  );
+  collection(
+    "/uids",
+    "online uids",
+    "UidPage",
+    z.string(),
+    hub.uids.bind(hub),
+    (u) => u,
+    () => hub.users,
+  );
+  collection(
+    "/groups",
+    "groups",
+    "GroupPage",
+    z.string(),
+    hub.groups.bind(hub),
+    (g) => g,
+    () => hub.groupCount,
+  );
+
   // ---- clients -------------------------------------------------------------------------------
-
-  api.openapi(
-    createRoute({
-      method: "get",
-      path: "/clients",
-      summary: "List online clients",
-      request: { query: PageQuery },
-      responses: { 200: json(pageOf(ClientSchema, "ClientPage"), "a page"), 400: invalid },
-    }),
-    (c) => {
-      const { offset, limit } = c.req.valid("query");
-      return c.json(pageView(hub.clients(offset, limit), clientView), 200);
-    },
-  );
-
-  api.openapi(
-    createRoute({
-      method: "get",
-      path: "/clients/count",
-      summary: "Count online clients",
-      responses: { 200: json(Count, "the count") },
-    }),
-    (c) => c.json({ count: hub.connections }, 200),
-  );
 
   const ClientParam = { params: z.object({ id: ClientId }) };
 
@@ -387,30 +409,6 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
 
   // ---- uids ----------------------------------------------------------------------------------
 
-  api.openapi(
-    createRoute({
-      method: "get",
-      path: "/uids",
-      summary: "List online uids",
-      request: { query: PageQuery },
-      responses: { 200: json(pageOf(z.string(), "UidPage"), "a page"), 400: invalid },
-    }),
-    (c) => {
-      const { offset, limit } = c.req.valid("query");
-      return c.json(pageView(hub.uids(offset, limit), (u) => u), 200);
-    },
-  );
-
-  api.openapi(
-    createRoute({
-      method: "get",
-      path: "/uids/count",
-      summary: "Count online uids",
-      responses: { 200: json(Count, "the count") },
-    }),
-    (c) => c.json({ count: hub.users }, 200),
-  );
-
   const UidParam = { params: z.object({ uid: Uid }) };
 
   api.openapi(
@@ -465,30 +463,6 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
   );
 
   // ---- groups --------------------------------------------------------------------------------
-
-  api.openapi(
-    createRoute({
-      method: "get",
-      path: "/groups",
-      summary: "List groups",
-      request: { query: PageQuery },
-      responses: { 200: json(pageOf(z.string(), "GroupPage"), "a page"), 400: invalid },
-    }),
-    (c) => {
-      const { offset, limit } = c.req.valid("query");
-      return c.json(pageView(hub.groups(offset, limit), (g) => g), 200);
-    },
-  );
-
-  api.openapi(
-    createRoute({
-      method: "get",
-      path: "/groups/count",
-      summary: "Count groups",
-      responses: { 200: json(Count, "the count") },
-    }),
-    (c) => c.json({ count: hub.groupCount }, 200),
-  );
 
   const GroupParam = { params: z.object({ group: GroupName }) };
   const Membership = z.object({
@@ -574,37 +548,26 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
   const ClientInGroup = { params: z.object({ group: GroupName, id: ClientId }) };
   const UidInGroup = { params: z.object({ group: GroupName, uid: Uid }) };
 
-  api.openapi(
-    createRoute({
-      method: "put",
-      path: "/groups/{group}/clients/{id}",
-      summary: "A client joins a group (idempotent)",
-      request: ClientInGroup,
-      responses: { 200: json(Membership, "joined"), 404: error("unknown client") },
-    }),
-    (c) => {
-      const { group, id } = c.req.valid("param");
-      const client = hub.client(id);
-      if (!client) return c.json(clientNotFound(id), 404);
-      return c.json(changeMembership([client], group, true), 200);
-    },
-  );
-
-  api.openapi(
-    createRoute({
-      method: "delete",
-      path: "/groups/{group}/clients/{id}",
-      summary: "A client leaves a group (idempotent)",
-      request: ClientInGroup,
-      responses: { 200: json(Membership, "left"), 404: error("unknown client") },
-    }),
-    (c) => {
-      const { group, id } = c.req.valid("param");
-      const client = hub.client(id);
-      if (!client) return c.json(clientNotFound(id), 404);
-      return c.json(changeMembership([client], group, false), 200);
-    },
-  );
+  for (const join of [true, false]) {
+    api.openapi(
+      createRoute({
+        method: join ? "put" : "delete",
+        path: "/groups/{group}/clients/{id}",
+        summary: `A client ${join ? "joins" : "leaves"} a group (idempotent)`,
+        request: ClientInGroup,
+        responses: {
+          200: json(Membership, join ? "joined" : "left"),
+          404: error("unknown client"),
+        },
+      }),
+      (c) => {
+        const { group, id } = c.req.valid("param");
+        const client = hub.client(id);
+        if (!client) return c.json(clientNotFound(id), 404);
+        return c.json(changeMembership([client], group, join), 200);
+      },
+    );
+  }
 
   api.openapi(
     createRoute({
