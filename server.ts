@@ -1,6 +1,7 @@
 /**
- * The HTTP surface: /ws (authenticate, then upgrade), /send, /metrics, /healthz and /readyz.
- * Requests are validated here, once, at the edge; the hub decides who receives what. The runtime
+ * The HTTP surface: /ws (every check that can be made before the upgrade, then the upgrade), /send,
+ * /api (api.ts), /metrics, /healthz and /readyz. Requests are validated here, once, at the edge;
+ * the hub decides who receives what; connection.ts runs each socket after its upgrade. The runtime
  * (Deno or Bun) is reached only through `RuntimeEnv`, which its adapter in runtime/ passes in.
  */
 import { Hono } from "hono";
@@ -156,7 +157,7 @@ export function createApp(deps: AppDeps): App {
     sockets++;
     return c.env.upgrade(
       c.req.raw,
-      connection({ ...connectionDeps }, { identity, format, presence }),
+      connection(connectionDeps, { identity, format, presence }),
     );
   });
 
