@@ -5,12 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect as tcpConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import process from "node:process";
 import { test } from "node:test";
+import { chromium } from "playwright-core";
 import { runtimeName } from "./runtime/serve.ts";
 import { connectClient, rawUpgrade } from "./testkit.ts";
 
@@ -123,6 +124,49 @@ test("make run's printed token, browser line and curl line work as printed, as i
     assert.equal(await stopProgram(started), 0, "SIGTERM exits 0");
     assert.equal(await closed, 1001, "clients are told the server is going away");
   } finally {
+    started.child.kill("SIGKILL");
+  }
+});
+
+/** Chromium from Debian's package; the tests never let a tool download a browser. */
+const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+];
+
+test("the README's browser line works as printed in a real browser (Chromium)", async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    const why = `SKIP: ${CHROMIUM} is not installed (apt-get install chromium); ` +
+      "the browser line was not run in a real browser";
+    if (process.env.CI === "true") assert.fail(why);
+    console.warn(why);
+    t.skip(why);
+    return;
+  }
+  const started = await startProgram(["--port", String(README_PORT)]);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  try {
+    const token = /Dev token for uid 123[^\n]*\n +(\S+)/.exec(started.banner)![1];
+    const browserLine = /^ +(const ws = new WebSocket\(.*)$/m.exec(started.banner)![1];
+    const curlLine = /^ +(curl .*)$/m.exec(started.banner)![1];
+    const readme = readFileSync(join(here, "README.md"), "utf8");
+    assert.ok(readme.includes(browserLine.replace(token, "<token>")));
+
+    const page = await browser.newPage();
+    await page.goto(`http://localhost:${README_PORT}/`); // as the banner says
+    const hello = page.waitForEvent("console", (m) => m.text() === "Hello");
+    await page.evaluate(`${browserLine}\nnew Promise((resolve) => ws.onopen = resolve)`);
+    const reply = JSON.parse(await sh(curlLine));
+    assert.equal(reply.delivered, 1);
+    await hello;
+    assert.equal(await stopProgram(started), 0);
+  } finally {
+    await browser.close();
     started.child.kill("SIGKILL");
   }
 });

@@ -151,7 +151,7 @@ export async function banner(running: Running, config: Config): Promise<string> 
       "No JWT_SECRET is set: this run signs tokens with a random secret that dies with it.",
       "Dev token for uid 123, valid 24 hours:",
       `  ${token}`,
-      "In a browser's developer console:",
+      `In a browser, open ${running.url}/ and paste into its developer console:`,
       `  const ws = new WebSocket("${ws}/ws?token=${token}"); ws.onmessage = (e) => console.log(e.data);`,
       "Then, from a shell on this machine:",
       `  curl "${running.url}/send?uid=123&message=Hello"`,

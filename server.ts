@@ -233,13 +233,16 @@ export function createApp(deps: AppDeps): App {
     });
     return c.body(body, 200, { "content-type": METRICS_CONTENT_TYPE });
   });
+  // A page of this origin, so a browser's console can open a socket here: Chromium refuses
+  // pages of other origins (and about:blank) access to local addresses.
+  app.get("/", (c) => c.html(LANDING_PAGE));
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get(
     "/readyz",
     (c) => draining ? c.json({ status: "draining" }, 503) : c.json({ status: "ready" }),
   );
 
-  for (const path of ["/ws", "/send", "/metrics", "/healthz", "/readyz"]) {
+  for (const path of ["/", "/ws", "/send", "/metrics", "/healthz", "/readyz"]) {
     app.all(path, (c) => c.json({ error: `method ${c.req.method} not allowed on ${path}` }, 405));
   }
   app.notFound((c) => c.json({ error: `not found: ${c.req.method} ${c.req.path}` }, 404));
@@ -268,3 +271,13 @@ export function redact(pathAndQuery: string): string {
     "$1[redacted]",
   );
 }
+
+const LANDING_PAGE = `<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>deno-pusher</title>
+<h1>deno-pusher is running</h1>
+<p>Browsers connect to <code>/ws?token=&lt;JWT&gt;</code>; backends push with
+<code>/send?uid=&lt;uid&gt;&amp;message=&lt;text&gt;</code>. Paste the browser line that the server
+printed at start into this page's developer console to watch pushes arrive.</p>
+`;

@@ -21,6 +21,39 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_uid_id ON messages (uid, id);
 `;
 
+/** The schema's version, kept in SQLite's user_version. */
+const SCHEMA_VERSION = 1;
+
+/**
+ * Brings a database to SCHEMA_VERSION. Version 0 with a table is the first schema, which had a
+ * NOT NULL uid and no target: its rows are all uid messages and move over as such.
+ */
+function migrate(db: DatabaseSync): void {
+  const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
+    user_version: number;
+  };
+  if (version === SCHEMA_VERSION) return;
+  if (version > SCHEMA_VERSION) {
+    throw new Error(`message log schema ${version} is newer than this build (${SCHEMA_VERSION})`);
+  }
+  const old = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'")
+    .get();
+  db.exec("BEGIN");
+  try {
+    if (old) db.exec("ALTER TABLE messages RENAME TO messages_v0; DROP INDEX messages_uid_id;");
+    db.exec(SCHEMA);
+    if (old) {
+      db.exec(`INSERT INTO messages (id, uid, target, message, created_at, status, updated_at)
+        SELECT id, uid, 'uid:' || uid, message, created_at, status, updated_at FROM messages_v0;
+        DROP TABLE messages_v0;`);
+    }
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
+  } catch (err) {
+    db.exec("ROLLBACK");
+    throw err;
+  }
+}
+
 /** Keeps every message and its status in a SQLite file, created with its folder if missing. */
 export class SqliteLogger extends BatchingLogger {
   readonly #db: DatabaseSync;
@@ -33,7 +66,7 @@ export class SqliteLogger extends BatchingLogger {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
     this.#db = new DatabaseSync(path);
     this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
-    this.#db.exec(SCHEMA);
+    migrate(this.#db);
     this.#insert = this.#db.prepare(
       "INSERT INTO messages (id, uid, target, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
     );

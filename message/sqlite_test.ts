@@ -106,3 +106,32 @@ test("the stdout logger prints one JSON line per record and per later status cha
     { event: "status", id: 1, status: "dropped" },
   ]);
 });
+
+test("a log from the first schema is migrated: its rows keep their ids and gain a target", () => {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-sqlite-"));
+  try {
+    const path = join(dir, "messages.db");
+    const v0 = new DatabaseSync(path);
+    v0.exec(
+      `CREATE TABLE messages (id INTEGER PRIMARY KEY, uid TEXT NOT NULL, message TEXT NOT NULL,
+      created_at INTEGER NOT NULL, status TEXT NOT NULL, updated_at INTEGER NOT NULL);
+      CREATE INDEX messages_uid_id ON messages (uid, id);
+      INSERT INTO messages VALUES (41, 'u', 'old', 1, 'delivered', 2);`,
+    );
+    v0.close();
+    const logger = new SqliteLogger(path, 60_000, (err) => assert.fail(`${err}`));
+    assert.equal(logger.lastId(), 41);
+    logger.log({ ...record(42), uid: null, target: "group:g" });
+    logger.close();
+    const db = new DatabaseSync(path);
+    const rows = db.prepare("SELECT id, uid, target, status FROM messages ORDER BY id").all()
+      .map((r) => ({ ...r }));
+    assert.deepEqual(rows, [
+      { id: 41, uid: "u", target: "uid:u", status: "delivered" },
+      { id: 42, uid: null, target: "group:g", status: "accepted" },
+    ]);
+    db.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
