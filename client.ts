@@ -3,8 +3,8 @@
  * queue in front of it, and the frame format the connection asked for.
  *
  * Concurrency invariant: every write to the socket goes through `Client.#write`, in queue order, and
- * the queue never holds more than MAX_QUEUE bytes (with the socket's own buffer) before the client
- * is cut off.
+ * the queue never holds more than MAX_QUEUE_BYTES (with the socket's own buffer) before the
+ * client is cut off.
  */
 import { type Message, utf8Length } from "./message/message.ts";
 
@@ -49,6 +49,16 @@ export const CloseCode = {
   /** The connection fell more than MAX_QUEUE_BYTES behind. */
   slowConsumer: { code: 4008, reason: "slow consumer" },
 } as const;
+
+/** A close frame's reason may hold at most 123 bytes of UTF-8 (RFC 6455, 5.5). */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/** `reason`, cut to fit a close frame; runtimes throw on a longer one. */
+export function closeReason(reason: string): string {
+  let cut = reason;
+  while (utf8Length(cut) > MAX_CLOSE_REASON_BYTES) cut = cut.slice(0, -1);
+  return cut;
+}
 
 /**
  * Bytes the runtime may buffer for a socket before further frames wait in the client's own queue.
@@ -193,7 +203,7 @@ export class Client {
     this.#head = 0;
     this.#queuedBytes = 0;
     try {
-      this.socket.close(code, reason);
+      this.socket.close(code, closeReason(reason));
     } catch {
       // The socket is already gone; nothing is left to tell the peer.
     }

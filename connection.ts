@@ -4,7 +4,7 @@
  * the upgrade) is in server.ts.
  */
 import { type Authenticator, AuthError, type Identity } from "./authenticator.ts";
-import { type Client, CloseCode, type Format, type Socket } from "./client.ts";
+import { type Client, CloseCode, closeReason, type Format, type Socket } from "./client.ts";
 import type { Config } from "./config.ts";
 import type { Hub } from "./hub.ts";
 import { utf8Length } from "./message/message.ts";
@@ -68,7 +68,7 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
     clearTimeout(expiryTimer);
     if (client) return hub.close(client, code, reason);
     try {
-      socket.close(code, reason);
+      socket.close(code, closeReason(reason));
     } catch {
       // Already closed.
     }

@@ -472,3 +472,18 @@ test("tokens and keys in URLs are redacted from the access log; /metrics holds n
   assert.match(log, /GET \/ws\?token=\[redacted\] 101/);
   assert.ok(!log.includes("eyJ"), "no token in the access log");
 });
+
+test("a refusal reason too long for a close frame is cut to 123 bytes, and the socket still closes", async () => {
+  const claim = "a_very_long_uid_claim_name_".repeat(6);
+  await using server = await startTestServer({ jwtUidClaim: claim });
+  const client = await connectClient(`${server.wsUrl}/ws?auth=frame`);
+  const token = await new SignJWT({ nothing: 1, exp: inAMinute() }).setProtectedHeader({
+    alg: "HS256",
+  })
+    .sign(new TextEncoder().encode(TEST_SECRET));
+  client.ws.send(JSON.stringify({ type: "auth", token }));
+  const closed = await client.closed;
+  assert.equal(closed.code, 4001);
+  assert.ok(closed.reason.startsWith("token has no string a_very_long"), closed.reason);
+  assert.ok(new TextEncoder().encode(closed.reason).length <= 123);
+});
