@@ -10,7 +10,9 @@ BUN_VERSION := 1.4.5
 TOOLS_BIN := $(CURDIR)/.tools/node_modules/.bin
 DENO ?= $(or $(shell command -v deno 2>/dev/null),$(TOOLS_BIN)/deno)
 BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS_BIN)/bun)
-DENO_FLAGS := --allow-net --allow-env --allow-read --allow-write --allow-sys
+# --allow-all: Deno grants reading /proc/self/limits (the open-file limit that sets the default
+# connection cap) to nothing less.
+DENO_FLAGS := --allow-all
 
 .PHONY: help deps run test test-deno test-bun test-bin lint fmt build build-deno clean
 

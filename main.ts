@@ -80,9 +80,16 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     onDeliveryError: options.onDeliveryError,
   });
 
+  const fileLimit = openFileLimit();
   const maxConnections = config.maxConnections === "auto"
-    ? autoMaxConnections(openFileLimit())
+    ? autoMaxConnections(fileLimit)
     : config.maxConnections;
+  if (config.maxConnections === "auto" && fileLimit === undefined) {
+    console.error(
+      `the open-file limit could not be read (on Deno, reading /proc needs --allow-all): ` +
+        `MAX_CONNECTIONS defaults to ${maxConnections}; set it to stay below the limit`,
+    );
+  }
   const app = createApp({ config, hub, metrics, authenticator, maxConnections });
   let listening: Listening;
   try {
