@@ -228,7 +228,7 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
       responses: {
         200: json(
           z.object({ results: z.array(BatchResult) }),
-          "one result per message, in order; an offline target or oversized message gets an error",
+          "one result per message, in order: a send result (connections 0 when the target was offline), or an error for an oversized message",
         ),
         400: invalid,
       },
