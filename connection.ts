@@ -122,6 +122,7 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
     if (token === undefined) return current.control(errorFrame("auth frame needs a token"));
     try {
       const who = await authenticator.verify(token);
+      if (current.closed) return; // it went while the token was checked
       if (who.uid !== current.uid) {
         return current.control(errorFrame("a refreshed token must carry the same uid"));
       }
