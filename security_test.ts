@@ -258,22 +258,23 @@ test("limits: per uid (429 / 4029), per IP (429), frames per second (1008), requ
     });
   }
   {
-    await using server = await startTestServer({ maxConnectsPerIp: 2 });
+    // A rate of 1 refills one token per second: far slower than these back-to-back connects.
+    await using server = await startTestServer({ maxConnectsPerIp: 1 });
     const token = await server.token("ip");
     const statuses = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 2; i++) {
       const res = await rawUpgrade(server.port, `/ws?token=${token}`);
       statuses.push(res.status);
       res.socket.destroy();
     }
-    assert.deepEqual(statuses, [101, 101, 429]);
+    assert.deepEqual(statuses, [101, 429]);
   }
   {
-    await using server = await startTestServer({ maxFramesPerSecond: 5 });
+    await using server = await startTestServer({ maxFramesPerSecond: 2 });
     const flood = await connectClient(`${server.wsUrl}/ws?token=${await server.token("f")}`);
-    // Ping as fast as the pongs come back: six round trips take far less than a second. (Frames
-    // still in flight after the server's close would make some runtimes reset the connection,
-    // and the client would not see the code.)
+    // Ping as fast as the pongs come back: a few round trips take far less than the half second
+    // a token takes to refill. (Frames still in flight after the server's close would make some
+    // runtimes reset the connection, and the client would not see the code.)
     let pongs = 0;
     try {
       for (let i = 0; i < 50; i++) {
@@ -284,18 +285,18 @@ test("limits: per uid (429 / 4029), per IP (429), frames per second (1008), requ
     } catch {
       // The server closed the socket: expected after the fifth pong.
     }
-    assert.equal(pongs, 5);
+    assert.ok(pongs >= 2 && pongs < 50, `${pongs} pongs`);
     assert.deepEqual(await flood.closed, { code: 1008, reason: "too many frames" });
   }
   {
-    await using server = await startTestServer({ maxRequestsPerKey: 3, apiKeys: ["k"] });
+    await using server = await startTestServer({ maxRequestsPerKey: 1, apiKeys: ["k"] });
     const statuses = [];
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < 2; i++) {
       const res = await fetch(`${server.url}/api/clients/count`, { headers: { "x-api-key": "k" } });
       statuses.push(res.status);
       await res.body?.cancel();
     }
-    assert.deepEqual(statuses, [200, 200, 200, 429]);
+    assert.deepEqual(statuses, [200, 429]);
   }
 });
 
