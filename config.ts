@@ -137,6 +137,12 @@ export const SETTINGS = {
     default: "5000",
     help: "/send and /api requests per second per API key (per IP without keys); past it 429",
   },
+  "trusted-proxies": {
+    env: "TRUSTED_PROXIES",
+    schema: z.string(),
+    default: "",
+    help: "comma-separated proxy addresses whose X-Forwarded-For names the client; empty: none",
+  },
   "access-log": {
     env: "ACCESS_LOG",
     schema: boolean(),
@@ -244,6 +250,8 @@ export interface Config {
   /** Per second; 0: no limit. */
   maxRequestsPerKey: number;
   accessLog: boolean;
+  /** Peer addresses whose X-Forwarded-For is believed. */
+  trustedProxies: string[];
   apiKeys: string[];
   dataDir: string;
   messageLogger: "sqlite" | "stdout" | "none";
@@ -325,6 +333,7 @@ export function parseConfig(
     (value as string).split(",").map((k) => k.trim()).filter(Boolean);
   out.apiKeys = list(out.apiKeys);
   out.allowedOrigins = list(out.allowedOrigins);
+  out.trustedProxies = list(out.trustedProxies);
   checkJwtKeys(out as unknown as Config);
   return { kind: "config", config: out as unknown as Config };
 }

@@ -13,7 +13,7 @@ import { test } from "node:test";
 import fc from "fast-check";
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from "jose";
 import { Authenticator, DEFAULT_AUTH } from "./authenticator.ts";
-import { redact } from "./server.ts";
+import { clientAddress, redact } from "./server.ts";
 import {
   connectClient,
   eventually,
@@ -487,4 +487,35 @@ test("a refusal reason too long for a close frame is cut to 123 bytes, and the s
   assert.equal(closed.code, 4001);
   assert.ok(closed.reason.startsWith("token has no string a_very_long"), closed.reason);
   assert.ok(new TextEncoder().encode(closed.reason).length <= 123);
+});
+
+test("behind a trusted proxy, X-Forwarded-For names the client for the loopback rule and limits", async () => {
+  assert.equal(clientAddress("127.0.0.1", "203.0.113.9", []), "127.0.0.1", "untrusted peer");
+  assert.equal(clientAddress("10.0.0.2", "1.1.1.1, 203.0.113.9", ["10.0.0.2"]), "203.0.113.9");
+  assert.equal(
+    clientAddress("10.0.0.2", "203.0.113.9, 10.0.0.3", ["10.0.0.2", "10.0.0.3"]),
+    "203.0.113.9",
+    "every trusted hop is skipped",
+  );
+  await using server = await startTestServer({
+    trustedProxies: ["127.0.0.1"],
+    maxConnectsPerIp: 1,
+  });
+  const via = (client: string) => ({ "x-forwarded-for": client });
+  const outside = await fetch(`${server.url}/send?uid=1&message=x`, {
+    headers: via("203.0.113.9"),
+  });
+  assert.equal(outside.status, 403, "a proxied internet caller is not loopback");
+  await outside.body?.cancel();
+  const inside = await fetch(`${server.url}/send?uid=1&message=x`, { headers: via("127.0.0.1") });
+  assert.equal(inside.status, 404, "a proxied local caller is");
+  await inside.body?.cancel();
+  const token = await server.token("p");
+  const statuses = [];
+  for (const client of ["198.51.100.1", "198.51.100.2", "198.51.100.1"]) {
+    const res = await rawUpgrade(server.port, `/ws?token=${token}`, { "X-Forwarded-For": client });
+    statuses.push(res.status);
+    res.socket.destroy();
+  }
+  assert.deepEqual(statuses, [101, 101, 429], "one bucket per forwarded client");
 });

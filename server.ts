@@ -24,7 +24,10 @@ import { RateLimiter } from "./ratelimit.ts";
 export interface RuntimeEnv {
   /** Turns `request` into a WebSocket; returns the response the route hands back. */
   upgrade(request: Request, handlers: SocketHandlers): Response;
-  /** The peer's IP address, as text. */
+  /**
+   * The client's IP address, as text: the peer's, or behind a trusted proxy the one its
+   * X-Forwarded-For names (the first middleware resolves it).
+   */
   remoteAddress: string;
 }
 
@@ -94,6 +97,11 @@ export function createApp(deps: AppDeps): App {
 
   app.use(async (c, next) => {
     const started = Date.now();
+    c.env.remoteAddress = clientAddress(
+      c.env.remoteAddress,
+      c.req.header("x-forwarded-for"),
+      config.trustedProxies,
+    );
     await next();
     // An upgrade answers 101 on Deno; on Bun the route returns a placeholder 200 that Bun discards.
     const status = c.req.routePath === "/ws" && c.res.status === 200 ? 101 : c.res.status;
@@ -281,3 +289,19 @@ const LANDING_PAGE = `<!doctype html>
 <code>/send?uid=&lt;uid&gt;&amp;message=&lt;text&gt;</code>. Paste the browser line that the server
 printed at start into this page's developer console to watch pushes arrive.</p>
 `;
+
+/**
+ * The client's address: `peer`, unless `peer` is a trusted proxy, in which case the rightmost
+ * address of X-Forwarded-For that is not itself a trusted proxy (the left part can be forged by
+ * the client; what the proxies appended cannot).
+ */
+export function clientAddress(
+  peer: string,
+  forwardedFor: string | undefined,
+  trusted: string[],
+): string {
+  if (!trusted.includes(peer) || !forwardedFor) return peer;
+  const hops = forwardedFor.split(",").map((h) => h.trim()).filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) if (!trusted.includes(hops[i])) return hops[i];
+  return hops[0] ?? peer;
+}
