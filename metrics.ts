@@ -23,12 +23,16 @@ export class Metrics {
   messagesDropped = 0;
   slowConsumers = 0;
   authFailures = 0;
-  readonly #http = new Map<string, number>();
+  /** method → route → status → count; nested, so counting a request builds no string. */
+  readonly #http = new Map<string, Map<string, Map<number, number>>>();
 
   /** Counts one HTTP response; `route` is the matched route pattern, never the raw path. */
   httpRequest(method: string, route: string, status: number): void {
-    const key = `method="${method}",route="${route}",status="${status}"`;
-    this.#http.set(key, (this.#http.get(key) ?? 0) + 1);
+    let routes = this.#http.get(method);
+    if (!routes) this.#http.set(method, routes = new Map());
+    let statuses = routes.get(route);
+    if (!statuses) routes.set(route, statuses = new Map());
+    statuses.set(status, (statuses.get(status) ?? 0) + 1);
   }
 
   /** The exposition text. `connections` and `pending` keep go-pusher's names. */
@@ -77,7 +81,15 @@ export class Metrics {
       "# HELP http_requests_total HTTP responses by method, route and status.",
       "# TYPE http_requests_total counter",
     );
-    for (const [labels, value] of this.#http) out.push(`http_requests_total{${labels}} ${value}`);
+    for (const [method, routes] of this.#http) {
+      for (const [route, statuses] of routes) {
+        for (const [status, value] of statuses) {
+          out.push(
+            `http_requests_total{method="${method}",route="${route}",status="${status}"} ${value}`,
+          );
+        }
+      }
+    }
     return out.join("\n") + "\n";
   }
 }
