@@ -20,3 +20,15 @@ bench: bench-deps
 
 bench-full: bench-deps
 	nice -n 5 $(DENO) run --allow-all bench/run.ts --profile full --bun $(BUN) --deno $(DENO) --docs $(BENCH_ARGS)
+
+# The load-generator check: every chosen peer runs with the default load generators (socket
+# holders of <= 5,000 sockets and one /send caller) and, right after, with about twice as many
+# processes (<= 2,500 sockets each, two callers sharing the same 64 calls in flight). If the load
+# generators were the limit, the second shape would move the numbers. Each shape runs twice, in
+# turns, and the medians are compared. About 4 minutes. Writes
+# bench/results/latest-quick-loadgen-check.{md,json} and its section of docs/BENCHMARKS.md.
+LOADGEN_CHECK_ARGS ?= --peers deno-pusher,go --levels 10000 --rounds 30 --rates 8000,0 --rate-ms 3000
+.PHONY: bench-loadgen-check
+bench-loadgen-check: bench-deps
+	nice -n 5 $(DENO) run --allow-all bench/run.ts --profile quick --bun $(BUN) --deno $(DENO) \
+	  --shapes 5000:1,2500:2,5000:1,2500:2 --label loadgen-check --docs $(LOADGEN_CHECK_ARGS)

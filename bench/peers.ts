@@ -1,7 +1,8 @@
 /**
  * The servers under test ("peers"): how each is prepared, started, measured and stopped. Every peer
- * speaks the same contract (/ws?token=<HS256 JWT with uid>, /send?uid=&message=, /healthz), so the
- * same load generator drives them all. The coordinator owns every process it starts here.
+ * speaks the same contract (/ws?token=<HS256 JWT with uid and optional groups>, /send?uid=&message=,
+ * POST /api/broadcast and /api/groups/{group}/send with {"message"}, /healthz), so the same load
+ * generator drives them all. The coordinator owns every process it starts here.
  */
 import type { WireMode } from "./loadgen/protocol.ts";
 
@@ -10,7 +11,11 @@ export interface Toolchain {
   repo: string;
   deno: string;
   bun: string;
-  /** When set, Deno peers write a V8 CPU profile (.cpuprofile) here on exit. */
+  /**
+   * When set, deno-pusher writes a CPU profile (.cpuprofile) here on exit: on Deno with
+   * `--cpu-prof`; on Bun with Bun's `--cpu-prof`, running main.ts from source instead of the
+   * minified executable so that the profile has our function names.
+   */
   cpuProfDir?: string;
 }
 
@@ -78,6 +83,17 @@ async function nodePeer(
   };
 }
 
+/**
+ * deno-pusher's abuse limits are off in the bench: it opens thousands of sockets for one uid from
+ * one address, which the defaults (100 per uid, 50 new per IP per second) would refuse by design.
+ */
+const PRODUCT_LIMITS_OFF: Record<string, string> = {
+  MAX_CONNECTIONS_PER_UID: "0",
+  MAX_CONNECTS_PER_IP: "0",
+  MAX_FRAMES_PER_SECOND: "0",
+  MAX_REQUESTS_PER_KEY: "0",
+};
+
 export const PEERS: PeerSpec[] = [
   {
     name: "deno-pusher (Deno)",
@@ -94,11 +110,8 @@ export const PEERS: PeerSpec[] = [
         args: [
           "run",
           ...(t.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${t.cpuProfDir}`] : []),
-          "--allow-net",
-          "--allow-env",
-          "--allow-read",
-          "--allow-write",
-          "--allow-sys",
+          // As `make run`: reading /proc/self/limits (the default connection cap) needs it.
+          "--allow-all",
           `${t.repo}/main.ts`,
           "--port",
           String(port),
@@ -109,7 +122,7 @@ export const PEERS: PeerSpec[] = [
           "--data-dir",
           dataDir,
         ],
-        env: {},
+        env: PRODUCT_LIMITS_OFF,
         cwd: t.repo,
       };
     },
@@ -121,27 +134,36 @@ export const PEERS: PeerSpec[] = [
     wire: "ws",
     wsPath: "/ws?",
     async launch(t, port, secret, dataDir) {
+      const flags = [
+        "--port",
+        String(port),
+        "--jwt-secret",
+        secret,
+        "--message-logger",
+        "none",
+        "--data-dir",
+        dataDir,
+      ];
+      if (t.cpuProfDir) {
+        return {
+          cmd: t.bun,
+          args: [
+            "--cpu-prof",
+            `--cpu-prof-dir=${t.cpuProfDir}`,
+            `${t.repo}/main.ts`,
+            ...flags,
+          ],
+          env: PRODUCT_LIMITS_OFF,
+          cwd: t.repo,
+        };
+      }
       const exe = `${t.repo}/dist/deno-pusher`;
       if (!await exists(exe)) {
         return {
           skip: "dist/deno-pusher missing: make build failed or skipped",
         };
       }
-      return {
-        cmd: exe,
-        args: [
-          "--port",
-          String(port),
-          "--jwt-secret",
-          secret,
-          "--message-logger",
-          "none",
-          "--data-dir",
-          dataDir,
-        ],
-        env: {},
-        cwd: dataDir,
-      };
+      return { cmd: exe, args: flags, env: PRODUCT_LIMITS_OFF, cwd: dataDir };
     },
   },
   {
@@ -354,6 +376,25 @@ export function treeCpuMs(pid: number): number {
     } catch { /* exited meanwhile */ }
   }
   return ticks * 1000 / TICKS_PER_S;
+}
+
+/**
+ * Busy CPU time (ms) of the whole machine since boot, every core together, from /proc/stat: all
+ * time but idle and iowait. Includes other users of the cores and the kernel's softirq work that
+ * no process is charged for.
+ */
+export function machineBusyMs(): number {
+  /** USER_HZ, as for treeCpuMs. */
+  const TICKS_PER_S = 100;
+  try {
+    const line = Deno.readTextFileSync("/proc/stat").split("\n")[0];
+    const t = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    const busy = t.slice(0, 8).reduce((a, v) => a + v, 0) - t[3] - t[4];
+    return busy * 1000 / TICKS_PER_S;
+  } catch {
+    return NaN;
+  }
 }
 
 function descendants(pid: number): number[] {

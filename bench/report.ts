@@ -1,8 +1,9 @@
 /**
- * Turns a run's results into the markdown table `make bench` prints, the target checks of issue 6,
- * and an SVG chart of fan-out latency and memory per connection against N.
+ * Turns a run's results into the markdown tables `make bench` prints, the target checks of issue 6
+ * (a table that says plainly where deno-pusher is behind), the load-generator CPU check, the soak
+ * summary, and SVG charts: fan-out latency and memory per connection against N, and the soak.
  */
-import type { PeerResult, RateResult } from "./scenarios.ts";
+import type { FanoutResult, LevelResult, PeerResult, RateResult } from "./scenarios.ts";
 
 /** A whole run as written to bench/results/*.json. */
 export interface RunResult {
@@ -15,12 +16,16 @@ export interface RunResult {
   peers: PeerResult[];
 }
 
+/** The issue's bound on deno-pusher against its runtime's bare ceiling (fan-out and throughput). */
+const CEILING_RATIO = 1.2;
+
 const fmt = (n: number | undefined, digits = 1) =>
   n === undefined || !Number.isFinite(n) ? "–" : n.toFixed(digits);
 const kb = (bytes: number | undefined) => bytes === undefined ? "–" : fmt(bytes / 1024);
 const count = (n: number) => n >= 1000 ? `${n / 1000}k` : String(n);
+const mib = (bytes: number) => fmt(bytes / 2 ** 20);
 
-/** The fastest closed-loop or open-loop /send run without failures, by achieved rate. */
+/** The fastest /send run, by achieved rate. */
 export function bestThroughput(p: PeerResult): RateResult | undefined {
   return [...p.unicast].sort((a, b) => b.achievedRate - a.achievedRate)[0];
 }
@@ -30,48 +35,207 @@ function latencyRate(run: RunResult): number {
   return Math.max(0, ...run.rates.filter((r) => r > 0));
 }
 
-export function table(run: RunResult): string {
-  const levels = run.levels;
-  const lr = latencyRate(run);
+const measured = (p: PeerResult) => !p.skipped && !p.error;
+const at = (p: PeerResult, n: number) => p.levels.find((l) => l.connections === n);
+const biggest = (run: RunResult) => Math.max(...run.levels);
+
+type Kind = "fanout" | "group";
+const KIND_NAME: Record<Kind, string> = { fanout: "broadcast", group: "group" };
+
+/** One metric with a target: how to read it, and which way is better. */
+interface Metric {
+  name: string;
+  unit: string;
+  get: (p: PeerResult) => number | undefined;
+  higherIsBetter: boolean;
+  /** Whether the issue bounds it against the bare ceiling of the same runtime. */
+  ceilingBound: boolean;
+}
+
+function metrics(run: RunResult): Metric[] {
+  const big = biggest(run);
+  const fan = (kind: Kind) => (p: PeerResult) => at(p, big)?.[kind]?.p50Ms;
+  return [
+    {
+      name: `broadcast fan-out p50 @${count(big)}`,
+      unit: "ms",
+      get: fan("fanout"),
+      higherIsBetter: false,
+      ceilingBound: true,
+    },
+    {
+      name: `group fan-out p50 @${count(big)}`,
+      unit: "ms",
+      get: fan("group"),
+      higherIsBetter: false,
+      ceilingBound: true,
+    },
+    {
+      name: "/send throughput",
+      unit: "req/s",
+      get: (p) => bestThroughput(p)?.achievedRate,
+      higherIsBetter: true,
+      ceilingBound: true,
+    },
+    {
+      name: `memory per idle connection @${count(big)}`,
+      unit: "KB",
+      get: (p) => {
+        const b = at(p, big)?.rssPerConnectionBytes;
+        return b === undefined ? undefined : b / 1024;
+      },
+      higherIsBetter: false,
+      ceilingBound: false,
+    },
+  ];
+}
+
+const ceilingOf = (run: RunResult, p: PeerResult) =>
+  run.peers.find((c) => c.role === "ceiling" && c.runtime === p.runtime && measured(c));
+
+/** How much worse `ours` is than `other` (> 1 is worse), whichever way the metric points. */
+function worseBy(m: Metric, ours: number, other: number): number {
+  return m.higherIsBetter ? other / ours : ours / other;
+}
+
+/**
+ * Who a product row is behind on one metric: every peer that does better, and its own ceiling when
+ * past the 1.2× bound. Empty when it is ahead of them all.
+ */
+function behind(run: RunResult, p: PeerResult, m: Metric): string[] {
+  const mine = m.get(p);
+  if (p.role !== "product" || mine === undefined || !Number.isFinite(mine)) {
+    return [];
+  }
+  const out: string[] = [];
+  for (const o of run.peers.filter((o) => o.role === "peer" && measured(o))) {
+    const v = m.get(o);
+    if (v !== undefined && worseBy(m, mine, v) > 1) {
+      out.push(
+        `${o.peer} ${fmt(v, m.unit === "req/s" ? 0 : 1)} (${fmt(worseBy(m, mine, v), 2)}×)`,
+      );
+    }
+  }
+  const c = ceilingOf(run, p);
+  const cv = c && m.get(c);
+  if (
+    m.ceilingBound && c && cv !== undefined &&
+    worseBy(m, mine, cv) > CEILING_RATIO
+  ) {
+    out.push(
+      `${c.peer} by ${fmt(worseBy(m, mine, cv), 2)}× (> ${CEILING_RATIO}×)`,
+    );
+  }
+  return out;
+}
+
+function markdown(rows: string[][]): string {
+  return [rows[0], rows[0].map(() => "---"), ...rows.slice(1)]
+    .map((r) => `| ${r.join(" | ")} |`).join("\n");
+}
+
+function skippedRow(p: PeerResult, width: number): string[] {
+  return [
+    p.peer,
+    `skipped: ${p.skipped ?? p.error}`.replace(/\s+/g, " "),
+    ...Array(width - 2)
+      .fill(""),
+  ];
+}
+
+const behindCell = (run: RunResult, p: PeerResult, m: Metric) => {
+  if (p.role !== "product") return "";
+  const b = behind(run, p, m);
+  return b.length ? `**BEHIND** ${b.join(", ")}` : "ahead of every peer";
+};
+
+const fanCell = (f: FanoutResult | null | undefined) => {
+  if (!f) return "–";
+  const lost = f.complete < f.rounds ? ` (${f.rounds - f.complete} incomplete)` : "";
+  return `${fmt(f.p50Ms)} / ${fmt(f.p99Ms)}${lost}`;
+};
+
+/** (a) idle connections: connect rate and memory per connection at each level. */
+export function connectionsTable(run: RunResult): string {
+  const m = metrics(run)[3];
   const head = [
     "peer",
-    ...levels.map((n) => `conn/s to ${count(n)}`),
-    ...levels.map((n) => `KB/conn @${count(n)}`),
-    ...levels.map((n) => `fan-out ${count(n)} p50 / p99 ms`),
-    `server CPU ms per fan-out @${count(Math.max(...levels))}`,
+    ...run.levels.map((n) => `conn/s to ${count(n)}`),
+    ...run.levels.map((n) => `KB/conn @${count(n)}`),
+    `memory @${count(biggest(run))} vs peers`,
+  ];
+  const rows = [head];
+  for (const p of run.peers) {
+    if (!measured(p)) {
+      rows.push(skippedRow(p, head.length));
+      continue;
+    }
+    rows.push([
+      p.peer,
+      ...run.levels.map((n) => {
+        const l = at(p, n);
+        if (!l) return "–";
+        return `${l.connectPerSecond}${l.connected < n ? ` (${l.connected} open)` : ""}`;
+      }),
+      ...run.levels.map((n) => kb(at(p, n)?.rssPerConnectionBytes)),
+      behindCell(run, p, m),
+    ]);
+  }
+  return markdown(rows);
+}
+
+/** (b) broadcast and (d) group fan-out: time until the last client has it, at each level. */
+export function fanoutTable(run: RunResult): string {
+  const big = biggest(run);
+  const [mb, mg] = metrics(run);
+  const head = [
+    "peer",
+    ...run.levels.map((n) => `broadcast ${count(n)}`),
+    ...run.levels.map((n) => `group ${count(n)}`),
+    `server CPU ms per broadcast / group @${count(big)}`,
+    `broadcast @${count(big)} vs peers`,
+    `group @${count(big)} vs peers`,
+  ];
+  const rows = [head];
+  for (const p of run.peers) {
+    if (!measured(p)) {
+      rows.push(skippedRow(p, head.length));
+      continue;
+    }
+    const top = at(p, big);
+    rows.push([
+      p.peer,
+      ...run.levels.map((n) => fanCell(at(p, n)?.fanout)),
+      ...run.levels.map((n) => fanCell(at(p, n)?.group)),
+      `${fmt(top?.fanout?.serverCpuMsPerRound)} / ${fmt(top?.group?.serverCpuMsPerRound)}`,
+      behindCell(run, p, mb),
+      behindCell(run, p, mg),
+    ]);
+  }
+  return markdown(rows);
+}
+
+/** (c) unicast /send: the best throughput, latency at the highest fixed rate, CPU per call. */
+export function sendTable(run: RunResult): string {
+  const lr = latencyRate(run);
+  const m = metrics(run)[2];
+  const head = [
+    "peer",
     "/send max req/s",
     `/send @${count(lr)}/s p50 / p99 / p999 ms`,
     "server CPU µs per /send",
-    "group fan-out",
+    "throughput vs peers",
   ];
-  const rows = [head, head.map(() => "---")];
+  const rows = [head];
   for (const p of run.peers) {
-    if (p.skipped || p.error) {
-      rows.push([
-        p.peer,
-        ...head.slice(1).map((_, i) => i === 0 ? `skipped: ${p.skipped ?? p.error}` : ""),
-      ]);
+    if (!measured(p)) {
+      rows.push(skippedRow(p, head.length));
       continue;
     }
-    const at = (n: number) => p.levels.find((l) => l.connections === n);
     const best = bestThroughput(p);
     const fixed = p.unicast.find((u) => u.targetRate === lr);
     rows.push([
       p.peer,
-      ...levels.map((n) => {
-        const l = at(n);
-        if (!l) return "–";
-        const short = l.connected < n ? ` (${l.connected} open)` : "";
-        return `${l.connectPerSecond}${short}`;
-      }),
-      ...levels.map((n) => kb(at(n)?.rssPerConnectionBytes)),
-      ...levels.map((n) => {
-        const f = at(n)?.fanout;
-        if (!f) return "–";
-        const lost = f.complete < f.rounds ? ` (${f.rounds - f.complete} incomplete)` : "";
-        return `${fmt(f.p50Ms)} / ${fmt(f.p99Ms)}${lost}`;
-      }),
-      fmt(at(Math.max(...levels))?.fanout?.serverCpuMsPerRound),
       best ? String(best.achievedRate) : "–",
       fixed
         ? `${fmt(fixed.latency.p50Ms, 2)} / ${fmt(fixed.latency.p99Ms, 2)} / ${
@@ -79,83 +243,215 @@ export function table(run: RunResult): string {
         }`
         : "–",
       best ? String(best.serverCpuUsPerSend) : "–",
-      "pending (group API)",
+      behindCell(run, p, m),
     ]);
   }
-  return rows.map((r) => `| ${r.join(" | ")} |`).join("\n");
+  return markdown(rows);
 }
 
-/** The issue's targets for deno-pusher, each as a line that says met or behind (and by how much). */
-export function targets(run: RunResult): string[] {
-  const by = (name: string) => run.peers.find((p) => p.peer === name && !p.skipped && !p.error);
-  const out: string[] = [];
-  const big = Math.max(...run.levels);
-  const fan = (p: PeerResult | undefined) =>
-    p?.levels.find((l) => l.connections === big)?.fanout?.p50Ms;
-  const mem = (p: PeerResult | undefined) =>
-    p?.levels.find((l) => l.connections === big)?.rssPerConnectionBytes;
-  const thr = (p: PeerResult | undefined) => p ? bestThroughput(p)?.achievedRate : undefined;
-  const pairs: [string, string][] = [
-    ["deno-pusher (Deno)", "ceiling (Deno)"],
-    ["deno-pusher (Bun exe)", "ceiling (Bun)"],
-  ];
-  for (const [ours, ceil] of pairs) {
-    const a = by(ours);
-    const c = by(ceil);
-    if (!a || !c) {
-      out.push(
-        `- ${ours} vs ${ceil}: not measured (${!a ? ours : ceil} did not run)`,
-      );
-      continue;
-    }
-    const fanRatio = (fan(a) ?? NaN) / (fan(c) ?? NaN);
-    const thrRatio = (thr(c) ?? NaN) / (thr(a) ?? NaN);
-    out.push(
-      `- ${ours} fan-out p50 at ${count(big)} is ${fmt(fanRatio, 2)}× ${ceil}'s ` +
-        `(target ≤ 1.2×): ${fanRatio <= 1.2 ? "met" : "BEHIND"}`,
-    );
-    out.push(
-      `- ${ceil} /send throughput is ${fmt(thrRatio, 2)}× ${ours}'s (target ≤ 1.2×): ` +
-        `${thrRatio <= 1.2 ? "met" : "BEHIND"}`,
-    );
+/** Every table of the main result, with a heading line each. */
+export function table(run: RunResult): string {
+  return [
+    "**(a) Idle connections**: connect rate (handshakes/s) and server RSS per connection (KB).",
+    "",
+    connectionsTable(run),
+    "",
+    "**(b) broadcast and (d) group fan-out** to every connection of the level: time until the " +
+    "last client has the message, p50 / p99 ms.",
+    "",
+    fanoutTable(run),
+    "",
+    "**(c) Unicast /send** over keep-alive HTTP, 1,000 receivers.",
+    "",
+    sendTable(run),
+  ].join("\n");
+}
+
+/**
+ * The issue's targets for deno-pusher, one row each: both runtimes' numbers, what they are compared
+ * with, and "met" or "BEHIND" in so many words.
+ */
+export function targetTable(run: RunResult): string {
+  const ours = run.peers.filter((p) => p.role === "product");
+  const others = run.peers.filter((p) => p.role === "peer" && measured(p));
+  const ms = metrics(run);
+  const value = (p: PeerResult | undefined, m: Metric) => p && measured(p) ? m.get(p) : undefined;
+  const digits = (m: Metric) => m.unit === "req/s" ? 0 : 1;
+  const rows = [[
+    "target (issue 6)",
+    ...ours.map((p) => p.peer),
+    "compared with",
+    "verdict",
+  ]];
+  for (const m of ms.filter((m) => m.ceilingBound)) {
+    const ratios = ours.map((p) => {
+      const c = ceilingOf(run, p);
+      const a = value(p, m);
+      const b = c && value(c, m);
+      return a === undefined || b === undefined ? NaN : worseBy(m, a, b);
+    });
+    const cells = ours.map((p, i) => {
+      const c = ceilingOf(run, p);
+      const v = value(p, m);
+      return v === undefined
+        ? "not measured"
+        : `${fmt(v, digits(m))} ${m.unit} = ${fmt(ratios[i], 2)}× ${c?.peer ?? "its ceiling"}'s ${
+          fmt(c && value(c, m), digits(m))
+        }`;
+    });
+    const failing = ours.filter((_, i) => !(ratios[i] <= CEILING_RATIO)).map((
+      p,
+    ) => p.peer);
+    rows.push([
+      `${m.name} within ${CEILING_RATIO}× of the bare ceiling`,
+      ...cells,
+      "same runtime's ceiling",
+      failing.length ? `**BEHIND** on ${failing.join(", ")}` : "met",
+    ]);
   }
-  const go = by("Go gorilla hub");
-  const ours = [by("deno-pusher (Deno)"), by("deno-pusher (Bun exe)")].filter((
-    p,
-  ) => p);
-  if (go && ours.length) {
-    const best = Math.min(...ours.map((p) => mem(p) ?? Infinity));
-    out.push(
-      `- memory per idle connection at ${count(big)}: ours ${kb(best)} KB, Go hub ${
-        kb(mem(go))
-      } KB` +
-        ` (target: below Go's): ${best < (mem(go) ?? 0) ? "met" : "BEHIND"}`,
-    );
+  const go = run.peers.find((p) => p.peer === "Go gorilla hub" && measured(p));
+  const mem = ms[3];
+  const goMem = value(go, mem);
+  const ourMem = ours.map((p) => value(p, mem));
+  const bestMem = Math.min(...ourMem.map((v) => v ?? Infinity));
+  rows.push([
+    `${mem.name} below the Go hub's`,
+    ...ourMem.map((v) => `${fmt(v)} KB`),
+    `Go gorilla hub ${fmt(goMem)} KB`,
+    goMem === undefined ? "not measured" : bestMem < goMem ? "met" : "**BEHIND** Go gorilla hub",
+  ]);
+  for (const m of ms) {
+    const mine = ours.map((p) => value(p, m));
+    const finite = mine.filter((v): v is number => v !== undefined && Number.isFinite(v));
+    const best = m.higherIsBetter ? Math.max(...finite) : Math.min(...finite);
+    const beaten = others.filter((o) => {
+      const v = value(o, m);
+      return v !== undefined && finite.length > 0 && worseBy(m, best, v) >= 1;
+    });
+    const top = [...others].sort((a, b) =>
+      (m.higherIsBetter ? -1 : 1) *
+      ((value(a, m) ?? NaN) - (value(b, m) ?? NaN))
+    )[0];
+    rows.push([
+      `${m.name}: ahead of every peer on one runtime or the other`,
+      ...mine.map((v) => `${fmt(v, digits(m))} ${m.unit}`),
+      top ? `best peer: ${top.peer} ${fmt(value(top, m), digits(m))} ${m.unit}` : "no peer ran",
+      !finite.length
+        ? "not measured"
+        : beaten.length
+        ? `**BEHIND** ${
+          beaten.map((o) => `${o.peer} (${fmt(worseBy(m, best, value(o, m)!), 2)}×)`).join(", ")
+        }`
+        : "met",
+    ]);
   }
-  const others = run.peers.filter((p) => p.role === "peer" && !p.skipped && !p.error);
-  if (ours.length && others.length) {
-    const checks: [string, (p: PeerResult) => number | undefined, boolean][] = [
-      ["fan-out p50", fan, false],
-      ["/send throughput", thr, true],
-      ["memory per connection", mem, false],
-    ];
-    for (const [what, get, higherIsBetter] of checks) {
-      const mine = ours.map((p) => get(p!) ?? NaN).filter(Number.isFinite);
-      const best = higherIsBetter ? Math.max(...mine) : Math.min(...mine);
-      const ahead = others.filter((o) => {
-        const v = get(o);
-        return v === undefined || (higherIsBetter ? best > v : best < v);
-      });
-      const behind = others.filter((o) => !ahead.includes(o)).map((o) => o.peer);
-      out.push(
-        `- ${what}: ahead of every peer: ${behind.length ? `BEHIND ${behind.join(", ")}` : "met"}`,
-      );
-    }
+  return markdown(rows);
+}
+
+/**
+ * Is the load generator the limit? For each peer: how much CPU the server, the load generators and
+ * the whole machine used while fan-out rounds and closed-loop /send ran, in cores (CPU time / wall
+ * time; the machine has 2). A load generator runs one JS thread, so one process near 1.0 would be
+ * a limit; "machine" also counts the kernel's loopback work and anyone else on the cores.
+ */
+export function loadgenTable(run: RunResult): string {
+  const big = biggest(run);
+  const cores = (ms: number | undefined, wall: number) =>
+    ms === undefined ? "–" : fmt(ms / wall, 2);
+  const rows = [[
+    "peer",
+    `broadcast @${count(big)}: server / load generators / busiest one / machine (cores)`,
+    "/send max: server / sender / receivers / busiest one / machine (cores)",
+  ]];
+  for (const p of run.peers.filter(measured)) {
+    const f = at(p, big)?.fanout;
+    const max = p.unicast.find((u) => u.targetRate === 0) ?? bestThroughput(p);
+    const c = max?.cpu;
+    rows.push([
+      p.peer,
+      f
+        ? [
+          f.serverCpuMsPerRound,
+          f.loadgenCpuMsPerRound,
+          f.busiestLoadgenCpuMsPerRound,
+          f.machineCpuMsPerRound,
+        ].map((v) => cores(v, f.wallMsPerRound)).join(" / ")
+        : "–",
+      c
+        ? [
+          c.serverMs,
+          c.sendersMs,
+          c.receiversMs,
+          c.busiestLoadgenMs,
+          c.machineMs,
+        ]
+          .map((v) => cores(v, c.wallMs)).join(" / ")
+        : "–",
+    ]);
   }
-  out.push(
-    "- group fan-out: pending until the group API exists (measured as one uid on N sockets)",
-  );
-  return out;
+  return markdown(rows);
+}
+
+/** Medians are steadier than means over a few noisy samples. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+}
+
+/** RSS may grow by at most this share between the soak's first and last minutes to count as flat. */
+const SOAK_RSS_TOLERANCE = 0.1;
+/** Latency p99 may grow by at most this factor (plus SOAK_LATENCY_SLACK_MS) to count as flat. */
+const SOAK_LATENCY_FACTOR = 1.5;
+/** Absolute slack for the latency check (ms): sub-millisecond p99s double on a single hiccup. */
+const SOAK_LATENCY_SLACK_MS = 1;
+
+/**
+ * The soak, per peer that ran it: RSS and latency in its first and last stretch (a quarter of the
+ * samples each, at least one), and whether each stayed flat by the rule stated in the table.
+ */
+export function soakTable(run: RunResult): string {
+  const soaked = run.peers.filter((p) => p.soak?.length);
+  if (!soaked.length) return "";
+  const rows = [[
+    "peer",
+    "samples",
+    "RSS first / last / max MiB",
+    "p50 first / last ms",
+    "p99 first / last ms",
+    "rate achieved (min)",
+    "RSS flat?",
+    "latency flat?",
+  ]];
+  for (const p of soaked) {
+    const s = p.soak!;
+    const k = Math.max(1, Math.floor(s.length / 4));
+    const first = s.slice(0, k);
+    const last = s.slice(-k);
+    const m = (xs: typeof s, f: (x: typeof s[number]) => number) => median(xs.map(f));
+    const rss0 = m(first, (x) => x.rssBytes);
+    const rss1 = m(last, (x) => x.rssBytes);
+    const p99a = m(first, (x) => x.latency.p99Ms);
+    const p99b = m(last, (x) => x.latency.p99Ms);
+    const rssFlat = rss1 <= rss0 * (1 + SOAK_RSS_TOLERANCE);
+    const latFlat = p99b <= p99a * SOAK_LATENCY_FACTOR + SOAK_LATENCY_SLACK_MS;
+    rows.push([
+      p.peer,
+      `${s.length} × ${s[1] ? s[1].atSeconds - s[0].atSeconds : "?"} s`,
+      `${mib(rss0)} / ${mib(rss1)} / ${mib(Math.max(...s.map((x) => x.rssBytes)))}`,
+      `${fmt(m(first, (x) => x.latency.p50Ms), 2)} / ${fmt(m(last, (x) => x.latency.p50Ms), 2)}`,
+      `${fmt(p99a, 2)} / ${fmt(p99b, 2)}`,
+      String(Math.min(...s.map((x) => x.achievedRate))),
+      rssFlat ? "flat" : `**NOT FLAT** (+${fmt((rss1 / rss0 - 1) * 100)}%)`,
+      latFlat ? "flat" : `**NOT FLAT** (p99 ×${fmt(p99b / p99a, 2)})`,
+    ]);
+  }
+  return [
+    markdown(rows),
+    "",
+    `"first" and "last" are medians over the first and last quarter of the samples. Flat means RSS ` +
+    `grew by at most ${SOAK_RSS_TOLERANCE * 100}% and p99 by at most ${SOAK_LATENCY_FACTOR}× ` +
+    `+ ${SOAK_LATENCY_SLACK_MS} ms between them.`,
+  ].join("\n");
 }
 
 /** Colours for the chart's lines, one per peer in PEERS order. */
@@ -169,104 +465,264 @@ const COLOURS = [
   "#8c564b",
 ];
 
-/** Two panels side by side: fan-out p50 (ms) and KB per connection, each against N. */
-export function chart(run: RunResult): string {
-  const W = 460;
-  const H = 300;
-  const M = { l: 56, r: 16, t: 30, b: 44 };
-  const peers = run.peers.filter((p) => p.levels.length);
-  const xs = run.levels;
-  const panel = (
-    ox: number,
-    title: string,
-    get: (l: PeerResult["levels"][number]) => number | undefined,
-  ) => {
-    const values = peers.flatMap((p) => p.levels.map(get)).filter((
-      v,
-    ): v is number => v !== undefined && Number.isFinite(v));
-    const yMax = Math.max(1e-9, ...values) * 1.1;
-    const xMax = Math.max(...xs);
-    const x = (n: number) => ox + M.l + (n / xMax) * (W - M.l - M.r);
-    const y = (v: number) => M.t + (1 - v / yMax) * (H - M.t - M.b);
-    const parts = [
-      `<text x="${ox + W / 2}" y="18" text-anchor="middle" font-weight="bold">${title}</text>`,
-      `<line x1="${x(0)}" y1="${y(0)}" x2="${x(xMax)}" y2="${y(0)}" stroke="#333"/>`,
-      `<line x1="${x(0)}" y1="${y(0)}" x2="${x(0)}" y2="${y(yMax)}" stroke="#333"/>`,
-    ];
-    for (const n of xs) {
-      parts.push(
-        `<text x="${x(n)}" y="${H - M.b + 16}" text-anchor="middle">${count(n)}</text>`,
-      );
-    }
-    for (let i = 0; i <= 4; i++) {
-      const v = yMax * i / 4;
-      parts.push(
-        `<text x="${x(0) - 6}" y="${y(v) + 4}" text-anchor="end">${fmt(v, v < 10 ? 1 : 0)}</text>`,
-        `<line x1="${x(0)}" y1="${y(v)}" x2="${x(xMax)}" y2="${y(v)}" stroke="#eee"/>`,
-      );
-    }
-    parts.push(
-      `<text x="${ox + W / 2}" y="${H - 8}" text-anchor="middle">connections (N)</text>`,
-    );
-    peers.forEach((p) => {
-      const colour = COLOURS[run.peers.indexOf(p) % COLOURS.length];
-      const pts = p.levels.map((l) => [l.connections, get(l)] as const).filter((
-        [, v],
-      ) => v !== undefined && Number.isFinite(v)) as [number, number][];
-      if (!pts.length) return;
-      parts.push(
-        `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${
-          pts.map(([n, v]) => `${x(n).toFixed(1)},${y(v).toFixed(1)}`).join(" ")
-        }"/>`,
-        ...pts.map(([n, v]) =>
-          `<circle cx="${x(n).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${colour}"/>`
-        ),
-      );
-    });
-    return parts.join("\n");
-  };
-  const legend = peers.map((p, i) => {
-    const colour = COLOURS[run.peers.indexOf(p) % COLOURS.length];
-    const lx = 20 + (i % 4) * 230;
-    const ly = H + 20 + Math.floor(i / 4) * 18;
-    return `<rect x="${lx}" y="${ly - 9}" width="12" height="10" fill="${colour}"/>` +
-      `<text x="${lx + 18}" y="${ly}">${p.peer}</text>`;
-  }).join("\n");
-  const height = H + 30 + Math.ceil(peers.length / 4) * 18;
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${height}" ` +
-    `font-family="sans-serif" font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n` +
-    panel(
-      0,
-      "fan-out: time until the last client has it, p50 (ms)",
-      (l) => l.fanout?.p50Ms,
-    ) +
-    "\n" +
-    panel(
-      W,
-      "server memory per connection (KB)",
-      (l) => l.rssPerConnectionBytes / 1024,
-    ) +
-    "\n" + legend + "\n</svg>\n";
+const W = 460;
+const H = 300;
+const M = { l: 56, r: 16, t: 30, b: 44 };
+
+interface Series {
+  colour: string;
+  points: [number, number][];
 }
 
-/** Per-rate detail: one table of every /send run of every peer. */
-export function rateTable(run: RunResult): string {
-  const rows = [
-    "| peer | target req/s | achieved req/s | p50 ms | p99 ms | p999 ms | received / accepted | shed | failed |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+/** One line-chart panel at x offset `ox`; x from 0 to the largest x of any series. */
+function panel(
+  ox: number,
+  title: string,
+  xLabel: string,
+  xTicks: number[],
+  xTickLabel: (x: number) => string,
+  series: Series[],
+): string {
+  const values = series.flatMap((s) => s.points.map(([, v]) => v));
+  const yMax = Math.max(1e-9, ...values) * 1.1;
+  const xMax = Math.max(
+    1e-9,
+    ...xTicks,
+    ...series.flatMap((s) => s.points.map(([x]) => x)),
+  );
+  const x = (n: number) => ox + M.l + (n / xMax) * (W - M.l - M.r);
+  const y = (v: number) => M.t + (1 - v / yMax) * (H - M.t - M.b);
+  const parts = [
+    `<text x="${ox + W / 2}" y="18" text-anchor="middle" font-weight="bold">${title}</text>`,
+    `<line x1="${x(0)}" y1="${y(0)}" x2="${x(xMax)}" y2="${y(0)}" stroke="#333"/>`,
+    `<line x1="${x(0)}" y1="${y(0)}" x2="${x(0)}" y2="${y(yMax)}" stroke="#333"/>`,
   ];
+  for (const n of xTicks) {
+    parts.push(
+      `<text x="${x(n)}" y="${H - M.b + 16}" text-anchor="middle">${xTickLabel(n)}</text>`,
+    );
+  }
+  for (let i = 0; i <= 4; i++) {
+    const v = yMax * i / 4;
+    parts.push(
+      `<text x="${x(0) - 6}" y="${y(v) + 4}" text-anchor="end">${fmt(v, v < 10 ? 1 : 0)}</text>`,
+      `<line x1="${x(0)}" y1="${y(v)}" x2="${x(xMax)}" y2="${y(v)}" stroke="#eee"/>`,
+    );
+  }
+  parts.push(
+    `<text x="${ox + W / 2}" y="${H - 8}" text-anchor="middle">${xLabel}</text>`,
+  );
+  for (const s of series.filter((s) => s.points.length)) {
+    parts.push(
+      `<polyline fill="none" stroke="${s.colour}" stroke-width="2" points="${
+        s.points.map(([n, v]) => `${x(n).toFixed(1)},${y(v).toFixed(1)}`).join(
+          " ",
+        )
+      }"/>`,
+      ...s.points.map(([n, v]) =>
+        `<circle cx="${x(n).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${s.colour}"/>`
+      ),
+    );
+  }
+  return parts.join("\n");
+}
+
+function svg(panels: string[], legend: [string, string][]): string {
+  const perRow = 4;
+  const items = legend.map(([name, colour], i) => {
+    const lx = 20 + (i % perRow) * 230;
+    const ly = H + 20 + Math.floor(i / perRow) * 18;
+    return `<rect x="${lx}" y="${ly - 9}" width="12" height="10" fill="${colour}"/>` +
+      `<text x="${lx + 18}" y="${ly}">${name}</text>`;
+  });
+  const height = H + 30 + Math.ceil(legend.length / perRow) * 18;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${panels.length * W}" ` +
+    `height="${height}" font-family="sans-serif" font-size="12">\n` +
+    `<rect width="100%" height="100%" fill="white"/>\n${panels.join("\n")}\n${
+      items.join("\n")
+    }\n</svg>\n`;
+}
+
+const colourOf = (run: RunResult, p: PeerResult) => COLOURS[run.peers.indexOf(p) % COLOURS.length];
+
+/** Three panels side by side: broadcast p50, group p50 (ms) and KB per connection, against N. */
+export function chart(run: RunResult): string {
+  const peers = run.peers.filter((p) => p.levels.length);
+  const seriesOf = (get: (l: LevelResult) => number | undefined): Series[] =>
+    peers.map((p) => ({
+      colour: colourOf(run, p),
+      points: p.levels.map((l) => [l.connections, get(l)] as [number, number | undefined])
+        .filter((pt): pt is [number, number] => pt[1] !== undefined && Number.isFinite(pt[1])),
+    }));
+  const xl = "connections (N)";
+  const fanPanel = (i: number, kind: Kind) =>
+    panel(
+      i * W,
+      `${KIND_NAME[kind]} fan-out: last client has it, p50 (ms)`,
+      xl,
+      run.levels,
+      count,
+      seriesOf((l) => l[kind]?.p50Ms),
+    );
+  return svg(
+    [
+      fanPanel(0, "fanout"),
+      fanPanel(1, "group"),
+      panel(
+        2 * W,
+        "server memory per connection (KB)",
+        xl,
+        run.levels,
+        count,
+        seriesOf((l) => l.rssPerConnectionBytes / 1024),
+      ),
+    ],
+    peers.map((p) => [p.peer, colourOf(run, p)]),
+  );
+}
+
+/** The soak over time: RSS (MiB) and send-to-receive p99 (ms) per sample; null without a soak. */
+export function soakChart(run: RunResult): string | null {
+  const soaked = run.peers.filter((p) => p.soak?.length);
+  if (!soaked.length) return null;
+  const seriesOf = (
+    get: (s: NonNullable<PeerResult["soak"]>[number]) => number,
+  ): Series[] =>
+    soaked.map((p) => ({
+      colour: colourOf(run, p),
+      points: p.soak!.map((s) => [s.atSeconds / 60, get(s)] as [number, number]),
+    }));
+  const minutes = Math.ceil(
+    Math.max(...soaked.flatMap((p) => p.soak!.map((s) => s.atSeconds))) / 60,
+  );
+  const ticks = Array.from({ length: minutes + 1 }, (_, i) => i).filter((m) =>
+    m % Math.max(1, Math.ceil(minutes / 10)) === 0
+  );
+  const xl = "soak time (min)";
+  return svg(
+    [
+      panel(
+        0,
+        "soak: server RSS (MiB)",
+        xl,
+        ticks,
+        String,
+        seriesOf((s) => s.rssBytes / 2 ** 20),
+      ),
+      panel(
+        W,
+        "soak: /send to receive p99 (ms)",
+        xl,
+        ticks,
+        String,
+        seriesOf((s) => s.latency.p99Ms),
+      ),
+    ],
+    soaked.map((p) => [p.peer, colourOf(run, p)]),
+  );
+}
+
+/** Per-rate detail: one table of every /send run of every peer, with who used the CPU. */
+export function rateTable(run: RunResult): string {
+  const rows = [[
+    "peer",
+    "target req/s",
+    "achieved req/s",
+    "p50 ms",
+    "p99 ms",
+    "p999 ms",
+    "received / accepted",
+    "shed",
+    "failed",
+    "cores: server / sender / receivers / machine",
+  ]];
   for (const p of run.peers) {
     for (const u of p.unicast) {
-      rows.push(
-        `| ${p.peer} | ${u.targetRate || "max"} | ${u.achievedRate} | ${
-          fmt(u.latency.p50Ms, 2)
-        } | ` +
-          `${fmt(u.latency.p99Ms, 2)} | ${
-            fmt(u.latency.p999Ms, 2)
-          } | ${u.received} / ${u.accepted} | ` +
-          `${u.shed} | ${u.notFound + u.otherStatus + u.errors} |`,
-      );
+      const c = u.cpu;
+      rows.push([
+        p.peer,
+        String(u.targetRate || "max"),
+        String(u.achievedRate),
+        fmt(u.latency.p50Ms, 2),
+        fmt(u.latency.p99Ms, 2),
+        fmt(u.latency.p999Ms, 2),
+        `${u.received} / ${u.accepted}`,
+        String(u.shed),
+        String(u.notFound + u.otherStatus + u.errors),
+        c
+          ? [c.serverMs, c.sendersMs, c.receiversMs, c.machineMs]
+            .map((v) => fmt(v / c.wallMs, 2)).join(" / ")
+          : "–",
+      ]);
     }
   }
-  return rows.join("\n");
+  return markdown(rows);
+}
+
+/**
+ * The load-generator check (`--shapes`): every peer's numbers with each load-generator shape side by
+ * side, and the second shape's change against the first (medians when a shape ran more than
+ * once). Numbers that do not move when the client side gets more processes were not limited by
+ * the client side.
+ */
+export function shapeTable(run: RunResult): string {
+  const big = biggest(run);
+  const lr = latencyRate(run);
+  const head = [
+    "peer",
+    "load generators",
+    `conn/s to ${count(big)}`,
+    `broadcast ${count(big)} p50 / p99 ms`,
+    `group ${count(big)} p50 / p99 ms`,
+    "/send max req/s",
+    `/send @${count(lr)}/s p50 / p99 ms`,
+  ];
+  const rows = [head];
+  const bases = [...new Set(run.peers.map((p) => p.peer.split(" · ")[0]))];
+  for (const base of bases) {
+    const runs = run.peers.filter((p) => p.peer.split(" · ")[0] === base && measured(p));
+    const nums = runs.map((p) => {
+      const l = at(p, big);
+      const fixed = p.unicast.find((u) => u.targetRate === lr);
+      return [
+        l?.connectPerSecond,
+        l?.fanout?.p50Ms,
+        l?.fanout?.p99Ms,
+        l?.group?.p50Ms,
+        l?.group?.p99Ms,
+        bestThroughput(p)?.achievedRate,
+        fixed?.latency.p50Ms,
+        fixed?.latency.p99Ms,
+      ];
+    });
+    const cells = (v: (number | undefined)[]) => [
+      fmt(v[0], 0),
+      `${fmt(v[1])} / ${fmt(v[2])}`,
+      `${fmt(v[3])} / ${fmt(v[4])}`,
+      fmt(v[5], 0),
+      `${fmt(v[6], 2)} / ${fmt(v[7], 2)}`,
+    ];
+    runs.forEach((p, i) => rows.push([base, p.peer.split(" · ")[1] ?? "", ...cells(nums[i])]));
+    // With each shape run more than once, the medians per shape are compared.
+    const labels = [...new Set(runs.map((p) => p.peer.split(" · ")[1] ?? ""))];
+    if (labels.length === 2) {
+      const medians = labels.map((label) =>
+        nums[0].map((_, j) =>
+          median(nums.filter((_, i) => runs[i].peer.endsWith(label)).map((v) => v[j] ?? NaN))
+        )
+      );
+      const ratio = medians[1].map((v, j) => v / medians[0][j]);
+      const r = (x: number) => `×${fmt(x, 2)}`;
+      rows.push([
+        base,
+        `**${labels[1]} ÷ ${labels[0]}**`,
+        r(ratio[0]),
+        `${r(ratio[1])} / ${r(ratio[2])}`,
+        `${r(ratio[3])} / ${r(ratio[4])}`,
+        r(ratio[5]),
+        `${r(ratio[6])} / ${r(ratio[7])}`,
+      ]);
+    }
+  }
+  return markdown(rows);
 }

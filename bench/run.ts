@@ -3,6 +3,8 @@
  * same load generators, and writes bench/results/ (JSON with machine info, markdown, SVG chart).
  *
  *   deno run -A bench/run.ts [--profile quick|full] [--peers a,b] [--bun PATH] [--docs]
+ *     [--levels 1000,10000] [--rounds N] [--rates 2000,0] [--rate-ms MS] [--no-soak] [--cpu-prof]
+ *     [--sockets-per-loadgen N] [--senders N] [--shapes 5000:1,2500:2] [--label NAME]
  *
  * Every process it starts is killed before the next peer starts, and the whole run stops itself at
  * the profile's deadline. All traffic stays on 127.0.0.0/8.
@@ -10,8 +12,27 @@
 import { parseArgs } from "node:util";
 import { PEERS, portFree, RunningPeer, start, type Toolchain, treeRssBytes } from "./peers.ts";
 import { type Profile, PROFILES } from "./profiles.ts";
-import { chart, rateTable, type RunResult, table, targets } from "./report.ts";
-import { idleAndFanout, type PeerResult, Rig, SECRET, soak, unicast } from "./scenarios.ts";
+import {
+  chart,
+  loadgenTable,
+  rateTable,
+  type RunResult,
+  shapeTable,
+  soakChart,
+  soakTable,
+  table,
+  targetTable,
+} from "./report.ts";
+import {
+  DEFAULT_RIG,
+  idleAndFanout,
+  type PeerResult,
+  Rig,
+  type RigShape,
+  SECRET,
+  soak,
+  unicast,
+} from "./scenarios.ts";
 
 /** First port tried for peers; away from the server's default 8181 so a dev server can keep it. */
 const BASE_PORT = 18_181;
@@ -87,6 +108,7 @@ async function runPeer(
   profile: Profile,
   tools: Toolchain,
   ports: Set<number>,
+  shape: RigShape,
 ): Promise<PeerResult> {
   const bun = tools.bun;
   const result: PeerResult = {
@@ -118,8 +140,13 @@ async function runPeer(
       ...profile.levels,
       profile.unicastReceivers + (profile.soak?.idleConnections ?? 0),
     );
-    const rig = live.rig = new Rig(bun, most, profile.deadlineMs);
-    const cpu0 = await rig.cpuMs();
+    const rig = live.rig = new Rig(bun, most, profile.deadlineMs, shape);
+    result.loadgens = {
+      receivers: rig.receivers.length,
+      senders: rig.senders.length,
+      socketsPerReceiver: Math.ceil(most / rig.receivers.length),
+    };
+    const cpu0 = rig.cpuMs();
     result.levels = await idleAndFanout(
       rig,
       peer,
@@ -132,7 +159,7 @@ async function runPeer(
     if (profile.soak?.peers.includes(spec.name)) {
       result.soak = await soak(rig, peer, profile, log);
     }
-    result.loadgenCpuMs = Math.round(await rig.cpuMs() - cpu0);
+    result.loadgenCpuMs = Math.round(rig.cpuMs() - cpu0);
     if (peer.exited) {
       result.error = `exited with ${peer.exited.code}:\n${peer.logTail}`;
     }
@@ -162,8 +189,20 @@ async function main(): Promise<void> {
       "rate-ms": { type: "string" },
       "no-soak": { type: "boolean", default: false },
       "cpu-prof": { type: "boolean", default: false },
+      // The load-generator check: more, smaller processes must not change the numbers.
+      "sockets-per-loadgen": { type: "string" },
+      senders: { type: "string" },
+      // e.g. 5000:1,2500:2: run every peer with each shape (sockets per holder:senders).
+      shapes: { type: "string" },
+      label: { type: "string" },
     },
   });
+  const shape: RigShape = {
+    socketsPerReceiver: Number(
+      values["sockets-per-loadgen"] ?? DEFAULT_RIG.socketsPerReceiver,
+    ),
+    senders: Number(values.senders ?? DEFAULT_RIG.senders),
+  };
   const chosen = PROFILES[values.profile as Profile["name"]];
   if (!chosen) {
     throw new Error(`unknown profile: ${values.profile} (quick or full)`);
@@ -206,27 +245,83 @@ async function main(): Promise<void> {
     peers: [],
   };
   const ports = new Set<number>();
+  // With --shapes, each peer runs once per load-generator shape, back to back, so that the shapes
+  // meet the same noise from the shared cores; the rows are named "<peer> · <shape>".
+  const shapes: [string, RigShape][] = values.shapes
+    ? values.shapes.split(",").map((s) => {
+      const [sockets, senders] = s.split(":").map(Number);
+      const most = Math.max(...profile.levels, profile.unicastReceivers);
+      return [
+        `${Math.ceil(most / sockets)}+${senders} loadgens`,
+        { socketsPerReceiver: sockets, senders },
+      ];
+    })
+    : [["", shape]];
   for (const spec of specs) {
-    run.peers.push(
-      await runPeer(spec, profile, {
-        repo,
-        bun: values.bun,
-        deno: values.deno,
-        cpuProfDir: values["cpu-prof"] ? `${resultsDir}/profiles` : undefined,
-      }, ports),
-    );
+    for (const [label, rigShape] of shapes) {
+      const result = await runPeer(
+        spec,
+        profile,
+        {
+          repo,
+          bun: values.bun,
+          deno: values.deno,
+          cpuProfDir: values["cpu-prof"] ? `${resultsDir}/profiles` : undefined,
+        },
+        ports,
+        rigShape,
+      );
+      if (label) result.peer = `${result.peer} · ${label}`;
+      run.peers.push(result);
+    }
   }
   run.durationS = Math.round((Date.now() - started.getTime()) / 1000);
   clearTimeout(deadline);
 
+  await Deno.mkdir(resultsDir, { recursive: true });
+  // A labelled run (e.g. the load-generator check) keeps its own files beside the profile's.
+  const name = values.label ? `${profile.name}-${values.label}` : profile.name;
+  const soakSvg = soakChart(run);
   const md = [
-    `Profile \`${profile.name}\`, ${run.startedAt}, ${run.durationS} s; ` +
-    `${run.machine.cores} cores (${run.machine.cpu}), Deno ${run.machine.deno}, ` +
-    `${run.machine.bun}, ${run.machine.node}, commit ${run.machine.commit}.`,
+    `Profile \`${profile.name}\`${values.label ? ` (${values.label})` : ""}, ${run.startedAt}, ` +
+    `${run.durationS} s; ${run.machine.cores} cores (${run.machine.cpu}), ` +
+    `${Math.round(Number(run.machine.memTotalKiB) / 2 ** 20)} GiB, kernel ${run.machine.kernel}, ` +
+    `open files ≤ ${run.machine.openFilesLimit}; Deno ${run.machine.deno}, Bun ${run.machine.bun}, ` +
+    `Node ${run.machine.node}, ${run.machine.go}; commit ${run.machine.commit}; ` +
+    `load generators: ${loadgenLine(run)}.`,
     "",
-    table(run),
+    ...(values.shapes
+      ? [
+        "**Load-generator check**: each peer with each load-generator shape, back to back.",
+        "",
+        shapeTable(run),
+        "",
+      ]
+      : [
+        table(run),
+        "",
+        "**Targets of issue 6** for deno-pusher:",
+        "",
+        targetTable(run),
+        "",
+      ]),
+    `![fan-out latency and memory per connection against N](../bench/results/latest-${name}.svg)`,
     "",
-    ...targets(run),
+    ...(soakSvg
+      ? [
+        "**(e) Soak**: /send at a steady rate to 1,000 receivers beside idle connections.",
+        "",
+        soakTable(run),
+        "",
+        `![soak: RSS and p99 over time](../bench/results/latest-${name}-soak.svg)`,
+        "",
+      ]
+      : []),
+    "<details><summary>load generators' CPU against the server's</summary>",
+    "",
+    loadgenTable(run),
+    "",
+    "</details>",
     "",
     "<details><summary>every /send rate</summary>",
     "",
@@ -235,23 +330,26 @@ async function main(): Promise<void> {
     "</details>",
     "",
   ].join("\n");
-  await Deno.mkdir(resultsDir, { recursive: true });
   const stamp = run.startedAt.replace(/[:.]/g, "-");
-  await Deno.writeTextFile(
-    `${resultsDir}/${profile.name}-${stamp}.json`,
-    JSON.stringify(run, null, 2),
-  );
-  await Deno.writeTextFile(
-    `${resultsDir}/latest-${profile.name}.json`,
-    JSON.stringify(run, null, 2),
-  );
-  await Deno.writeTextFile(`${resultsDir}/latest-${profile.name}.md`, md);
-  await Deno.writeTextFile(
-    `${resultsDir}/latest-${profile.name}.svg`,
-    chart(run),
-  );
-  if (values.docs) await updateDocs(profile.name, md);
+  const json = JSON.stringify(run, null, 2);
+  await Deno.writeTextFile(`${resultsDir}/${name}-${stamp}.json`, json);
+  await Deno.writeTextFile(`${resultsDir}/latest-${name}.json`, json);
+  await Deno.writeTextFile(`${resultsDir}/latest-${name}.md`, md);
+  await Deno.writeTextFile(`${resultsDir}/latest-${name}.svg`, chart(run));
+  if (soakSvg) {
+    await Deno.writeTextFile(`${resultsDir}/latest-${name}-soak.svg`, soakSvg);
+  }
+  if (values.docs) await updateDocs(name, md);
   console.log(md);
+}
+
+/** The load-generator processes the run used, e.g. "3 socket holders (≤ 5000 each) + 1 sender". */
+function loadgenLine(run: RunResult): string {
+  const l = run.peers.find((p) => p.loadgens)?.loadgens;
+  return l
+    ? `${l.receivers} socket holders (≤ ${l.socketsPerReceiver} sockets each) + ${l.senders} ` +
+      `/send caller${l.senders > 1 ? "s" : ""}`
+    : "none ran";
 }
 
 /** Replaces the profile's section of docs/BENCHMARKS.md between its markers. */

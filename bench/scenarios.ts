@@ -1,15 +1,17 @@
 /**
  * The scenarios of issue 6, run against one started peer with the same load generators:
- * (a) idle connections at increasing counts, (b) fan-out to N connections sharing one uid,
- * (c) unicast /send at increasing rates, (e) a soak. (d) group fan-out waits for the group API.
+ * (a) idle connections at increasing counts, (b) broadcast fan-out to those N connections,
+ * (d) group fan-out to the same N connections, (c) unicast /send at increasing rates, (e) a soak.
  *
- * Fan-out is measured as N connections of ONE uid and one /send?uid= to it: that is a real fan-out
- * in every hub here (uid -> set of connections), and it needs no API beyond go-pusher's.
+ * Every connection of a level has its own uid and joins one group through its token's `groups`
+ * claim. (b) is one `POST /api/broadcast` and (d) one `POST /api/groups/g/send`: each peer has both
+ * calls and implements them with its own natural structure (see bench/peers/), so both are a real
+ * fan-out everywhere. Their rounds alternate, so noise on the shared cores falls on both alike.
  */
 import type { AwaitReply, CollectReply, ConnectReply, RateReply } from "./loadgen/protocol.ts";
-import type { SendReply, StatsReply } from "./loadgen/protocol.ts";
+import type { SendReply, StatsReply, Target } from "./loadgen/protocol.ts";
 import { LoadGen, MAX_SOCKETS_PER_LOADGEN } from "./loadgen/pool.ts";
-import { type RunningPeer, treeCpuMs, treeRssBytes } from "./peers.ts";
+import { machineBusyMs, type RunningPeer, treeCpuMs, treeRssBytes } from "./peers.ts";
 import { PAYLOAD_BYTES, type Profile } from "./profiles.ts";
 import { type LatencySummary, quantile, summarize } from "./stats.ts";
 
@@ -33,12 +35,42 @@ const SYNC_ATTEMPTS = 20;
 const SYNC_RETRY_MS = 100;
 /** Open-loop sender's limit on /send calls in flight; more are shed and counted. */
 const SEND_CONCURRENCY = 64;
+/** The unrecorded /send run before the measured rates: calls per second, and for how long (ms). */
+const WARMUP_RATE = 2_000;
+const WARMUP_MS = 2_000;
+/** How long closing a set may take before the next one opens regardless (ms). */
+const CLOSE_TIMEOUT_MS = 15_000;
 /** How long receivers may lag behind the last answered /send of a rate run (ms). */
 const UNICAST_TAIL_TIMEOUT_MS = 3_000;
 
-const FANOUT_UID = "fan";
+/** Uid prefix of the level connections: each has its own uid. */
+const FANOUT_PREFIX = "f";
+/** The group every level connection joins at connect time, for scenario (d). */
+export const FANOUT_GROUP = "g";
 const UNICAST_PREFIX = "u";
 const SOAK_PREFIX = "s";
+
+/** Timed rounds of one kind of fan-out at one level. */
+export interface FanoutResult {
+  rounds: number;
+  complete: number;
+  lost: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** Mean time the push call took to answer (ms): how long the hub holds the caller. */
+  sendAnswerMs: number;
+  /** Mean wall time of a round (ms), from the call until the last receiver has it. */
+  wallMsPerRound: number;
+  /** Server CPU (ms) per round, over all rounds. */
+  serverCpuMsPerRound: number;
+  /** CPU (ms) per round of every load-generator process together (receivers and sender). */
+  loadgenCpuMsPerRound: number;
+  /** CPU (ms) per round of the busiest single load-generator process (each runs one JS thread). */
+  busiestLoadgenCpuMsPerRound: number;
+  /** Busy CPU (ms) per round of the whole machine, every core and process together. */
+  machineCpuMsPerRound?: number;
+}
 
 export interface LevelResult {
   connections: number;
@@ -48,18 +80,24 @@ export interface LevelResult {
   connectPerSecond: number;
   rssBytes: number;
   rssPerConnectionBytes: number;
-  fanout: {
-    rounds: number;
-    complete: number;
-    lost: number;
-    p50Ms: number;
-    p99Ms: number;
-    maxMs: number;
-    /** Mean time /send took to answer (ms): how long the hub holds the caller during fan-out. */
-    sendAnswerMs: number;
-    /** Server CPU (ms) per fan-out round, over all rounds. */
-    serverCpuMsPerRound: number;
-  } | null;
+  /** (b) one `POST /api/broadcast` per round. */
+  fanout: FanoutResult | null;
+  /** (d) one `POST /api/groups/g/send` per round; every level connection is a member. */
+  group?: FanoutResult | null;
+}
+
+/** CPU time (ms) spent during one measured stretch, by whom, and its wall time. */
+export interface CpuShare {
+  wallMs: number;
+  serverMs: number;
+  /** The /send callers together. */
+  sendersMs: number;
+  /** The socket holders together. */
+  receiversMs: number;
+  /** The busiest single load-generator process. */
+  busiestLoadgenMs: number;
+  /** The whole machine, every process and the kernel (so other users of the cores too). */
+  machineMs: number;
 }
 
 export interface RateResult {
@@ -75,6 +113,8 @@ export interface RateResult {
   latency: LatencySummary;
   /** Server CPU per answered /send (µs): what one call costs the server. */
   serverCpuUsPerSend: number;
+  /** Who used the CPU while the calls were made. */
+  cpu?: CpuShare;
   errorSample: string[];
 }
 
@@ -97,47 +137,102 @@ export interface PeerResult {
   unicast: RateResult[];
   soak?: SoakSample[];
   loadgenCpuMs?: number;
+  /** Load-generator processes used: socket holders and /send callers. */
+  loadgens?: { receivers: number; senders: number; socketsPerReceiver: number };
 }
 
-/** Load generators sized for `connections`, plus one dedicated /send caller. */
+/** How many load-generator processes a run uses; more than needed shows they are not the limit. */
+export interface RigShape {
+  /** Most sockets one receiver process holds (at most MAX_SOCKETS_PER_LOADGEN). */
+  socketsPerReceiver: number;
+  /** /send caller processes; a rate and its in-flight limit are split evenly over them. */
+  senders: number;
+}
+
+export const DEFAULT_RIG: RigShape = {
+  socketsPerReceiver: MAX_SOCKETS_PER_LOADGEN,
+  senders: 1,
+};
+
+/** A snapshot of CPU time (ms) from /proc, taken with Rig.cpu(). */
+export interface CpuSnapshot {
+  at: number;
+  machine: number;
+  server: number;
+  senders: number[];
+  receivers: number[];
+}
+
+/** Load generators sized for `connections`, plus dedicated /send callers. */
 export class Rig {
   readonly receivers: LoadGen[];
-  readonly sender: LoadGen;
+  readonly senders: LoadGen[];
   /** Connections each receiver holds per set. */
   readonly held = new Map<string, number[]>();
   /** Uid index range [start, end) each receiver was given per set (prefixed uids only). */
   private readonly ranges = new Map<string, [number, number][]>();
 
-  constructor(bun: string, maxConnections: number, deadlineMs: number) {
-    const n = Math.max(1, Math.ceil(maxConnections / MAX_SOCKETS_PER_LOADGEN));
+  constructor(
+    bun: string,
+    maxConnections: number,
+    deadlineMs: number,
+    readonly shape: RigShape = DEFAULT_RIG,
+  ) {
+    const per = Math.min(
+      MAX_SOCKETS_PER_LOADGEN,
+      Math.max(1, shape.socketsPerReceiver),
+    );
+    const n = Math.max(1, Math.ceil(maxConnections / per));
     this.receivers = Array.from(
       { length: n },
       () => new LoadGen(bun, deadlineMs),
     );
-    this.sender = new LoadGen(bun, deadlineMs);
+    this.senders = Array.from(
+      { length: Math.max(1, shape.senders) },
+      () => new LoadGen(bun, deadlineMs),
+    );
+  }
+
+  /** The process that makes single push calls (fan-out rounds). */
+  get sender(): LoadGen {
+    return this.senders[0];
   }
 
   async stop(): Promise<void> {
-    await Promise.all([...this.receivers, this.sender].map((g) => g.stop()));
+    await Promise.all(
+      [...this.receivers, ...this.senders].map((g) => g.stop()),
+    );
   }
 
-  /** Load-generator CPU so far (ms), to show whether the client side was saturated. */
-  async cpuMs(): Promise<number> {
-    const all = await Promise.all(
-      [...this.receivers, this.sender].map((g) => g.request<StatsReply>({ cmd: "stats" })),
+  /** CPU time so far (ms) of the peer and of each load generator, from /proc; cheap, synchronous. */
+  cpu(peer: RunningPeer): CpuSnapshot {
+    return {
+      at: performance.now(),
+      machine: machineBusyMs(),
+      server: treeCpuMs(peer.pid),
+      senders: this.senders.map((g) => treeCpuMs(g.pid)),
+      receivers: this.receivers.map((g) => treeCpuMs(g.pid)),
+    };
+  }
+
+  /** Load-generator CPU so far (ms), all processes together. */
+  cpuMs(): number {
+    return [...this.receivers, ...this.senders].reduce(
+      (a, g) => a + treeCpuMs(g.pid),
+      0,
     );
-    return all.reduce((sum, s) => sum + s.cpuUserMs + s.cpuSystemMs, 0);
   }
 
   /**
    * Grows set `name` to `total` connections spread evenly over the receivers. `uid` gives them
-   * all one uid; otherwise each gets prefix + a global index.
+   * all one uid; otherwise each gets prefix + a global index. Each joins `groups` at connect time.
    */
   async grow(
     peer: RunningPeer,
     name: string,
     total: number,
     uid: { uid: string } | { uidPrefix: string },
+    groups?: string[],
   ): Promise<
     { connected: number; failed: number; ms: number; errors: string[] }
   > {
@@ -162,6 +257,7 @@ export class Rig {
         set: name,
         count,
         ...("uid" in uid ? { uid: uid.uid } : { uidPrefix: uid.uidPrefix, uidStart }),
+        ...(groups ? { groups } : {}),
         hosts: [g.serverAddress],
         port: peer.port,
         path: peer.spec.wsPath,
@@ -182,18 +278,47 @@ export class Rig {
     };
   }
 
-  close(name: string): Promise<unknown> {
+  /**
+   * Closes every connection of set `name` and waits (at most CLOSE_TIMEOUT_MS) until the load
+   * generators have seen each one end, so that the next set does not overlap it on the server,
+   * whose 20,000 files the largest level nearly fills.
+   */
+  async close(name: string): Promise<void> {
     this.held.delete(name);
     this.ranges.delete(name);
-    return Promise.all(
+    await Promise.all(
       this.receivers.map((g) => g.request({ cmd: "close", set: name })),
     );
+    const until = performance.now() + CLOSE_TIMEOUT_MS;
+    while (performance.now() < until) {
+      const stats = await Promise.all(
+        this.receivers.map((g) => g.request<StatsReply>({ cmd: "stats" })),
+      );
+      if (stats.every((s) => !s.open[name])) return;
+      await sleep(SYNC_RETRY_MS);
+    }
   }
 
   /** Uid ranges of a prefixed set, per receiver: [start, start + count). */
   uidRange(i: number, name: string): [number, number] {
     return this.ranges.get(name)?.[i] ?? [0, 0];
   }
+}
+
+/** CPU used between two snapshots of the same rig. */
+export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuShare {
+  const diffs = (x: number[], y: number[]) => y.map((v, i) => v - (x[i] ?? 0));
+  const senders = diffs(a.senders, b.senders);
+  const receivers = diffs(a.receivers, b.receivers);
+  const sum = (xs: number[]) => xs.reduce((s, v) => s + v, 0);
+  return {
+    wallMs: Math.round(b.at - a.at),
+    serverMs: Math.round(b.server - a.server),
+    sendersMs: Math.round(sum(senders)),
+    receiversMs: Math.round(sum(receivers)),
+    busiestLoadgenMs: Math.round(Math.max(0, ...senders, ...receivers)),
+    machineMs: Math.round(b.machine - a.machine),
+  };
 }
 
 /**
@@ -215,7 +340,12 @@ function deliveredOf(reply: SendReply): number {
 }
 
 /** Sends one fan-out message and waits until every receiver has all of it, or the round times out. */
-async function fanoutRound(rig: Rig, peer: RunningPeer, tag: string) {
+async function fanoutRound(
+  rig: Rig,
+  peer: RunningPeer,
+  tag: string,
+  target: Target,
+) {
   const held = rig.held.get("fan") ?? [];
   const arrivals = rig.receivers.map((g, i) =>
     g.request<AwaitReply>({
@@ -229,7 +359,7 @@ async function fanoutRound(rig: Rig, peer: RunningPeer, tag: string) {
   const sent = await rig.sender.request<SendReply>({
     cmd: "send",
     base: peer.base,
-    uid: FANOUT_UID,
+    target,
     tag,
     payloadBytes: PAYLOAD_BYTES,
   });
@@ -242,7 +372,68 @@ async function fanoutRound(rig: Rig, peer: RunningPeer, tag: string) {
   };
 }
 
-/** Scenarios (a) and (b): connections are added level by level and kept for the next level. */
+/** Accumulates the timed rounds of one kind of fan-out at one level. */
+class FanoutTally {
+  private readonly lastUs: number[] = [];
+  private complete = 0;
+  private lost = 0;
+  private answerMs = 0;
+  private wallMs = 0;
+  private serverMs = 0;
+  private loadgenMs = 0;
+  private busiestMs = 0;
+  private machineMs = 0;
+  private rounds = 0;
+
+  constructor(readonly target: Target) {}
+
+  async round(
+    rig: Rig,
+    peer: RunningPeer,
+    tag: string,
+    total: number,
+  ): Promise<void> {
+    const before = rig.cpu(peer);
+    const round = await fanoutRound(rig, peer, tag, this.target);
+    const used = cpuBetween(before, rig.cpu(peer));
+    this.rounds++;
+    this.answerMs += round.sent.ms;
+    this.wallMs += used.wallMs;
+    this.serverMs += used.serverMs;
+    this.loadgenMs += used.sendersMs + used.receiversMs;
+    this.busiestMs += used.busiestLoadgenMs;
+    this.machineMs += used.machineMs;
+    if (round.received === total) {
+      this.complete++;
+      this.lastUs.push(round.lastUs);
+    } else this.lost += total - round.received;
+  }
+
+  result(): FanoutResult {
+    const sorted = Float64Array.from(this.lastUs).sort();
+    const per = (ms: number, digits = 10) =>
+      Math.round(ms / Math.max(1, this.rounds) * digits) / digits;
+    return {
+      rounds: this.rounds,
+      complete: this.complete,
+      lost: this.lost,
+      p50Ms: Math.round(quantile(sorted, 0.5)) / 1000,
+      p99Ms: Math.round(quantile(sorted, 0.99)) / 1000,
+      maxMs: Math.round(sorted[sorted.length - 1] ?? NaN) / 1000,
+      sendAnswerMs: per(this.answerMs, 1000),
+      wallMsPerRound: per(this.wallMs),
+      serverCpuMsPerRound: per(this.serverMs),
+      loadgenCpuMsPerRound: per(this.loadgenMs),
+      busiestLoadgenCpuMsPerRound: per(this.busiestMs),
+      machineCpuMsPerRound: per(this.machineMs),
+    };
+  }
+}
+
+/**
+ * Scenarios (a), (b) and (d): connections are added level by level and kept for the next level;
+ * at each level, broadcast and group rounds alternate.
+ */
 export async function idleAndFanout(
   rig: Rig,
   peer: RunningPeer,
@@ -253,7 +444,9 @@ export async function idleAndFanout(
   const results: LevelResult[] = [];
   let previous = 0;
   for (const n of profile.levels) {
-    const grown = await rig.grow(peer, "fan", n, { uid: FANOUT_UID });
+    const grown = await rig.grow(peer, "fan", n, { uidPrefix: FANOUT_PREFIX }, [
+      FANOUT_GROUP,
+    ]);
     const total = (rig.held.get("fan") ?? []).reduce((a, b) => a + b, 0);
     await sleep(RSS_SETTLE_MS);
     const rss = treeRssBytes(peer.pid);
@@ -266,6 +459,7 @@ export async function idleAndFanout(
       rssBytes: rss,
       rssPerConnectionBytes: total ? Math.round((rss - baselineRss) / total) : 0,
       fanout: null,
+      group: null,
     };
     previous = total;
     results.push(level);
@@ -275,61 +469,71 @@ export async function idleAndFanout(
         (grown.errors.length ? ` (errors: ${grown.errors.join("; ")})` : ""),
     );
     if (total === 0) break;
-    // Sync: every open connection must be registered before rounds are timed.
+    // Sync: every open connection must be registered, and in the group, before rounds are timed.
+    const group: Target = { group: FANOUT_GROUP };
     let synced = false;
     for (let attempt = 0; attempt < SYNC_ATTEMPTS && !synced; attempt++) {
-      const round = await fanoutRound(rig, peer, `sync${n}_${attempt}`);
+      const round = await fanoutRound(rig, peer, `sync${n}_${attempt}`, group);
       synced = round.received === total;
       if (!synced) await sleep(SYNC_RETRY_MS);
     }
-    const lastUs: number[] = [];
-    let complete = 0;
-    let lost = 0;
-    let answerMs = 0;
-    const cpuBefore = treeCpuMs(peer.pid);
+    const broadcast = new FanoutTally({ broadcast: true });
+    const grouped = new FanoutTally(group);
     for (let r = 0; r < profile.fanoutRounds; r++) {
-      const round = await fanoutRound(rig, peer, `f${n}_${r}`);
-      answerMs += round.sent.ms;
-      if (round.received === total) {
-        complete++;
-        lastUs.push(round.lastUs);
-      } else lost += total - round.received;
+      await broadcast.round(rig, peer, `b${n}_${r}`, total);
+      await grouped.round(rig, peer, `g${n}_${r}`, total);
     }
-    const cpuMs = treeCpuMs(peer.pid) - cpuBefore;
-    const sorted = Float64Array.from(lastUs).sort();
-    level.fanout = {
-      rounds: profile.fanoutRounds,
-      complete,
-      lost,
-      p50Ms: Math.round(quantile(sorted, 0.5)) / 1000,
-      p99Ms: Math.round(quantile(sorted, 0.99)) / 1000,
-      maxMs: Math.round(sorted[sorted.length - 1] ?? NaN) / 1000,
-      sendAnswerMs: Math.round(answerMs / profile.fanoutRounds * 1000) / 1000,
-      serverCpuMsPerRound: Math.round(cpuMs / profile.fanoutRounds * 10) / 10,
-    };
-    log(
-      `  fan-out to ${total}: p50 ${level.fanout.p50Ms} ms, p99 ${level.fanout.p99Ms} ms, ` +
-        `${complete}/${profile.fanoutRounds} complete` +
-        (synced ? "" : " (never fully synced)"),
-    );
+    level.fanout = broadcast.result();
+    level.group = grouped.result();
+    for (
+      const [what, f] of [["broadcast", level.fanout], [
+        "group",
+        level.group,
+      ]] as const
+    ) {
+      log(
+        `  ${what} to ${total}: p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms, ` +
+          `${f.complete}/${f.rounds} complete; CPU per round: server ${f.serverCpuMsPerRound} ms, ` +
+          `load generators ${f.loadgenCpuMsPerRound} ms (busiest ${f.busiestLoadgenCpuMsPerRound})` +
+          (synced ? "" : " (never fully synced)"),
+      );
+    }
   }
   return results;
 }
 
-/** How many of `issued` round-robin calls over `uidCount` uids land in [start, end). */
+/** How many of `issued` round-robin calls over uids [from, from + count) land in [start, end). */
 function shareOf(
   issued: number,
-  uidCount: number,
+  [from, count]: [number, number],
   [start, end]: [number, number],
 ): number {
   let n = 0;
-  for (let uid = start; uid < Math.min(end, uidCount); uid++) {
-    n += Math.floor(issued / uidCount) + (uid < issued % uidCount ? 1 : 0);
+  for (
+    let uid = Math.max(start, from);
+    uid < Math.min(end, from + count);
+    uid++
+  ) {
+    const k = uid - from;
+    n += Math.floor(issued / count) + (k < issued % count ? 1 : 0);
   }
   return n;
 }
 
-/** One /send rate run against set "uni"; latencies are collected from every receiver. */
+/** Sender k's slice [start, count] of `uidCount` uids, so that senders never share a uid. */
+function senderSlice(
+  k: number,
+  senders: number,
+  uidCount: number,
+): [number, number] {
+  const start = Math.floor(k * uidCount / senders);
+  return [start, Math.floor((k + 1) * uidCount / senders) - start];
+}
+
+/**
+ * One /send rate run against a set of prefixed uids; latencies are collected from every receiver.
+ * The rate and the in-flight limit are split evenly over the rig's senders.
+ */
 async function rateRun(
   rig: Rig,
   peer: RunningPeer,
@@ -340,25 +544,46 @@ async function rateRun(
   setName: string,
   uidPrefix: string,
 ): Promise<RateResult> {
-  const cpuBefore = treeCpuMs(peer.pid);
-  const r = await rig.sender.request<RateReply>({
-    cmd: "rate",
-    base: peer.base,
-    uidPrefix,
-    uidCount,
-    tag,
-    rate,
-    concurrency: SEND_CONCURRENCY,
-    durationMs,
-    payloadBytes: PAYLOAD_BYTES,
-  });
-  const cpuMs = treeCpuMs(peer.pid) - cpuBefore;
+  const senders = rig.senders.length;
+  const slices = rig.senders.map((_, k) => senderSlice(k, senders, uidCount));
+  const before = rig.cpu(peer);
+  const replies = await Promise.all(
+    rig.senders.map((g, k) =>
+      g.request<RateReply>({
+        cmd: "rate",
+        base: peer.base,
+        uidPrefix,
+        uidStart: slices[k][0],
+        uidCount: slices[k][1],
+        tag,
+        rate: rate / senders,
+        concurrency: Math.max(1, Math.round(SEND_CONCURRENCY / senders)),
+        durationMs,
+        payloadBytes: PAYLOAD_BYTES,
+      })
+    ),
+  );
+  const cpu = cpuBetween(before, rig.cpu(peer));
+  const sum = (f: (r: RateReply) => number) => replies.reduce((a, r) => a + f(r), 0);
+  const r = {
+    issued: sum((r) => r.issued),
+    accepted: sum((r) => r.accepted),
+    notFound: sum((r) => r.notFound),
+    otherStatus: sum((r) => r.otherStatus),
+    errors: sum((r) => r.errors),
+    shed: sum((r) => r.shed),
+    elapsedMs: Math.max(...replies.map((r) => r.elapsedMs)),
+    errorSample: replies.flatMap((r) => r.errorSample).slice(0, 5),
+  };
   // Every accepted call's message must arrive; wait for each receiver's share, bounded.
   await Promise.all(rig.receivers.map((g, i) =>
     g.request<AwaitReply>({
       cmd: "await",
       tag,
-      expect: shareOf(r.issued, uidCount, rig.uidRange(i, setName)),
+      expect: replies.reduce(
+        (a, reply, k) => a + shareOf(reply.issued, slices[k], rig.uidRange(i, setName)),
+        0,
+      ),
       timeoutMs: UNICAST_TAIL_TIMEOUT_MS,
       forget: false,
     })
@@ -378,7 +603,8 @@ async function rateRun(
     shed: r.shed,
     received: latencies.length,
     latency: summarize(latencies),
-    serverCpuUsPerSend: r.accepted ? Math.round(cpuMs * 1000 / r.accepted) : 0,
+    serverCpuUsPerSend: r.accepted ? Math.round(cpu.serverMs * 1000 / r.accepted) : 0,
+    cpu,
     errorSample: r.errorSample,
   };
 }
@@ -396,7 +622,22 @@ export async function unicast(
   if (grown.connected === 0) {
     throw new Error(`no unicast receiver connected: ${grown.errors}`);
   }
+  if (grown.failed) {
+    log(`  unicast receivers: ${grown.failed} failed to connect (${grown.errors.join("; ")})`);
+  }
   const uidCount = profile.unicastReceivers;
+  // Not recorded: lets the server finish with the level connections just closed (a collector
+  // pass over thousands of sockets otherwise lands in the first rate's tail) and warms the path.
+  await rateRun(
+    rig,
+    peer,
+    "warmup",
+    WARMUP_RATE,
+    WARMUP_MS,
+    uidCount,
+    "uni",
+    UNICAST_PREFIX,
+  );
   const results: RateResult[] = [];
   for (const rate of profile.rates) {
     const result = await rateRun(

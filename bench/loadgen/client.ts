@@ -25,6 +25,7 @@ import type {
   SendCommand,
   SendReply,
   StatsReply,
+  Target,
   WireMode,
 } from "./protocol.ts";
 
@@ -55,11 +56,20 @@ function b64url(text: string): string {
 
 const JWT_HEADER = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
 
-/** An HS256 JWT with the string `uid` claim the servers require. */
-export function signToken(uid: string, secret: string): string {
+/** An HS256 JWT with the string `uid` claim the servers require, and groups to join if any. */
+export function signToken(
+  uid: string,
+  secret: string,
+  groups?: string[],
+): string {
   const iat = Math.floor(Date.now() / 1000);
   const body = b64url(
-    JSON.stringify({ uid, iat, exp: iat + TOKEN_LIFETIME_S }),
+    JSON.stringify({
+      uid,
+      iat,
+      exp: iat + TOKEN_LIFETIME_S,
+      ...(groups ? { groups } : {}),
+    }),
   );
   const sig = createHmac("sha256", secret).update(`${JWT_HEADER}.${body}`)
     .digest("base64url");
@@ -240,6 +250,138 @@ function bunTransport(to: Endpoint, ev: TransportEvents): Transport {
   };
 }
 
+/** Bun's native sockets when on Bun and no source address is asked for; node:net otherwise. */
+function transport(to: Endpoint, ev: TransportEvents): Transport {
+  return bunRuntime && !to.localAddress ? bunTransport(to, ev) : netTransport(to, ev);
+}
+
+/**
+ * One keep-alive HTTP/1.1 connection with at most one request in flight, written on the same raw
+ * transport as the WebSocket clients: fetch() cost the sender about as much CPU per /send as the
+ * server spent answering it, CPU the shared cores then lacked. It parses only what the servers'
+ * push calls answer: a status line, and a body framed by Content-Length or chunked.
+ */
+class HttpConn {
+  private socket: Transport | null = null;
+  private generation = 0;
+  private connected = false;
+  private unsent: Buffer | null = null;
+  private buf: Buffer | null = null;
+  private pending: {
+    resolve: (status: number) => void;
+    reject: (e: Error) => void;
+  } | null = null;
+
+  constructor(private readonly to: Endpoint) {}
+
+  /** Sends one request (its full head) and resolves with the response's status code. */
+  request(head: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      if (this.pending) return reject(new Error("request already in flight"));
+      this.pending = { resolve, reject };
+      const bytes = Buffer.from(head, "latin1");
+      if (!this.socket) this.open();
+      if (this.connected) this.socket!.write(bytes);
+      else this.unsent = bytes;
+    });
+  }
+
+  close(): void {
+    this.socket?.end();
+    this.socket = null;
+  }
+
+  private open(): void {
+    const generation = ++this.generation;
+    const current = () => generation === this.generation;
+    this.connected = false;
+    this.buf = null;
+    this.socket = transport(this.to, {
+      connect: () => {
+        if (!current()) return;
+        this.connected = true;
+        if (this.unsent) this.socket?.write(this.unsent);
+        this.unsent = null;
+      },
+      data: (chunk) => current() && this.onData(chunk),
+      error: (message) => current() && this.fail(new Error(message)),
+      close: () => {
+        if (!current()) return;
+        this.socket = null;
+        this.fail(new Error("connection closed before the response"));
+      },
+    });
+  }
+
+  private fail(err: Error): void {
+    const p = this.pending;
+    this.pending = null;
+    this.unsent = null;
+    this.socket?.destroy();
+    this.socket = null;
+    this.generation++;
+    p?.reject(err);
+  }
+
+  private onData(chunk: Buffer): void {
+    const data = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.buf = data;
+    const end = data.indexOf("\r\n\r\n");
+    if (end < 0) return;
+    const head = data.toString("latin1", 0, end).toLowerCase();
+    const length = /\r\ncontent-length:\s*(\d+)/.exec(head);
+    let size = end + 4;
+    if (length) size += Number(length[1]);
+    else if (/\r\ntransfer-encoding:\s*chunked/.test(head)) {
+      // The last chunk is "0\r\n\r\n"; starting at end + 2 also finds it right after the head.
+      const last = data.indexOf("\r\n0\r\n\r\n", end + 2);
+      if (last < 0) return;
+      size = last + 7;
+    }
+    if (data.length < size) return;
+    this.buf = null;
+    const p = this.pending;
+    this.pending = null;
+    if (/\r\nconnection:\s*close/.test(head)) {
+      this.generation++;
+      this.socket?.destroy();
+      this.socket = null;
+    }
+    p?.resolve(Number(head.slice(9, 12)));
+  }
+}
+
+/** Keep-alive connections to one server, one per call in flight, opened as needed. */
+class HttpPool {
+  private readonly idle: HttpConn[] = [];
+  private readonly all: HttpConn[] = [];
+  private readonly to: Endpoint;
+  private readonly hostHeader: string;
+
+  constructor(base: string) {
+    const url = new URL(base);
+    this.to = { host: url.hostname, port: Number(url.port || 80) };
+    this.hostHeader = url.host;
+  }
+
+  /** One GET; resolves with the status code. */
+  async get(path: string): Promise<number> {
+    let conn = this.idle.pop();
+    if (!conn) this.all.push(conn = new HttpConn(this.to));
+    try {
+      return await conn.request(
+        `GET ${path} HTTP/1.1\r\nHost: ${this.hostHeader}\r\n\r\n`,
+      );
+    } finally {
+      this.idle.push(conn);
+    }
+  }
+
+  close(): void {
+    for (const c of this.all) c.close();
+  }
+}
+
 /** One WebSocket client; it is the only reader and the only writer of its socket. */
 class Conn {
   private buf: Buffer | null = null;
@@ -279,9 +421,7 @@ class Conn {
         } else this.fail("closed before open");
       },
     };
-    this.socket = bunRuntime && !opts.localAddress
-      ? bunTransport(opts, events)
-      : netTransport(opts, events);
+    this.socket = transport(opts, events);
   }
 
   private fail(why: string): void {
@@ -412,7 +552,8 @@ function connect(cmd: ConnectCommand): Promise<ConnectReply> {
       const index = next++;
       const uid = cmd.uid ?? `${cmd.uidPrefix}${(cmd.uidStart ?? 0) + index}`;
       const host = cmd.hosts[index % cmd.hosts.length];
-      const request = `GET ${cmd.path}token=${signToken(uid, cmd.secret)} HTTP/1.1\r\n` +
+      const token = signToken(uid, cmd.secret, cmd.groups);
+      const request = `GET ${cmd.path}token=${token} HTTP/1.1\r\n` +
         `Host: ${host}:${cmd.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
         `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
       new Conn(
@@ -462,13 +603,27 @@ function awaitTag(cmd: AwaitCommand): Promise<AwaitReply> {
   });
 }
 
+/** The call that pushes `message` to `target` (see Target in protocol.ts). */
+function pushRequest(base: string, target: Target, message: string): Request {
+  if ("uid" in target) {
+    return new Request(
+      `${base}/send?uid=${encodeURIComponent(target.uid)}&message=${encodeURIComponent(message)}`,
+    );
+  }
+  const path = "group" in target
+    ? `/api/groups/${encodeURIComponent(target.group)}/send`
+    : "/api/broadcast";
+  return new Request(`${base}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ message }),
+  });
+}
+
 async function sendOne(cmd: SendCommand): Promise<SendReply> {
   const started = performance.now();
   const message = benchMessage(cmd.tag, cmd.payloadBytes);
-  const url = `${cmd.base}/send?uid=${encodeURIComponent(cmd.uid)}&message=${
-    encodeURIComponent(message)
-  }`;
-  const res = await fetch(url);
+  const res = await fetch(pushRequest(cmd.base, cmd.target, message));
   const body = await res.text();
   return { status: res.status, body, ms: performance.now() - started };
 }
@@ -485,19 +640,19 @@ function rate(cmd: RateCommand): Promise<RateReply> {
     errorSample: [],
   };
   let inflight = 0;
+  const pool = new HttpPool(cmd.base);
   const started = performance.now();
   const one = async () => {
-    const uid = `${cmd.uidPrefix}${r.issued % cmd.uidCount}`;
+    const uid = `${cmd.uidPrefix}${cmd.uidStart + r.issued % cmd.uidCount}`;
     r.issued++;
     inflight++;
     try {
       const message = benchMessage(cmd.tag, cmd.payloadBytes);
-      const res = await fetch(
-        `${cmd.base}/send?uid=${uid}&message=${encodeURIComponent(message)}`,
+      const status = await pool.get(
+        `/send?uid=${uid}&message=${encodeURIComponent(message)}`,
       );
-      await res.arrayBuffer();
-      if (res.status === 200) r.accepted++;
-      else if (res.status === 404) r.notFound++;
+      if (status === 200) r.accepted++;
+      else if (status === 404) r.notFound++;
       else r.otherStatus++;
     } catch (err) {
       r.errors++;
@@ -513,6 +668,7 @@ function rate(cmd: RateCommand): Promise<RateReply> {
       const drain = setInterval(() => {
         if (inflight === 0 || performance.now() > drainBy) {
           clearInterval(drain);
+          pool.close();
           resolve(r);
         }
       }, PACE_TICK_MS);

@@ -72,6 +72,11 @@ export class LoadGen {
     }
   }
 
+  /** The process id, for reading its CPU time from /proc. */
+  get pid(): number {
+    return this.child.pid;
+  }
+
   /** Sends one command; resolves with its reply, rejects if the process fails or has exited. */
   request<T>(command: Command): Promise<T> {
     if (this.exited) return Promise.reject(new Error("load generator exited"));

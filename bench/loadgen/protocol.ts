@@ -16,10 +16,12 @@ export interface ConnectCommand {
   cmd: "connect";
   set: string;
   count: number;
-  /** Every connection uses this uid (fan-out), or uidPrefix + index from uidStart (unicast). */
+  /** Every connection uses this uid, or uidPrefix + index from uidStart (one uid each). */
   uid?: string;
   uidPrefix?: string;
   uidStart?: number;
+  /** Groups every connection joins at connect time: the token's `groups` claim. */
+  groups?: string[];
   /** Destination addresses in 127.0.0.0/8, used round-robin. */
   hosts: string[];
   port: number;
@@ -60,11 +62,18 @@ export interface StatsCommand {
   cmd: "stats";
 }
 
-/** One GET to `url` (a /send call); replies with status and parsed body. */
+/**
+ * Who one push goes to, and so which call makes it: a uid is `GET /send?uid=&message=` (go-pusher's
+ * call), a group is `POST /api/groups/{group}/send` and broadcast is `POST /api/broadcast`, both with
+ * the JSON body `{"message"}` (deno-pusher's management API, which every peer implements).
+ */
+export type Target = { uid: string } | { group: string } | { broadcast: true };
+
+/** One push call to `target`; replies with status and body. */
 export interface SendCommand {
   cmd: "send";
   base: string;
-  uid: string;
+  target: Target;
   tag: string;
   payloadBytes: number;
 }
@@ -76,7 +85,9 @@ export interface SendCommand {
 export interface RateCommand {
   cmd: "rate";
   base: string;
+  /** Calls go round-robin to uids uidPrefix + uidStart .. uidPrefix + (uidStart + uidCount - 1). */
   uidPrefix: string;
+  uidStart: number;
   uidCount: number;
   tag: string;
   rate: number;

@@ -1,45 +1,70 @@
-// The benchmark's Node peer: a `ws` hub with the deno-pusher contract (/ws?token=, /send?uid=&message=).
-// One Map owns uid -> sockets; delivery is a plain loop of ws.send.
+// The benchmark's Node peer: a `ws` hub with the deno-pusher contract (/ws?token=, /send?uid=&message=,
+// POST /api/broadcast and /api/groups/{group}/send). Three indexes own the sockets: all of them,
+// uid -> sockets and group -> sockets (groups from the token's `groups` claim); delivery is a plain
+// loop of ws.send.
 import http from "node:http";
 import { WebSocketServer } from "ws";
-import { sendParams, verifyUid } from "./jwt.mjs";
+import { answer, pushCall, verifyToken } from "./jwt.mjs";
 
 const port = Number(process.env.PORT);
 const secret = process.env.JWT_SECRET;
+const all = new Set();
 const byUid = new Map();
-const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+const byGroup = new Map();
+const wss = new WebSocketServer({
+  noServer: true,
+  perMessageDeflate: false,
+  clientTracking: false,
+});
+
+function add(index, key, ws) {
+  let set = index.get(key);
+  if (!set) index.set(key, set = new Set());
+  set.add(ws);
+}
+
+function remove(index, key, ws) {
+  const set = index.get(key);
+  if (!set) return;
+  set.delete(ws);
+  if (set.size === 0) index.delete(key);
+}
 
 const server = http.createServer(async (req, res) => {
-  const { url, uid, message } = await sendParams(req);
-  if (url.pathname === "/healthz") return res.end("ok");
-  if (url.pathname !== "/send") {
+  if (req.url === "/healthz") return res.end("ok");
+  const call = await pushCall(req);
+  if (!call) {
     res.statusCode = 404;
     return res.end();
   }
-  const set = byUid.get(uid);
+  const { target, message } = call;
+  const set = "broadcast" in target
+    ? all
+    : "group" in target
+    ? byGroup.get(target.group)
+    : byUid.get(target.uid);
   let delivered = 0;
   if (set) { for (const ws of set) ws.send(message), delivered++; }
-  res.statusCode = delivered ? 200 : 404;
-  res.setHeader("content-type", "application/json");
-  res.end(JSON.stringify({ uid, delivered }));
+  answer(res, delivered);
 });
 
 server.on("upgrade", (req, socket, head) => {
-  const uid = verifyUid(
+  const who = verifyToken(
     new URL(req.url, "http://x").searchParams.get("token"),
     secret,
   );
-  if (!uid) {
+  if (!who) {
     socket.end("HTTP/1.1 401 Unauthorized\r\nconnection: close\r\n\r\n");
     return;
   }
   wss.handleUpgrade(req, socket, head, (ws) => {
-    let set = byUid.get(uid);
-    if (!set) byUid.set(uid, set = new Set());
-    set.add(ws);
+    all.add(ws);
+    add(byUid, who.uid, ws);
+    for (const g of who.groups) add(byGroup, g, ws);
     ws.on("close", () => {
-      set.delete(ws);
-      if (set.size === 0 && byUid.get(uid) === set) byUid.delete(uid);
+      all.delete(ws);
+      remove(byUid, who.uid, ws);
+      for (const g of who.groups) remove(byGroup, g, ws);
     });
     ws.on("error", () => {});
   });
