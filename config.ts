@@ -407,11 +407,11 @@ export function helpText(): string {
       : setting.default === ""
       ? '""'
       : setting.default;
-    lines.push(`  --${name.padEnd(18)} ${setting.env.padEnd(18)} default ${def}`);
+    lines.push(`  --${name.padEnd(24)} ${setting.env.padEnd(24)} default ${def}`);
     lines.push(`      ${setting.help}`);
   }
   lines.push(
-    `  --${"config".padEnd(18)} ${"CONFIG_FILE".padEnd(18)} default (none)`,
+    `  --${"config".padEnd(24)} ${"CONFIG_FILE".padEnd(24)} default (none)`,
     '      JSON file of settings keyed by flag name, e.g. {"port": 8181}',
     "  -h, --help          this text",
     "  -v, --version       print the version",
