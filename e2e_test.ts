@@ -246,38 +246,40 @@ function hangingRequest(port: number): Promise<Socket> {
   });
 }
 
-test("shutdown waits SHUTDOWN_GRACE for open requests, then exits 0 anyway", async () => {
-  const started = await startProgram(["--port", "0", "--shutdown-grace", "0.5"], {
+/**
+ * Starts the program with `grace` seconds of SHUTDOWN_GRACE and a request held open, so that
+ * shutdown has to wait; `story` signals it and checks what happens.
+ */
+async function withHeldShutdown(grace: string, story: (s: Started) => Promise<void>) {
+  const started = await startProgram(["--port", "0", "--shutdown-grace", grace], {
     JWT_SECRET: "e2e-secret-0123456789abcdef0123456789",
   });
+  let request: Socket | undefined;
   try {
     const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
-    const request = await hangingRequest(port);
-    process.kill(started.child.pid!, "SIGTERM");
-    await started.printed(/SHUTDOWN_GRACE of 0.5s is over/);
-    assert.equal(await started.exited, 0);
-    request.destroy();
+    request = await hangingRequest(port);
+    await story(started);
   } finally {
+    request?.destroy();
     started.child.kill("SIGKILL");
     rmSync(started.dir, { recursive: true, force: true });
   }
+}
+
+test("shutdown waits SHUTDOWN_GRACE for open requests, then exits 0 anyway", async () => {
+  await withHeldShutdown("0.5", async (started) => {
+    process.kill(started.child.pid!, "SIGTERM");
+    await started.printed(/SHUTDOWN_GRACE of 0.5s is over/);
+    assert.equal(await started.exited, 0);
+  });
 });
 
 test("a second signal during shutdown exits at once with 130", async () => {
-  const started = await startProgram(["--port", "0", "--shutdown-grace", "600"], {
-    JWT_SECRET: "e2e-secret-0123456789abcdef0123456789",
-  });
-  try {
-    const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
-    const request = await hangingRequest(port);
+  await withHeldShutdown("600", async (started) => {
     process.kill(started.child.pid!, "SIGTERM");
     await started.printed(/SIGTERM: closing/);
     process.kill(started.child.pid!, "SIGINT");
     await started.printed(/SIGINT again: exiting now/);
     assert.equal(await started.exited, 130);
-    request.destroy();
-  } finally {
-    started.child.kill("SIGKILL");
-    rmSync(started.dir, { recursive: true, force: true });
-  }
+  });
 });

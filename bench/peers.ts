@@ -4,6 +4,7 @@
  * POST /api/broadcast and /api/groups/{group}/send with {"message"}, /healthz), so the same load
  * generator drives them all. The coordinator owns every process it starts here.
  */
+import { exitWithin } from "./loadgen/pool.ts";
 import type { WireMode } from "./loadgen/protocol.ts";
 
 /** Paths and tools the peers are built from. */
@@ -94,6 +95,20 @@ const PRODUCT_LIMITS_OFF: Record<string, string> = {
   MAX_REQUESTS_PER_KEY: "0",
 };
 
+/** deno-pusher's flags in the bench, on either runtime: no message log, a throwaway state dir. */
+function productFlags(port: number, secret: string, dataDir: string): string[] {
+  return [
+    "--port",
+    String(port),
+    "--jwt-secret",
+    secret,
+    "--message-logger",
+    "none",
+    "--data-dir",
+    dataDir,
+  ];
+}
+
 export const PEERS: PeerSpec[] = [
   {
     name: "deno-pusher (Deno)",
@@ -113,14 +128,7 @@ export const PEERS: PeerSpec[] = [
           // As `make run`: reading /proc/self/limits (the default connection cap) needs it.
           "--allow-all",
           `${t.repo}/main.ts`,
-          "--port",
-          String(port),
-          "--jwt-secret",
-          secret,
-          "--message-logger",
-          "none",
-          "--data-dir",
-          dataDir,
+          ...productFlags(port, secret, dataDir),
         ],
         env: PRODUCT_LIMITS_OFF,
         cwd: t.repo,
@@ -134,16 +142,7 @@ export const PEERS: PeerSpec[] = [
     wire: "ws",
     wsPath: "/ws?",
     async launch(t, port, secret, dataDir) {
-      const flags = [
-        "--port",
-        String(port),
-        "--jwt-secret",
-        secret,
-        "--message-logger",
-        "none",
-        "--data-dir",
-        dataDir,
-      ];
+      const flags = productFlags(port, secret, dataDir);
       if (t.cpuProfDir) {
         return {
           cmd: t.bun,
@@ -323,13 +322,7 @@ export class RunningPeer {
     try {
       this.child.kill("SIGTERM");
     } catch { /* already gone */ }
-    const timer = setTimeout(() => {
-      try {
-        this.child.kill("SIGKILL");
-      } catch { /* already gone */ }
-    }, graceMs);
-    await this.child.status;
-    clearTimeout(timer);
+    await exitWithin(this.child, graceMs);
   }
 }
 

@@ -97,12 +97,17 @@ export class LoadGen {
   async stop(graceMs = 2_000): Promise<void> {
     if (this.exited) return;
     await this.writer.close().catch(() => {});
-    const timer = setTimeout(() => {
-      try {
-        this.child.kill("SIGKILL");
-      } catch { /* already gone */ }
-    }, graceMs);
-    await this.child.status;
-    clearTimeout(timer);
+    await exitWithin(this.child, graceMs);
   }
+}
+
+/** Resolves when `child` has exited, killing it with SIGKILL if it is still there after `graceMs`. */
+export async function exitWithin(child: Deno.ChildProcess, graceMs: number): Promise<void> {
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, graceMs);
+  await child.status;
+  clearTimeout(timer);
 }
