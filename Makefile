@@ -55,9 +55,9 @@ test-deno: deps
 test-bun: deps
 	$(BUN) test --timeout 60000 2>&1 | tee .tools/test-bun.log
 
-# The black-box suite against the compiled executable.
+# The black-box suites (e2e*_test.ts) against the compiled executable.
 test-bin: build
-	DENO_PUSHER_BIN=dist/deno-pusher $(DENO) test --allow-all e2e_test.ts 2>&1 \
+	DENO_PUSHER_BIN=dist/deno-pusher $(DENO) test --allow-all e2e*_test.ts 2>&1 \
 	  | tee .tools/test-bin.log
 
 test:

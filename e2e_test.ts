@@ -4,89 +4,26 @@
  * the compiled executable named by DENO_PUSHER_BIN.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { connect as tcpConnect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import process from "node:process";
 import { test } from "node:test";
 import { chromium } from "playwright-core";
-import { runtimeName } from "./runtime/serve.ts";
-import { connectClient, rawUpgrade } from "./testkit.ts";
+import {
+  command,
+  connectClient,
+  rawUpgrade,
+  sh,
+  type Started,
+  startProgram,
+  stopProgram,
+} from "./testkit.ts";
 
 /** The README's port; the README flow is tested on it so that its lines are tested verbatim. */
 const README_PORT = 8181;
 const here = import.meta.dirname ?? ".";
-
-/** The command that starts the server, as `make run` or the installed executable would. */
-function command(args: string[]): [string, string[]] {
-  const bin = process.env.DENO_PUSHER_BIN;
-  if (bin) return [resolve(bin), args];
-  const main = join(here, "main.ts");
-  if (runtimeName === "bun") return [process.execPath, [main, ...args]];
-  return [process.execPath, ["run", "--allow-all", main, ...args]];
-}
-
-interface Started {
-  child: ChildProcess;
-  banner: string;
-  exited: Promise<number | null>;
-  dir: string;
-  /** Resolves once the program has printed text matching `pattern` on stdout or stderr. */
-  printed(pattern: RegExp): Promise<void>;
-}
-
-/** Starts the server in an empty directory and waits for the banner's last line. */
-async function startProgram(args: string[], env: Record<string, string> = {}): Promise<Started> {
-  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-e2e-"));
-  const [cmd, argv] = command(args);
-  const childEnv: Record<string, string | undefined> = { ...process.env };
-  delete childEnv.JWT_SECRET;
-  Object.assign(childEnv, env);
-  const child = spawn(cmd, argv, { cwd: dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  let out = "";
-  const watchers: { pattern: RegExp; resolve(): void }[] = [];
-  const onOutput = (chunk: string) => {
-    out += chunk;
-    for (const w of [...watchers]) {
-      if (w.pattern.test(out)) watchers.splice(watchers.indexOf(w), 1), w.resolve();
-    }
-  };
-  child.stdout!.on("data", onOutput);
-  child.stderr!.on("data", onOutput);
-  const printed = (pattern: RegExp) =>
-    new Promise<void>((resolve, reject) => {
-      watchers.push({ pattern, resolve });
-      onOutput("");
-      exited.then((code) =>
-        reject(new Error(`exited ${code} before printing ${pattern}:\n${out}`))
-      );
-    });
-  await printed(env.JWT_SECRET ? /listening on [^\n]*\n/ : /curl "[^\n]*\n/);
-  return { child, banner: out, exited, dir, printed };
-}
-
-async function stopProgram(started: Started): Promise<number | null> {
-  // process.kill, not child.kill: Deno's child_process reports any child it signalled itself as
-  // killed by that signal (code null), even when the child handled it and exited 0.
-  process.kill(started.child.pid!, "SIGTERM");
-  const code = await started.exited;
-  rmSync(started.dir, { recursive: true, force: true });
-  return code;
-}
-
-function sh(line: string): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(
-      "sh",
-      ["-c", line],
-      (err, stdout, stderr) =>
-        err ? reject(new Error(`${line}: ${err.message}\n${stderr}`)) : resolve(stdout),
-    )
-  );
-}
 
 test("make run's printed token, browser line and curl line work as printed, as in the README", async () => {
   const started = await startProgram(["--port", String(README_PORT)]);

@@ -4,12 +4,15 @@
  * tests run under `deno test` and `bun test`.
  */
 import { Buffer } from "node:buffer";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { connect as tcpConnect, type Socket as TcpSocket } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import process from "node:process";
 import { type Config, defaultConfig } from "./config.ts";
 import { type Running, start } from "./main.ts";
+import { runtimeName } from "./runtime/serve.ts";
 
 /** The secret test servers use (32+ characters, as the config requires). */
 export const TEST_SECRET = "test-secret-0123456789abcdef0123456789";
@@ -233,4 +236,81 @@ export function rawUpgrade(
     socket.on("data", onData);
     socket.on("error", reject);
   });
+}
+
+// The program as a user runs it: main.ts on this runtime, or the executable named by
+// DENO_PUSHER_BIN (`make test-bin` runs every e2e*_test.ts file that way).
+
+const here = import.meta.dirname ?? ".";
+
+/** The command that starts the server, as `make run` or the installed executable would. */
+export function command(args: string[]): [string, string[]] {
+  const bin = process.env.DENO_PUSHER_BIN;
+  if (bin) return [resolve(bin), args];
+  const main = join(here, "main.ts");
+  if (runtimeName === "bun") return [process.execPath, [main, ...args]];
+  return [process.execPath, ["run", "--allow-all", main, ...args]];
+}
+
+export interface Started {
+  child: ChildProcess;
+  banner: string;
+  exited: Promise<number | null>;
+  dir: string;
+  /** Resolves once the program has printed text matching `pattern` on stdout or stderr. */
+  printed(pattern: RegExp): Promise<void>;
+}
+
+/** Starts the server in an empty directory and waits for the banner's last line. */
+export async function startProgram(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Started> {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-e2e-"));
+  const [cmd, argv] = command(args);
+  const childEnv: Record<string, string | undefined> = { ...process.env };
+  delete childEnv.JWT_SECRET;
+  Object.assign(childEnv, env);
+  const child = spawn(cmd, argv, { cwd: dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  let out = "";
+  const watchers: { pattern: RegExp; resolve(): void }[] = [];
+  const onOutput = (chunk: string) => {
+    out += chunk;
+    for (const w of [...watchers]) {
+      if (w.pattern.test(out)) watchers.splice(watchers.indexOf(w), 1), w.resolve();
+    }
+  };
+  child.stdout!.on("data", onOutput);
+  child.stderr!.on("data", onOutput);
+  const printed = (pattern: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      watchers.push({ pattern, resolve });
+      onOutput("");
+      exited.then((code) =>
+        reject(new Error(`exited ${code} before printing ${pattern}:\n${out}`))
+      );
+    });
+  await printed(env.JWT_SECRET ? /listening on [^\n]*\n/ : /curl "[^\n]*\n/);
+  return { child, banner: out, exited, dir, printed };
+}
+
+export async function stopProgram(started: Started): Promise<number | null> {
+  // process.kill, not child.kill: Deno's child_process reports any child it signalled itself as
+  // killed by that signal (code null), even when the child handled it and exited 0.
+  process.kill(started.child.pid!, "SIGTERM");
+  const code = await started.exited;
+  rmSync(started.dir, { recursive: true, force: true });
+  return code;
+}
+
+export function sh(line: string): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(
+      "sh",
+      ["-c", line],
+      (err, stdout, stderr) =>
+        err ? reject(new Error(`${line}: ${err.message}\n${stderr}`)) : resolve(stdout),
+    )
+  );
 }
