@@ -4,19 +4,13 @@
  *
  * Concurrency invariant: every write to the socket goes through `Client.#write`, in queue order, and
  * the queue never holds more than MAX_QUEUE_BYTES (with the socket's own buffer) before the
- * client is cut off.
+ * client is cut off. A client runs no timer: while its queue waits, the runtime adapter owes it
+ * one `drain` call (Socket.whenDrained), so at most one wait is ever outstanding.
  */
 import { type Message, utf8Length } from "./message/message.ts";
+import { HIGH_WATER_BYTES, type Socket } from "./runtime/contract.ts";
 
-/** What a runtime adapter gives the core for one socket (see runtime/). */
-export interface Socket {
-  /** Writes one text frame, or hands it to the runtime's buffer. May throw if the socket died. */
-  send(data: string): void;
-  /** Bytes the runtime holds for this socket that the network has not taken yet. */
-  bufferedAmount(): number;
-  /** Sends a close frame; idempotent. */
-  close(code: number, reason: string): void;
-}
+export { HIGH_WATER_BYTES, type Socket };
 
 /** How pushes are framed for a connection, chosen with `?format=` when it connects. */
 export type Format = "text" | "json";
@@ -59,19 +53,6 @@ export function closeReason(reason: string): string {
   while (utf8Length(cut) > MAX_CLOSE_REASON_BYTES) cut = cut.slice(0, -1);
   return cut;
 }
-
-/**
- * Bytes the runtime may buffer for a socket before further frames wait in the client's own queue.
- * Below it, pushes go straight to the socket (no queue, no timer); it is well under the default
- * MAX_QUEUE_BYTES (1 MiB) so a burst is absorbed before anyone is cut off.
- */
-export const HIGH_WATER_BYTES = 64 * 1024;
-
-/**
- * Milliseconds between checks of a backed-up socket's buffer. Deno has no drain event, so a client
- * with a queue polls; Bun's drain event flushes sooner. Idle clients run no timer.
- */
-export const DRAIN_POLL_MS = 5;
 
 /** What the hub learns from a client's queue, so its gauges and message statuses stay exact. */
 export interface ClientEvents {
@@ -134,7 +115,6 @@ export class Client {
    * when this bound reaches HIGH_WATER_BYTES: about once per 64 KiB written.
    */
   #bufferedBound = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
   constructor(options: ClientOptions) {
@@ -170,12 +150,11 @@ export class Client {
     return this.#enqueue({ frame: data, bytes: utf8Length(data) });
   }
 
-  /** Writes what the socket can take now; runtimes with a drain event call this from it. */
+  /** Writes what the socket can take now; the runtime adapter calls it when the buffer drained. */
   drain(): void {
-    this.#timer = undefined;
     while (this.#head < this.#queue.length && !this.#closed) {
       if (!this.#socketHasRoom()) {
-        this.#timer = setTimeout(() => this.drain(), DRAIN_POLL_MS);
+        this.socket.whenDrained();
         return;
       }
       const item = this.#queue[this.#head++];
@@ -194,7 +173,6 @@ export class Client {
   close(code: number, reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
     for (const item of this.#queue.slice(this.#head)) {
       this.events.pending(-1);
       if (item.message) this.events.lost(this, item.message, "dropped");
@@ -219,7 +197,8 @@ export class Client {
       this.events.slow(this);
       return false;
     }
-    this.#timer ??= setTimeout(() => this.drain(), DRAIN_POLL_MS);
+    // The first frame to wait asks for a drain call; the later ones wait for the same call.
+    if (this.#queue.length - this.#head === 1) this.socket.whenDrained();
     return true;
   }
 

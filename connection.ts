@@ -2,24 +2,21 @@
  * One socket's life after the upgrade: the optional auth frame, the inbound limits, the token's
  * expiry and its refresh, then a hub client until it closes. The HTTP side of /ws (checks before
  * the upgrade) is in server.ts.
+ *
+ * A socket is in one state at a time: `opening` (upgraded, not open yet), `authenticating`
+ * (an ?auth=frame socket waiting for its auth frame, with a deadline), `open` (a hub client), or
+ * `closed`. Every move between them is made in this file, and `closed` is final.
  */
 import { type Authenticator, AuthError, type Identity } from "./authenticator.ts";
-import { type Client, CloseCode, closeReason, type Format, type Socket } from "./client.ts";
+import { type Client, CloseCode, closeReason, type Format } from "./client.ts";
 import type { Config } from "./config.ts";
 import type { Hub } from "./hub.ts";
 import { utf8Length } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
 import { Bucket } from "./ratelimit.ts";
+import type { Socket, SocketHandlers } from "./runtime/contract.ts";
 
-/** What a runtime adapter calls as a socket's life goes on. */
-export interface SocketHandlers {
-  open(socket: Socket): void;
-  /** A text frame arrives as a string, a binary one as bytes. */
-  message(data: string | Uint8Array): void;
-  close(code: number, reason: string): void;
-  /** The runtime's buffer for the socket emptied (Bun has this event; Deno does not). */
-  drain(): void;
-}
+export type { SocketHandlers };
 
 /** What every connection shares: the hub, the settings, and the gauges of sockets not in the hub. */
 export interface ConnectionDeps {
@@ -29,8 +26,15 @@ export interface ConnectionDeps {
   authenticator: Authenticator;
   /** Sockets waiting for their auth frame, counted up and down here. */
   unauthenticated: { count: number };
-  /** Called once when the socket has closed, whatever closed it. */
+  /** Every open socket's way to be closed (shutdown closes them all); each removes its own. */
+  open: Set<Closable>;
+  /** Called exactly once when the socket has closed, whatever closed it, even if it never opened. */
   onClosed(): void;
+}
+
+/** A socket as shutdown sees it. */
+export interface Closable {
+  close(code: number, reason: string): void;
 }
 
 /** setTimeout's longest delay; a later expiry is checked again after this long. */
@@ -43,30 +47,46 @@ export interface ConnectionStart {
   presence: boolean;
 }
 
+/** Where a socket is in its life; see the file's comment. */
+type State =
+  | { name: "opening" }
+  | {
+    name: "authenticating";
+    socket: Socket;
+    deadline: ReturnType<typeof setTimeout>;
+    /** The auth frame's token is being checked; later frames wait for the outcome. */
+    verifying: boolean;
+  }
+  | { name: "open"; socket: Socket; client: Client }
+  | { name: "closed" };
+
 /** The handlers for one socket. */
 export function connection(deps: ConnectionDeps, start: ConnectionStart): SocketHandlers {
   const { config, hub, metrics, authenticator } = deps;
   const { format, presence } = start;
   const frames = new Bucket(config.maxFramesPerSecond);
-  let client: Client | undefined;
-  let socket: Socket;
-  let authTimer: ReturnType<typeof setTimeout> | undefined;
+  let state: State = { name: "opening" };
   let expiryTimer: ReturnType<typeof setTimeout> | undefined;
-  let verifying = false;
+  /** Auth frames received after the connection opened, and the newest whose check has applied. */
+  let refreshesStarted = 0;
+  let refreshApplied = 0;
+  const closable: Closable = { close: (code, reason) => close(code, reason) };
 
-  /** The socket stops waiting for its auth frame, whatever the outcome. Idempotent. */
+  /** Leaves `authenticating`: its deadline and its place in the gauge go. */
   const stopWaiting = () => {
-    if (authTimer === undefined) return;
-    clearTimeout(authTimer);
-    authTimer = undefined;
+    if (state.name !== "authenticating") return;
+    clearTimeout(state.deadline);
     deps.unauthenticated.count--;
   };
 
   /** Closes with `code`: through the hub once the socket is a client, directly before. */
   const close = (code: number, reason: string) => {
-    stopWaiting();
     clearTimeout(expiryTimer);
-    if (client) return hub.close(client, code, reason);
+    if (state.name === "open") return hub.close(state.client, code, reason);
+    if (state.name !== "authenticating") return;
+    stopWaiting();
+    const { socket } = state;
+    state = { name: "closed" };
     try {
       socket.close(code, closeReason(reason));
     } catch {
@@ -89,43 +109,61 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
   };
 
   /** Registers the verified socket with the hub, unless its uid already has all it may. */
-  const admit = (who: Identity) => {
+  const admit = (socket: Socket, who: Identity) => {
     const cap = config.maxConnectionsPerUid;
     if (cap > 0 && hub.connectionsOf(who.uid) >= cap) {
-      return close(CloseCode.tooManyForUid.code, CloseCode.tooManyForUid.reason);
+      state = { name: "closed" };
+      try {
+        socket.close(CloseCode.tooManyForUid.code, CloseCode.tooManyForUid.reason);
+      } catch {
+        // Already closed.
+      }
+      return;
     }
-    client = hub.connect(who, format, socket, presence);
+    state = { name: "open", socket, client: hub.connect(who, format, socket, presence) };
     expireAt(who.exp);
   };
 
   /** The first frame of an `auth=frame` socket. */
   const authenticate = async (token: string | undefined) => {
+    if (state.name !== "authenticating") return;
     if (token === undefined) {
       return close(CloseCode.authExpected.code, CloseCode.authExpected.reason);
     }
-    verifying = true;
+    state.verifying = true;
+    let who: Identity;
     try {
-      const who = await authenticator.verify(token);
-      if (authTimer === undefined) return; // timed out or closed meanwhile
-      stopWaiting();
-      admit(who);
+      who = await authenticator.verify(token);
     } catch (err) {
       metrics.authFailures++;
-      close(CloseCode.authFailed.code, err instanceof AuthError ? err.message : "token invalid");
-    } finally {
-      verifying = false;
+      return close(
+        CloseCode.authFailed.code,
+        err instanceof AuthError ? err.message : "token invalid",
+      );
     }
+    if (state.name !== "authenticating") return; // timed out or closed meanwhile
+    const { socket } = state;
+    stopWaiting();
+    admit(socket, who);
   };
 
-  /** A fresh token for a connected client: same uid, later expiry; the connection keeps all. */
+  /**
+   * A fresh token for a connected client: same uid, later expiry; the connection keeps all. Checks
+   * may finish out of order: only a check newer than the last applied one changes the expiry.
+   */
   const refresh = async (current: Client, token: string | undefined) => {
     if (token === undefined) return current.control(errorFrame("auth frame needs a token"));
+    const seq = ++refreshesStarted;
     try {
       const who = await authenticator.verify(token);
       if (current.closed) return; // it went while the token was checked
       if (who.uid !== current.uid) {
         return current.control(errorFrame("a refreshed token must carry the same uid"));
       }
+      if (seq < refreshApplied) {
+        return current.control(errorFrame("a later auth frame superseded this one"));
+      }
+      refreshApplied = seq;
       expireAt(who.exp);
       current.control(JSON.stringify({ type: "auth", ok: true, exp: who.exp ?? null }));
     } catch (err) {
@@ -135,14 +173,19 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
   };
 
   return {
-    open(s) {
-      socket = s;
-      if (start.identity) return admit(start.identity);
+    open(socket) {
+      deps.open.add(closable);
+      if (start.identity) return admit(socket, start.identity);
       deps.unauthenticated.count++;
-      authTimer = setTimeout(() => {
-        metrics.authFailures++;
-        close(CloseCode.authTimeout.code, CloseCode.authTimeout.reason);
-      }, config.authTimeout * 1000);
+      state = {
+        name: "authenticating",
+        socket,
+        verifying: false,
+        deadline: setTimeout(() => {
+          metrics.authFailures++;
+          close(CloseCode.authTimeout.code, CloseCode.authTimeout.reason);
+        }, config.authTimeout * 1000),
+      };
     },
     message(data) {
       if (!frames.take()) {
@@ -151,25 +194,30 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
       if (typeof data !== "string") {
         return close(CloseCode.unsupportedData.code, CloseCode.unsupportedData.reason);
       }
-      // A UTF-16 unit is at most 3 UTF-8 bytes: count exactly only when it could matter.
+      // `data.length` counts UTF-16 units; one unit is at most 3 UTF-8 bytes, so count the bytes
+      // exactly only when the frame could be over MAX_FRAME_BYTES.
       if (data.length * 3 > config.maxFrameBytes && utf8Length(data) > config.maxFrameBytes) {
         return close(CloseCode.tooBig.code, CloseCode.tooBig.reason);
       }
-      if (!client) {
-        if (!verifying) authenticate(authToken(data));
+      if (state.name === "authenticating") {
+        if (!state.verifying) authenticate(authToken(data));
         return;
       }
+      if (state.name !== "open") return;
+      const { client } = state;
       if (data === "ping") return void client.control("pong");
       if (format === "json") answerJson(client, data, refresh);
     },
     close() {
       clearTimeout(expiryTimer);
-      if (client) hub.disconnected(client);
+      if (state.name === "open") hub.disconnected(state.client);
       else stopWaiting();
+      state = { name: "closed" };
+      deps.open.delete(closable);
       deps.onClosed();
     },
     drain() {
-      client?.drain();
+      if (state.name === "open") state.client.drain();
     },
   };
 }

@@ -34,6 +34,11 @@ class ScriptedSocket implements Socket {
     this.reads++;
     return this.buffered;
   }
+  /** How often the client asked to be told when the buffer drained. */
+  asks = 0;
+  whenDrained() {
+    this.asks++;
+  }
   close(code: number, reason: string) {
     this.closedWith ??= [code, reason];
   }
@@ -162,4 +167,25 @@ test("the runtime's buffer is read about once per HIGH_WATER_BYTES written, not 
   for (let i = 0; i < 1000; i++) h.sendToUid("u", message); // 100 KB in all
   assert.equal(socket.sent.length, 1000);
   assert.ok(socket.reads >= 1 && socket.reads <= 2, `${socket.reads} reads`);
+});
+
+test("a backed-up client waits for the runtime's drain call and runs no timer of its own", () => {
+  const { hub: h } = hub();
+  const socket = new ScriptedSocket();
+  const client = h.connect({ uid: "u" }, "text", socket);
+  socket.stalled = true;
+  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
+  h.sendToUid("u", "a");
+  h.sendToUid("u", "b");
+  assert.equal(socket.asks, 1, "the client asked the runtime once when its queue began");
+  // Bun fires drain while its buffer empties; each call finding no room asks again, no more.
+  for (let i = 0; i < 100; i++) client.drain();
+  assert.equal(socket.sent.length, 1, "nothing more is written while the buffer is full");
+  assert.equal(socket.asks, 101);
+  assert.equal(h.pending, 2);
+  socket.flow();
+  client.drain();
+  assert.deepEqual(socket.sent.slice(1), ["a", "b"]);
+  assert.equal(h.pending, 0);
+  assert.equal(socket.asks, 101, "an empty queue asks for nothing");
 });

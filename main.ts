@@ -15,7 +15,8 @@ import { type MessageLogger, NullLogger } from "./message/logger.ts";
 import { SqliteLogger } from "./message/sqlite.ts";
 import { StdoutLogger } from "./message/stdout.ts";
 import { Metrics } from "./metrics.ts";
-import { type Listening, runtimeName, serve } from "./runtime/serve.ts";
+import type { Listening } from "./runtime/contract.ts";
+import { runtimeName, serve } from "./runtime/serve.ts";
 import { type App, createApp } from "./server.ts";
 
 /** The version printed by --version and in the start banner. */
@@ -120,14 +121,19 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     stop: () =>
       stopping ??= (async () => {
         app.drain();
-        hub.closeAll(CloseCode.goingAway.code, CloseCode.goingAway.reason);
+        // Our 1001 and reason reach every socket, and their close handshakes finish, before the
+        // listener stops: Deno's shutdown would otherwise close them with a reason of its own.
+        const socketsClosed = app.closeAll(CloseCode.goingAway.code, CloseCode.goingAway.reason);
         // Flush first: whatever happens to the listener below, nothing accepted is lost.
         logger.flush();
         let timer: ReturnType<typeof setTimeout> | undefined;
         const graceOver = new Promise<"grace over">((resolve) =>
           timer = setTimeout(() => resolve("grace over"), config.shutdownGrace * 1000)
         );
-        const outcome = await Promise.race([listening.stop(), graceOver]);
+        const outcome = await Promise.race([
+          socketsClosed.then(() => listening.stop()),
+          graceOver,
+        ]);
         clearTimeout(timer);
         if (outcome === "grace over") {
           console.error(

@@ -6,6 +6,17 @@
 /** The exposition format's content type (Prometheus text format 0.0.4). */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
+/** The methods counted under their own name in http_requests_total. */
+export const HTTP_METHODS: ReadonlySet<string> = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "PATCH",
+  "DELETE",
+  "OPTIONS",
+]);
+
 /** Values read at scrape time from whoever owns them. */
 export interface Gauges {
   connections: number;
@@ -26,8 +37,13 @@ export class Metrics {
   /** method → route → status → count; nested, so counting a request builds no string. */
   readonly #http = new Map<string, Map<string, Map<number, number>>>();
 
-  /** Counts one HTTP response; `route` is the matched route pattern, never the raw path. */
-  httpRequest(method: string, route: string, status: number): void {
+  /**
+   * Counts one HTTP response; `route` is the matched route pattern, never the raw path. Methods
+   * outside HTTP_METHODS count as `other`, so no caller can add series: every label has a bounded
+   * set of values (the methods, the app's routes, the status codes).
+   */
+  httpRequest(rawMethod: string, route: string, status: number): void {
+    const method = HTTP_METHODS.has(rawMethod) ? rawMethod : "other";
     let routes = this.#http.get(method);
     if (!routes) this.#http.set(method, routes = new Map());
     let statuses = routes.get(route);

@@ -8,28 +8,21 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { Context } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { z } from "zod";
 import { type Authenticator, AuthError, type Identity, tokenFromRequest } from "./authenticator.ts";
 import type { Config } from "./config.ts";
-import { connection, type ConnectionDeps, type SocketHandlers } from "./connection.ts";
+import { type Closable, connection, type ConnectionDeps } from "./connection.ts";
 import type { Hub } from "./hub.ts";
 import { requireApiKey } from "./apikey.ts";
 import { createApi } from "./api.ts";
 import { utf8Length } from "./message/message.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { originAllowed } from "./origin.ts";
-import { RateLimiter } from "./ratelimit.ts";
+import { Bucket, RateLimiter } from "./ratelimit.ts";
+import type { RuntimeEnv, Served } from "./runtime/contract.ts";
 
-/** The per-request bridge to the runtime, passed as Hono's `env` by the adapter. */
-export interface RuntimeEnv {
-  /** Turns `request` into a WebSocket; returns the response the route hands back. */
-  upgrade(request: Request, handlers: SocketHandlers): Response;
-  /**
-   * The client's IP address, as text: the peer's, or behind a trusted proxy the one its
-   * X-Forwarded-For names (the first middleware resolves it).
-   */
-  remoteAddress: string;
-}
+export type { RuntimeEnv };
 
 /** What the app needs; main.ts wires it, tests build it with other settings. */
 export interface AppDeps {
@@ -39,15 +32,40 @@ export interface AppDeps {
   authenticator: Authenticator;
   /** Most sockets open at once, authenticated or not; past it /ws answers 503. */
   maxConnections: number;
+  /** Where operator lines go (refused handshakes); stderr by default. */
+  log?: (line: string) => void;
 }
 
 /** The app and the state the adapters and main.ts need to see. */
-export interface App {
-  fetch(request: Request, env: RuntimeEnv): Response | Promise<Response>;
-  /** Sockets open now, authenticated or not. */
+export interface App extends Served {
+  /** Sockets upgraded and not yet closed, authenticated or not. */
   readonly sockets: () => number;
   /** Marks the server as draining: /readyz turns 503 and /ws refuses new sockets. */
   drain(): void;
+  /**
+   * Closes every open socket with `code` and `reason`, authenticated or not; resolves once every
+   * upgraded socket has closed (the caller bounds the wait).
+   */
+  closeAll(code: number, reason: string): Promise<void>;
+}
+
+/** Refused handshakes logged per second at most; the rest are counted in the next line. */
+const REFUSALS_LOGGED_PER_SECOND = 10;
+
+/** Sec-WebSocket-Key: the base64 of 16 bytes (RFC 6455, 4.1). */
+const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
+
+/** What is wrong with a WebSocket handshake's headers (RFC 6455, 4.2.1), or undefined. */
+export function handshakeProblem(headers: Headers): string | undefined {
+  const connection = headers.get("connection")?.toLowerCase().split(",").map((t) => t.trim());
+  if (!connection?.includes("upgrade")) return "WebSocket handshake needs Connection: Upgrade";
+  if (!WEBSOCKET_KEY.test(headers.get("sec-websocket-key")?.trim() ?? "")) {
+    return "WebSocket handshake needs a Sec-WebSocket-Key of 16 bytes in base64";
+  }
+  if (headers.get("sec-websocket-version")?.trim() !== "13") {
+    return "WebSocket handshake needs Sec-WebSocket-Version: 13";
+  }
+  return undefined;
 }
 
 type Env = { Bindings: RuntimeEnv };
@@ -86,13 +104,22 @@ export function createApp(deps: AppDeps): App {
   let draining = false;
   const apiKey = requireApiKey(config.apiKeys, new RateLimiter(config.maxRequestsPerKey));
   const connectsPerIp = new RateLimiter(config.maxConnectsPerIp);
+  const open = new Set<Closable>();
+  const log = deps.log ?? ((line: string) => console.error(line));
+  /** Waiters for the moment no socket is left (shutdown). */
+  const allClosed: (() => void)[] = [];
+  const socketClosed = () => {
+    sockets--;
+    if (sockets === 0) { for (const resolve of allClosed.splice(0)) resolve(); }
+  };
   const connectionDeps: ConnectionDeps = {
     config,
     hub,
     metrics,
     authenticator,
     unauthenticated,
-    onClosed: () => sockets--,
+    open,
+    onClosed: socketClosed,
   };
 
   app.use(async (c, next) => {
@@ -103,6 +130,15 @@ export function createApp(deps: AppDeps): App {
       config.trustedProxies,
     );
     await next();
+    // Every JSON answer ends with a newline, as a terminal or a line-reading client expects.
+    if (c.res.headers.get("content-type")?.startsWith("application/json")) {
+      const res = c.res;
+      const headers = new Headers(res.headers);
+      headers.delete("content-length");
+      const body = `${await res.text()}\n`;
+      c.res = undefined;
+      c.res = new Response(body, { status: res.status, headers });
+    }
     // An upgrade answers 101 on Deno; on Bun the route returns a placeholder 200 that Bun discards.
     const status = c.req.routePath === "/ws" && c.res.status === 200 ? 101 : c.res.status;
     metrics.httpRequest(c.req.method, c.req.routePath, status);
@@ -115,21 +151,44 @@ export function createApp(deps: AppDeps): App {
     }
   });
 
+  /** Logs one line per refused /ws handshake, at most REFUSALS_LOGGED_PER_SECOND. */
+  const refusalLog = new Bucket(REFUSALS_LOGGED_PER_SECOND);
+  let refusalsUnlogged = 0;
+  const refuse = (
+    c: Context<Env>,
+    status: ContentfulStatusCode,
+    error: string,
+    headers?: Record<string, string>,
+  ) => {
+    if (refusalLog.take()) {
+      const url = new URL(c.req.url);
+      const more = refusalsUnlogged > 0 ? ` (${refusalsUnlogged} more refusals not shown)` : "";
+      refusalsUnlogged = 0;
+      log(
+        `/ws refused ${status} for ${c.env.remoteAddress} ${
+          redact(url.pathname + url.search)
+        }: ${error}${more}`,
+      );
+    } else refusalsUnlogged++;
+    return c.json({ error }, status, headers);
+  };
+
   app.get("/ws", async (c) => {
     const query = wsQuerySchema.safeParse(c.req.query());
-    if (!query.success) return c.json({ error: query.error.issues[0].message }, 400);
+    if (!query.success) return refuse(c, 400, query.error.issues[0].message);
     const { format, presence } = query.data;
     const origin = c.req.header("origin");
     if (!originAllowed(origin, config.allowedOrigins)) {
-      return c.json({ error: `origin not allowed: ${origin?.slice(0, 256)}` }, 403);
+      return refuse(c, 403, `origin not allowed: ${origin?.slice(0, 256)}`);
     }
     if (!connectsPerIp.take(c.env.remoteAddress)) {
-      c.header("retry-after", "1");
-      return c.json({
-        error:
-          `too many new connections from this address: ${config.maxConnectsPerIp} per second ` +
+      return refuse(
+        c,
+        429,
+        `too many new connections from this address: ${config.maxConnectsPerIp} per second ` +
           "(MAX_CONNECTS_PER_IP)",
-      }, 429);
+        { "retry-after": "1" },
+      );
     }
     const token = tokenFromRequest(new URL(c.req.url), c.req.raw.headers);
     const frameAuth = query.data.auth === "frame";
@@ -139,34 +198,42 @@ export function createApp(deps: AppDeps): App {
         identity = await authenticator.verify(token);
       } catch (err) {
         metrics.authFailures++;
-        if (err instanceof AuthError) return c.json({ error: err.message }, err.status);
+        if (err instanceof AuthError) return refuse(c, err.status, err.message);
         throw err;
       }
       const cap = config.maxConnectionsPerUid;
       if (cap > 0 && hub.connectionsOf(identity.uid) >= cap) {
-        return c.json({
-          error: `uid ${identity.uid} has ${cap} connections (MAX_CONNECTIONS_PER_UID)`,
-        }, 429);
+        return refuse(
+          c,
+          429,
+          `uid ${identity.uid} has ${cap} connections (MAX_CONNECTIONS_PER_UID)`,
+        );
       }
     } else if (!frameAuth) {
       metrics.authFailures++;
-      return c.json(
-        { error: "token required: ?token=, Authorization: Bearer, or ?auth=frame" },
-        401,
-      );
+      return refuse(c, 401, "token required: ?token=, Authorization: Bearer, or ?auth=frame");
     }
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
-      return c.json({ error: "expected a WebSocket upgrade" }, 426);
+      return refuse(c, 426, "expected a WebSocket upgrade");
     }
-    if (draining) return c.json({ error: "server is shutting down" }, 503);
+    const problem = handshakeProblem(c.req.raw.headers);
+    if (problem) return refuse(c, 400, problem, { "sec-websocket-version": "13" });
+    if (draining) return refuse(c, 503, "server is shutting down");
     if (sockets >= deps.maxConnections) {
-      return c.json({ error: `connection limit reached (${deps.maxConnections})` }, 503);
+      return refuse(c, 503, `connection limit reached (${deps.maxConnections})`);
     }
+    // Counted before the upgrade, so that concurrent handshakes cannot pass the cap together;
+    // counted down by the socket's close, or here when the runtime refuses the handshake.
     sockets++;
-    return c.env.upgrade(
+    const response = c.env.upgrade(
       c.req.raw,
       connection(connectionDeps, { identity, format, presence }),
     );
+    if (response === undefined) {
+      socketClosed();
+      return refuse(c, 400, "WebSocket handshake refused by the runtime");
+    }
+    return response;
   });
 
   const send = async (c: Context<Env>) => {
@@ -268,6 +335,14 @@ export function createApp(deps: AppDeps): App {
     sockets: () => sockets,
     drain: () => {
       draining = true;
+    },
+    closeAll(code, reason) {
+      const closed = new Promise<void>((resolve) => {
+        if (sockets === 0) resolve();
+        else allClosed.push(resolve);
+      });
+      for (const socket of [...open]) socket.close(code, reason);
+      return closed;
     },
   };
 }

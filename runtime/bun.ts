@@ -1,11 +1,9 @@
 /**
- * The Bun adapter: `Bun.serve` with its websocket handlers mapped onto the core's Socket. Bun's
- * `send` result and `getBufferedAmount` give the same backpressure signal as Deno's bufferedAmount.
+ * The Bun adapter: `Bun.serve` with its websocket handlers mapped onto the runtime contract. Bun's
+ * `send` result and `getBufferedAmount` give the same backpressure signal as Deno's bufferedAmount,
+ * and its drain event answers `whenDrained` without polling.
  */
-import type { Socket } from "../client.ts";
-import type { SocketHandlers } from "../connection.ts";
-import type { App } from "../server.ts";
-import type { Listening, ServeOptions } from "./serve.ts";
+import type { Listening, Served, ServeOptions, Socket, SocketHandlers } from "./contract.ts";
 
 /** The parts of Bun's API this adapter uses (Bun's own types are not loaded under Deno). */
 interface BunSocket {
@@ -46,7 +44,7 @@ interface BunRuntime {
 const BUN_MAX_IDLE_SECONDS = 960;
 
 /** Serves `app` with Bun's HTTP server. */
-export function serveBun(app: App, options: ServeOptions): Promise<Listening> {
+export function serveBun(app: Served, options: ServeOptions): Promise<Listening> {
   const bun = (globalThis as unknown as { Bun: BunRuntime }).Bun;
   const sockets = new WeakMap<BunSocket, Socket>();
   const adapt = (ws: BunSocket): Socket => {
@@ -58,6 +56,9 @@ export function serveBun(app: App, options: ServeOptions): Promise<Listening> {
           if (ws.send(data) === 0) throw new Error("socket is not open");
         },
         bufferedAmount: () => ws.getBufferedAmount(),
+        // A client asks only when the buffer is past HIGH_WATER_BYTES, that is while a send was
+        // queued behind backpressure (-1); Bun fires drain for it, which calls handlers.drain.
+        whenDrained() {},
         close: (code, reason) => ws.close(code, reason),
       };
       sockets.set(ws, socket);
@@ -75,10 +76,8 @@ export function serveBun(app: App, options: ServeOptions): Promise<Listening> {
         remoteAddress: server.requestIP(request)?.address ?? "",
         upgrade(req, handlers) {
           upgraded = server.upgrade(req, { data: handlers });
-          if (!upgraded) {
-            return Response.json({ error: "WebSocket upgrade failed" }, { status: 400 });
-          }
-          return new Response(null);
+          // Refused (a malformed handshake): the route answers 400.
+          return upgraded ? new Response(null) : undefined;
         },
       });
       // After an upgrade Bun has answered 101 itself and expects no response.
