@@ -1,0 +1,172 @@
+/**
+ * Black-box stories of the first release's defects, told against the program as users run it:
+ * main.ts on this runtime, or the executable under `make test-bin`. Each failed before its fix.
+ */
+import assert from "node:assert/strict";
+import { connect as tcpConnect } from "node:net";
+import process from "node:process";
+import { test } from "node:test";
+import { Authenticator } from "./authenticator.ts";
+import { connectClient, rawUpgrade, type Started, startProgram, stopProgram } from "./testkit.ts";
+
+const SECRET = "hardening-secret-0123456789abcdef0123";
+
+/** Starts the program on a free port with `args`; the story runs, then the program is stopped. */
+async function withProgram(
+  args: string[],
+  story: (port: number, started: Started) => Promise<void>,
+): Promise<void> {
+  const started = await startProgram(["--port", "0", ...args], { JWT_SECRET: SECRET });
+  try {
+    const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
+    await story(port, started);
+  } finally {
+    started.child.kill("SIGKILL");
+  }
+}
+
+/** Sends `head` (request line and headers, without the blank line) and reads one answer. */
+function rawRequest(port: number, head: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port }, () => socket.write(`${head}\r\n\r\n`));
+    let received = "";
+    socket.on("data", (chunk) => {
+      received += chunk;
+      const end = received.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(received.slice(0, end))?.[1] ?? 0);
+      if (received.length < end + 4 + length) return;
+      socket.destroy();
+      resolve({
+        status: Number(received.split(" ")[1]),
+        body: received.slice(end + 4, end + 4 + length),
+      });
+    });
+    socket.on("error", reject);
+  });
+}
+
+/** `promise`, or a failure naming `what` after `ms`: a missing line must fail, not hang. */
+function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) =>
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms)
+  );
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+const token = async (uid: string) => (await Authenticator.hmac(SECRET)).sign(uid, 3600);
+
+test("malformed handshakes get 400 and never use up MAX_CONNECTIONS", async () => {
+  await withProgram(["--max-connections", "2", "--max-connects-per-ip", "0"], async (port) => {
+    const good = {
+      Host: `127.0.0.1:${port}`,
+      Upgrade: "websocket",
+      Connection: "Upgrade",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "Sec-WebSocket-Version": "13",
+    };
+    const path = "/ws?auth=frame";
+    for (const missing of ["Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version"]) {
+      for (let i = 0; i < 3; i++) {
+        const headers = Object.entries(good).filter(([name]) => name !== missing);
+        const answer = await rawRequest(
+          port,
+          [`GET ${path} HTTP/1.1`, ...headers.map(([k, v]) => `${k}: ${v}`)].join("\r\n"),
+        );
+        assert.equal(answer.status, 400, `without ${missing}: ${answer.body}`);
+        assert.match(JSON.parse(answer.body).error, /WebSocket handshake needs/, missing);
+      }
+    }
+    const badKey = Object.entries({ ...good, "Sec-WebSocket-Key": "short" });
+    const answer = await rawRequest(
+      port,
+      [`GET ${path} HTTP/1.1`, ...badKey.map(([k, v]) => `${k}: ${v}`)].join("\r\n"),
+    );
+    assert.equal(answer.status, 400);
+    // Handshakes dropped by the client right after sending them give their slot back too.
+    for (let i = 0; i < 4; i++) {
+      const upgraded = await rawUpgrade(port, `/ws?token=${await token(`gone${i}`)}`);
+      assert.equal(upgraded.status, 101);
+      const gone = new Promise((resolve) => upgraded.socket.once("close", resolve));
+      upgraded.socket.destroy();
+      await gone;
+    }
+    // Both slots are still there for real browsers (a slot frees when the server sees the close,
+    // so each try either opens or is refused with 503 while a dropped socket is being noticed).
+    const tabs = [];
+    for (const uid of ["a", "b"]) {
+      for (let attempt = 1;; attempt++) {
+        assert.ok(attempt <= 100, `no slot came free for ${uid}`);
+        try {
+          tabs.push(await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token(uid)}`));
+          break;
+        } catch {
+          const refused = await rawUpgrade(port, `/ws?token=${await token(uid)}`);
+          assert.equal(refused.status, 503, "only the cap itself may refuse while slots free");
+        }
+      }
+    }
+    const third = await rawUpgrade(port, `/ws?token=${await token("c")}`);
+    assert.equal(third.status, 503, "the cap still holds");
+    for (const tab of tabs) await tab[Symbol.asyncDispose]();
+  });
+});
+
+test("made-up HTTP methods are counted as other and add no series to /metrics", async () => {
+  await withProgram([], async (port) => {
+    let answered = 0;
+    for (const method of ["FOO1", "FOO2", "BREW"]) {
+      const answer = await rawRequest(port, `${method} /healthz HTTP/1.1\r\nHost: x`);
+      // Deno hands any method to the app (405); Bun refuses unknown ones itself (400).
+      assert.ok([400, 405].includes(answer.status), `${method}: ${answer.status}`);
+      if (answer.status === 405) answered++;
+    }
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.doesNotMatch(metrics, /FOO|BREW/);
+    const other = /^http_requests_total\{method="other",route="\/healthz",status="405"\} (\d+)$/m
+      .exec(metrics);
+    assert.equal(Number(other?.[1] ?? 0), answered, metrics);
+  });
+});
+
+test("shutdown closes every socket with 1001 and the documented reason, waiting or not", async () => {
+  await withProgram([], async (port, started) => {
+    const tab = await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token("u")}`);
+    const waiting = await connectClient(`ws://127.0.0.1:${port}/ws?auth=frame`);
+    assert.equal(await stopProgram(started), 0);
+    assert.deepEqual(await tab.closed, { code: 1001, reason: "server going away" });
+    assert.deepEqual(await waiting.closed, { code: 1001, reason: "server going away" });
+  });
+});
+
+test("a refused /ws handshake is logged in one line, with the token redacted", async () => {
+  await withProgram([], async (port, started) => {
+    const forged = "eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOiIxIn0.forged-signature";
+    const refused = await rawUpgrade(port, `/ws?token=${forged}`);
+    assert.equal(refused.status, 401);
+    await within(
+      10_000,
+      "refusal line",
+      started.printed(/\/ws refused 401 for 127\.0\.0\.1 \/ws\?token=\[redacted\]: [^\n]+\n/),
+    );
+    const printed = await new Promise<string>((resolve) => {
+      let out = "";
+      started.child.stderr!.on("data", (d) => out += d);
+      started.child.stdout!.on("data", (d) => out += d);
+      started.child.once("exit", () => resolve(out));
+      process.kill(started.child.pid!, "SIGTERM");
+    });
+    assert.doesNotMatch(printed + started.banner, /forged-signature/);
+  });
+});
+
+test("JSON answers end with a newline, as a terminal expects", async () => {
+  await withProgram([], async (port) => {
+    for (const path of ["/healthz", "/send?uid=nobody&message=x", "/nowhere", "/api/clients"]) {
+      const text = await (await fetch(`http://127.0.0.1:${port}${path}`)).text();
+      assert.ok(text.endsWith("}\n"), `${path}: ${JSON.stringify(text)}`);
+      JSON.parse(text);
+    }
+  });
+});
