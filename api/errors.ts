@@ -82,7 +82,7 @@ const KEY_REFUSALS = {
   429: {
     ...declare("over MAX_REQUESTS_PER_KEY requests in the last second from this key (or address)"),
     headers: z.object({
-      "retry-after": z.string().openapi({ description: "seconds to wait", example: "1" }),
+      "Retry-After": z.number().int().openapi({ description: "seconds to wait", example: 1 }),
     }),
   },
 };
