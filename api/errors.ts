@@ -7,6 +7,7 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { Config } from "../config.ts";
 import { utf8Length } from "../message/message.ts";
+import { json } from "./schemas.ts";
 
 export const ErrorSchema = z.object({
   error: z.string().openapi({ example: "client not found: 123" }),
@@ -61,10 +62,7 @@ export function unsupportedType(c: Context) {
   return c.json({ error: `unsupported content type ${type}: send application/json` }, 415);
 }
 
-const declare = (description: string) => ({
-  content: { "application/json": { schema: ErrorSchema } },
-  description,
-});
+const declare = (description: string) => json(ErrorSchema, description);
 
 /** The documented answer of each refusal a route can give besides 404 (see `notFound`). */
 const REFUSALS = {

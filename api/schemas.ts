@@ -61,7 +61,7 @@ export const Closed = z.object({ closed: z.number().int() }).openapi("Closed");
 
 export const Count = z.object({ count: z.number().int() }).openapi("Count");
 
-/** A 200 answer of `schema`. */
+/** An answer of `schema`, for a route's `responses`. */
 export const json = <T extends z.ZodType>(schema: T, description: string) => ({
   content: { "application/json": { schema } },
   description,
