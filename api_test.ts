@@ -300,16 +300,51 @@ test("/api needs a key when API_KEYS is set, by Bearer or X-API-Key", async () =
       status: r.status,
       body: await r.json(),
     }));
-  assert.deepEqual(await get({}), { status: 401, body: { error: "API key required" } });
+  assert.deepEqual(await get({}), {
+    status: 401,
+    body: {
+      error: "/api/clients/count needs an API key: send one of API_KEYS as " +
+        "Authorization: Bearer <key> or X-API-Key: <key>",
+    },
+  });
   assert.deepEqual(await get({ authorization: "Bearer wrong" }), {
     status: 401,
-    body: { error: "API key invalid" },
+    body: { error: "API key invalid: the key sent is not one of API_KEYS" },
   });
   assert.equal((await get({ authorization: "Bearer k-two" })).status, 200);
   assert.equal((await get({ "x-api-key": "k-one" })).status, 200);
   const send = await fetch(`${server.url}/send?uid=1&message=x`);
-  assert.equal(send.status, 401, "/send sits behind the same keys");
-  await send.body?.cancel();
+  const refusal = await send.json();
+  assert.deepEqual([send.status, refusal], [401, {
+    error: "/send needs an API key: send one of API_KEYS as " +
+      "Authorization: Bearer <key> or X-API-Key: <key>",
+  }], "/send sits behind the same keys");
+  const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");
+  assert.ok(readme.includes(JSON.stringify(refusal)), "the README quotes /send's 401 as sent");
+  assert.ok(readme.includes(JSON.stringify((await get({ "x-api-key": "nope" })).body)));
+});
+
+test("without API_KEYS, a caller off loopback is told which route refused it and what to send", async () => {
+  // The test server's peer is 127.0.0.1; as a trusted proxy it can name an outside caller.
+  await using server = await startTestServer({ trustedProxies: ["127.0.0.1"] });
+  const fromOutside = async (path: string) => {
+    const res = await fetch(`${server.url}${path}`, {
+      headers: { "x-forwarded-for": "203.0.113.9" },
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  const refusal = (route: string) => ({
+    status: 403,
+    body: {
+      error: `${route} answers loopback callers only while API_KEYS is empty: set API_KEYS, ` +
+        "then send one of its keys as Authorization: Bearer <key> or X-API-Key: <key>",
+    },
+  });
+  const send = await fromOutside("/send?uid=1&message=x");
+  assert.deepEqual(send, refusal("/send"));
+  assert.deepEqual(await fromOutside("/api/clients/count"), refusal("/api/clients/count"));
+  const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");
+  assert.ok(readme.includes(JSON.stringify(send.body)), "the README quotes /send's 403 as sent");
 });
 
 test("the OpenAPI document and the README list every operation", async () => {

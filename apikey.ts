@@ -4,7 +4,7 @@
  * network by default.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import type { RateLimiter } from "./ratelimit.ts";
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
@@ -14,6 +14,32 @@ export function isLoopback(address: string): boolean {
   return LOOPBACK.test(address);
 }
 
+/** How to present a key; the refusals below say it, and the README quotes them. */
+const SEND_A_KEY = "Authorization: Bearer <key> or X-API-Key: <key>";
+
+/** 403: no keys are configured and the route was called from off loopback. */
+const loopbackOnly = (c: Context) =>
+  c.json({
+    error: `${c.req.path} answers loopback callers only while API_KEYS is empty: set API_KEYS, ` +
+      `then send one of its keys as ${SEND_A_KEY}`,
+  }, 403);
+
+/** 401: the route was called without a key. */
+const keyRequired = (c: Context) =>
+  c.json({ error: `${c.req.path} needs an API key: send one of API_KEYS as ${SEND_A_KEY}` }, 401);
+
+/** 401: the key sent matches none of API_KEYS. */
+const keyInvalid = (c: Context) =>
+  c.json({ error: "API key invalid: the key sent is not one of API_KEYS" }, 401);
+
+/** 429, with Retry-After: the caller is over MAX_REQUESTS_PER_KEY. */
+function rateLimited(c: Context, limiter: RateLimiter) {
+  c.header("retry-after", "1");
+  return c.json({
+    error: `rate limit exceeded: ${limiter.rate} requests per second (MAX_REQUESTS_PER_KEY)`,
+  }, 429);
+}
+
 /** Keys are compared as SHA-256 digests: equal lengths, so timingSafeEqual applies. */
 function digest(key: string): Uint8Array {
   return createHash("sha256").update(key).digest();
@@ -21,7 +47,8 @@ function digest(key: string): Uint8Array {
 
 /**
  * Middleware that refuses requests without a valid key: 401 without one or with a wrong one, 403
- * from off-loopback when no keys are configured. `remoteAddress` comes from the runtime adapter.
+ * from off-loopback when no keys are configured, 429 past the rate limit. `remoteAddress` comes
+ * from the runtime adapter.
  */
 export function requireApiKey(
   keys: string[],
@@ -32,29 +59,22 @@ export function requireApiKey(
     // Who is rate-limited: the key that matched, or the caller's address when there are no keys.
     let caller = c.env.remoteAddress;
     if (digests.length === 0) {
-      if (!isLoopback(c.env.remoteAddress)) {
-        return c.json({ error: "answers loopback callers only until API_KEYS is set" }, 403);
-      }
+      if (!isLoopback(c.env.remoteAddress)) return loopbackOnly(c);
     } else {
       const auth = c.req.header("authorization");
       const presented = c.req.header("x-api-key") ??
         (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
-      if (presented === undefined) return c.json({ error: "API key required" }, 401);
+      if (presented === undefined) return keyRequired(c);
       const presentedDigest = digest(presented);
       // Compare with every key, whatever matched, so timing says nothing about which one did.
       let matched = -1;
       digests.forEach((key, i) => {
         if (timingSafeEqual(key, presentedDigest)) matched = i;
       });
-      if (matched < 0) return c.json({ error: "API key invalid" }, 401);
+      if (matched < 0) return keyInvalid(c);
       caller = `key ${matched}`;
     }
-    if (!limiter.take(caller)) {
-      c.header("retry-after", "1");
-      return c.json({
-        error: `rate limit exceeded: ${limiter.rate} requests per second (MAX_REQUESTS_PER_KEY)`,
-      }, 429);
-    }
+    if (!limiter.take(caller)) return rateLimited(c, limiter);
     await next();
   };
 }

@@ -15,7 +15,7 @@ import type { Config } from "./config.ts";
 import { type Closable, connection, type ConnectionDeps } from "./connection.ts";
 import type { Hub } from "./hub.ts";
 import { requireApiKey } from "./apikey.ts";
-import { createApi } from "./api.ts";
+import { createApi } from "./api/api.ts";
 import { utf8Length } from "./message/message.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { originAllowed } from "./origin.ts";

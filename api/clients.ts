@@ -1,0 +1,157 @@
+/**
+ * /api/clients: the connections. List and count them, look one up, send to it, close it, and bind
+ * or unbind its uid (it keeps its groups either way).
+ */
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { CloseCode } from "../client.ts";
+import { clientNotFound, messageTooLarge, notFound, oversize, refusals } from "./errors.ts";
+import { collection } from "./pages.ts";
+import {
+  ClientId,
+  ClientSchema,
+  clientView,
+  Closed,
+  type Env,
+  json,
+  jsonBody,
+  MessageBody,
+  type RouteDeps,
+  SendResultSchema,
+  Uid,
+} from "./schemas.ts";
+
+const ClientParam = { params: z.object({ id: ClientId }) };
+const notOnline = notFound("no client with this id is online");
+
+export function clientRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: RouteDeps) {
+  // Before /clients/{id}, which would match /clients/count.
+  collection(api, {
+    path: "/clients",
+    noun: "online clients",
+    operations: { list: "listClients", count: "countClients" },
+    title: "ClientPage",
+    item: ClientSchema,
+    list: (offset, limit) => hub.clients(offset, limit),
+    view: clientView,
+    count: () => hub.connections,
+  });
+
+  api.openapi(
+    createRoute({
+      method: "get",
+      path: "/clients/{id}",
+      operationId: "getClient",
+      summary: "A client: its uid, groups and info",
+      request: ClientParam,
+      responses: { 200: json(ClientSchema, "the client"), 404: notOnline, ...refusals(400) },
+    }),
+    (c) => {
+      const { id } = c.req.valid("param");
+      const client = hub.client(id);
+      if (!client) return clientNotFound(c, id);
+      return c.json(clientView(client), 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "get",
+      path: "/clients/{id}/online",
+      operationId: "isClientOnline",
+      summary: "Is a client online",
+      request: ClientParam,
+      responses: {
+        200: json(z.object({ id: z.string(), online: z.boolean() }), "whether it is online"),
+        ...refusals(400),
+      },
+    }),
+    (c) => {
+      const { id } = c.req.valid("param");
+      return c.json({ id, online: hub.client(id) !== undefined }, 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "post",
+      path: "/clients/{id}/send",
+      operationId: "sendToClient",
+      summary: "Send to one client",
+      middleware: limitBody,
+      request: { ...ClientParam, body: jsonBody(MessageBody) },
+      responses: {
+        200: json(SendResultSchema, "accepted; `delivered` says whether the client took it"),
+        404: notOnline,
+        ...refusals(400, 413, 415),
+      },
+    }),
+    (c) => {
+      const { id } = c.req.valid("param");
+      const { message } = c.req.valid("json");
+      const big = oversize(config, message);
+      if (big) return messageTooLarge(c, big);
+      const result = hub.sendToClient(id, message);
+      if (result.connections === 0) return clientNotFound(c, id);
+      return c.json(result, 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "delete",
+      path: "/clients/{id}",
+      operationId: "closeClient",
+      summary: "Close a client (close code 4009)",
+      request: ClientParam,
+      responses: { 200: json(Closed, "closed"), 404: notOnline, ...refusals(400) },
+    }),
+    (c) => {
+      const { id } = c.req.valid("param");
+      const client = hub.client(id);
+      if (!client) return clientNotFound(c, id);
+      hub.close(client, CloseCode.closedByServer.code, CloseCode.closedByServer.reason);
+      return c.json({ closed: 1 }, 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "put",
+      path: "/clients/{id}/uid",
+      operationId: "bindUid",
+      summary: "Bind a uid to a client (it keeps its groups)",
+      middleware: limitBody,
+      request: { ...ClientParam, body: jsonBody(z.object({ uid: Uid }).openapi("UidBody")) },
+      responses: {
+        200: json(ClientSchema, "the client"),
+        404: notOnline,
+        ...refusals(400, 413, 415),
+      },
+    }),
+    (c) => {
+      const { id } = c.req.valid("param");
+      const client = hub.client(id);
+      if (!client) return clientNotFound(c, id);
+      hub.bind(client, c.req.valid("json").uid);
+      return c.json(clientView(client), 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "delete",
+      path: "/clients/{id}/uid",
+      operationId: "unbindUid",
+      summary: "Unbind a client's uid (it stays connected, with no uid)",
+      request: ClientParam,
+      responses: { 200: json(ClientSchema, "the client"), 404: notOnline, ...refusals(400) },
+    }),
+    (c) => {
+      const { id } = c.req.valid("param");
+      const client = hub.client(id);
+      if (!client) return clientNotFound(c, id);
+      hub.bind(client, undefined);
+      return c.json(clientView(client), 200);
+    },
+  );
+}

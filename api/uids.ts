@@ -1,0 +1,115 @@
+/**
+ * /api/uids: the users, each with one or more connections. List and count the online ones, ask
+ * whether one is online, list its connections, send to all of them, or log it out everywhere.
+ */
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { CloseCode } from "../client.ts";
+import { clientNotFound, messageTooLarge, notFound, oversize, refusals } from "./errors.ts";
+import { collection, pageOf, PageQuery, pageView } from "./pages.ts";
+import {
+  ClientSchema,
+  clientView,
+  Closed,
+  type Env,
+  json,
+  jsonBody,
+  MessageBody,
+  type RouteDeps,
+  SendResultSchema,
+  Uid,
+} from "./schemas.ts";
+
+const UidParam = { params: z.object({ uid: Uid }) };
+
+export function uidRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: RouteDeps) {
+  collection(api, {
+    path: "/uids",
+    noun: "online uids",
+    operations: { list: "listUids", count: "countUids" },
+    title: "UidPage",
+    item: z.string(),
+    list: (offset, limit) => hub.uids(offset, limit),
+    view: (uid) => uid,
+    count: () => hub.users,
+  });
+
+  api.openapi(
+    createRoute({
+      method: "get",
+      path: "/uids/{uid}/online",
+      operationId: "isUidOnline",
+      summary: "Is a uid online, and with how many connections",
+      request: UidParam,
+      responses: {
+        200: json(
+          z.object({ uid: z.string(), online: z.boolean(), connections: z.number().int() }),
+          "whether it is online",
+        ),
+        ...refusals(400),
+      },
+    }),
+    (c) => {
+      const { uid } = c.req.valid("param");
+      const connections = hub.connectionsOf(uid);
+      return c.json({ uid, online: connections > 0, connections }, 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "get",
+      path: "/uids/{uid}/clients",
+      operationId: "listUidClients",
+      summary: "List a uid's clients (empty when offline)",
+      request: { ...UidParam, query: PageQuery },
+      responses: { 200: json(pageOf(ClientSchema, "UidClientPage"), "a page"), ...refusals(400) },
+    }),
+    (c) => {
+      const { uid } = c.req.valid("param");
+      const { offset, limit } = c.req.valid("query");
+      const p = hub.clientsOf(uid, offset, limit) ?? { items: [], total: 0, next: null };
+      return c.json(pageView(p, clientView), 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "post",
+      path: "/uids/{uid}/send",
+      operationId: "sendToUid",
+      summary: "Send to every connection of a uid",
+      middleware: limitBody,
+      request: { ...UidParam, body: jsonBody(MessageBody) },
+      responses: {
+        200: json(SendResultSchema, "accepted; `delivered` says how many connections took it"),
+        404: notFound("the uid is offline"),
+        ...refusals(400, 413, 415),
+      },
+    }),
+    (c) => {
+      const { uid } = c.req.valid("param");
+      const { message } = c.req.valid("json");
+      const big = oversize(config, message);
+      if (big) return messageTooLarge(c, big);
+      const result = hub.sendToUid(uid, message);
+      if (result.connections === 0) return clientNotFound(c, uid);
+      return c.json(result, 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "delete",
+      path: "/uids/{uid}",
+      operationId: "disconnectUid",
+      summary: "Disconnect every connection of a uid (logout; close code 4009)",
+      request: UidParam,
+      responses: { 200: json(Closed, "how many were closed"), ...refusals(400) },
+    }),
+    (c) => {
+      const { uid } = c.req.valid("param");
+      const closed = hub.closeUid(uid, CloseCode.closedByServer.code, "logged out");
+      return c.json({ closed }, 200);
+    },
+  );
+}
