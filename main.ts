@@ -66,13 +66,14 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     uidClaim: config.jwtUidClaim,
     maxTokenBytes: config.maxTokenBytes,
   });
-  const onLogError = (err: unknown) => console.error(`message log: ${err}`);
+  const onLogError = (err: unknown) =>
+    console.error(`message log: ${err instanceof Error ? err.message : err}`);
   const logger: MessageLogger = config.messageLogger === "sqlite"
     ? new SqliteLogger(join(config.dataDir, "messages.db"), config.logFlushMs, onLogError)
     : config.messageLogger === "stdout"
     ? new StdoutLogger(config.logFlushMs, onLogError, options.stdout)
     : new NullLogger();
-  const metrics = new Metrics();
+  const metrics = new Metrics(logger);
   const hub = new Hub({
     logger,
     metrics,
