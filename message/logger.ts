@@ -71,9 +71,9 @@ export class NullLogger implements MessageLogger {
 }
 
 /**
- * Memory the backlog may hold while the store cannot write: 64 MiB, about 1000 messages of the
- * largest size /send takes by default, or hundreds of thousands of short ones. Past it, new records
- * and status changes are dropped and counted (the pushes themselves still go out).
+ * Memory the backlog may hold while the store cannot write: 64 MiB, about 500 messages of the
+ * largest size /send takes by default (64 KiB of ASCII is 128 KiB as UTF-16), or some 200 000 short
+ * ones. Past it, new records and status changes are dropped and counted (the pushes still go out).
  */
 export const MAX_BACKLOG_BYTES = 64 * 1024 * 1024;
 
