@@ -10,6 +10,7 @@
  */
 import type { Identity } from "./authenticator.ts";
 import { Client, type ClientEvents, CloseCode, type Format, type Socket } from "./client.ts";
+import { countFrom, type IdSource } from "./message/ids.ts";
 import type { DeliveryStatus, MessageLogger } from "./message/logger.ts";
 import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
@@ -42,6 +43,8 @@ export interface HubOptions {
   /** Outbound bytes a connection may fall behind by before it is cut off (4008). */
   maxQueueBytes: number;
   onDeliveryError?: DeliveryErrorHandler;
+  /** Where message ids come from; by default, in memory, on from `logger.lastId()`. */
+  ids?: IdSource;
 }
 
 /** One page of a list, and where the next one starts (null at the end). */
@@ -72,7 +75,7 @@ export class Hub {
   readonly #maxQueueBytes: number;
   readonly #onDeliveryError: DeliveryErrorHandler;
   readonly #events: ClientEvents;
-  #lastId: number;
+  readonly #ids: IdSource;
   /** Frames waiting in client queues, all clients together. */
   #pending = 0;
 
@@ -81,9 +84,7 @@ export class Hub {
     this.#metrics = options.metrics;
     this.#maxQueueBytes = options.maxQueueBytes;
     this.#onDeliveryError = options.onDeliveryError ?? (() => {});
-    // Ids increase across restarts even without a stored last id: start from the clock in
-    // microseconds (safe integers until the year 2255) or after the last stored id if that is later.
-    this.#lastId = Math.max(this.#logger.lastId(), Date.now() * 1000);
+    this.#ids = options.ids ?? countFrom(this.#logger.lastId());
     this.#events = this.#clientEvents();
   }
 
@@ -261,7 +262,7 @@ export class Hub {
     data: string,
     dataBytes?: number,
   ): SendResult {
-    const id = ++this.#lastId;
+    const id = this.#ids.next();
     const message = new Message(id, target, data, Date.now(), dataBytes);
     this.#metrics.messagesAccepted++;
     this.#logger.log({

@@ -9,8 +9,10 @@ import pkg from "./package.json" with { type: "json" };
 import { Authenticator, randomSecret } from "./authenticator.ts";
 import { CloseCode } from "./client.ts";
 import { type Config, ConfigError, helpText, parseConfig } from "./config.ts";
+import { lockDataDir } from "./datadir.ts";
 import { autoMaxConnections, openFileLimit } from "./descriptors.ts";
 import { type DeliveryErrorHandler, Hub } from "./hub.ts";
+import { MessageIds } from "./message/ids.ts";
 import { type MessageLogger, NullLogger } from "./message/logger.ts";
 import { SqliteLogger } from "./message/sqlite.ts";
 import { StdoutLogger } from "./message/stdout.ts";
@@ -49,6 +51,8 @@ export interface StartOptions {
   onDeliveryError?: DeliveryErrorHandler;
   /** Where the stdout logger writes; tests capture it. */
   stdout?: (text: string) => void;
+  /** The clock message ids start from (ms since the epoch); tests step it back. */
+  clock?: () => number;
 }
 
 /** Starts a server with `config`. Resolves once it listens. */
@@ -67,15 +71,26 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     uidClaim: config.jwtUidClaim,
     maxTokenBytes: config.maxTokenBytes,
   });
-  const onLogError = (err: unknown) => console.error(`message log: ${err}`);
-  const logger: MessageLogger = config.messageLogger === "sqlite"
-    ? new SqliteLogger(join(config.dataDir, "messages.db"), config.logFlushMs, onLogError)
-    : config.messageLogger === "stdout"
-    ? new StdoutLogger(config.logFlushMs, onLogError, options.stdout)
-    : new NullLogger();
-  const metrics = new Metrics();
+  const dataDir = lockDataDir(config.dataDir); // refuses a second server on the same directory
+  const onLogError = (err: unknown) =>
+    console.error(`message log: ${err instanceof Error ? err.message : err}`);
+  let logger: MessageLogger | undefined, ids: MessageIds;
+  try {
+    logger = config.messageLogger === "sqlite"
+      ? new SqliteLogger(join(config.dataDir, "messages.db"), config.logFlushMs, onLogError)
+      : config.messageLogger === "stdout"
+      ? new StdoutLogger(config.logFlushMs, onLogError, options.stdout)
+      : new NullLogger();
+    ids = new MessageIds(dataDir.dir, { floor: logger.lastId(), now: options.clock });
+  } catch (err) {
+    logger?.close();
+    dataDir.release();
+    throw err;
+  }
+  const metrics = new Metrics(logger);
   const hub = new Hub({
     logger,
+    ids,
     metrics,
     maxQueueBytes: config.maxQueueBytes,
     onDeliveryError: options.onDeliveryError,
@@ -103,6 +118,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     });
   } catch (err) {
     logger.close();
+    dataDir.release();
     throw err;
   }
   const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host;
@@ -141,6 +157,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
           );
         }
         logger.close();
+        dataDir.release();
       })(),
   };
 }

@@ -3,6 +3,8 @@
  * scraped, so they cannot drift; counters only ever grow.
  */
 
+import type { MessageLogStats } from "./message/logger.ts";
+
 /** The exposition format's content type (Prometheus text format 0.0.4). */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -36,6 +38,9 @@ export class Metrics {
   authFailures = 0;
   /** method → route → status → count; nested, so counting a request builds no string. */
   readonly #http = new Map<string, Map<string, Map<number, number>>>();
+
+  /** `messageLog` is read at each scrape for the message_log_* samples (all 0 without it). */
+  constructor(private readonly messageLog?: { stats?(): MessageLogStats }) {}
 
   /**
    * Counts one HTTP response; `route` is the matched route pattern, never the raw path. Methods
@@ -92,6 +97,38 @@ export class Metrics {
       "counter",
       "Refused tokens, at /ws or in auth frames.",
       this.authFailures,
+    );
+    const log = this.messageLog?.stats?.() ??
+      { writeErrors: 0, rejected: 0, dropped: 0, backlog: 0, backlogBytes: 0 };
+    one(
+      "message_log_write_errors_total",
+      "counter",
+      "Message log flushes the store refused, in part or in whole; each is retried.",
+      log.writeErrors,
+    );
+    one(
+      "message_log_rejected_total",
+      "counter",
+      "Message log records and status changes the store refuses alone (a constraint); given up.",
+      log.rejected,
+    );
+    one(
+      "message_log_dropped_total",
+      "counter",
+      "Message log records and status changes not kept: the backlog was full, or shutdown came.",
+      log.dropped,
+    );
+    one(
+      "message_log_backlog",
+      "gauge",
+      "Message log records and status changes waiting to be written.",
+      log.backlog,
+    );
+    one(
+      "message_log_backlog_bytes",
+      "gauge",
+      "Estimated memory held by the message log's backlog, in bytes.",
+      log.backlogBytes,
     );
     out.push(
       "# HELP http_requests_total HTTP responses by method, route and status.",

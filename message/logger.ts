@@ -14,7 +14,7 @@ export type DeliveryStatus = "accepted" | "delivered" | "offline" | "failed" | "
 
 /** One accepted message. */
 export interface MessageRecord {
-  /** Unique and increasing, also across restarts when the logger keeps state (SQLite). */
+  /** Unique and increasing, also across restarts (see ids.ts). */
   id: number;
   /** The recipient uid when the target is a uid, else null. */
   uid: string | null;
@@ -29,6 +29,20 @@ export interface MessageRecord {
 /** Called when a logger cannot write; the message itself was still pushed. */
 export type LoggerErrorHandler = (err: unknown) => void;
 
+/** How a logger's writes are going, for /metrics. Counters only grow. */
+export interface MessageLogStats {
+  /** Flushes that the store refused, in part or in whole (each retry counts again). */
+  writeErrors: number;
+  /** Records and status changes given up because the store refuses them alone (a constraint). */
+  rejected: number;
+  /** Records and status changes not kept because the backlog was full (MAX_BACKLOG_BYTES). */
+  dropped: number;
+  /** Records and status changes waiting to be written. */
+  backlog: number;
+  /** What the backlog holds, estimated in bytes (UTF-16 text plus a fixed cost per entry). */
+  backlogBytes: number;
+}
+
 /** What the hub needs from a logger. Implementations must not throw from `log` or `setStatus`. */
 export interface MessageLogger {
   /** Queues a record for writing. */
@@ -41,6 +55,8 @@ export interface MessageLogger {
   flush(): void;
   /** Flushes and releases the logger's resources. */
   close(): void;
+  /** How its writes are going; a logger without this reports nothing to /metrics. */
+  stats?(): MessageLogStats;
 }
 
 /** Logs nothing: MESSAGE_LOGGER=none. */
@@ -55,57 +71,213 @@ export class NullLogger implements MessageLogger {
 }
 
 /**
+ * Memory the backlog may hold while the store cannot write: 64 MiB, about 500 messages of the
+ * largest size /send takes by default (64 KiB of ASCII is 128 KiB as UTF-16), or some 200 000 short
+ * ones. Past it, new records and status changes are dropped and counted (the pushes still go out).
+ */
+export const MAX_BACKLOG_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The longest wait between two tries of a store that keeps failing, in ms: a store that comes back
+ * is written to within this long. Tries start LOG_FLUSH_MS apart and double up to it.
+ */
+export const MAX_RETRY_MS = 10_000;
+
+/** Estimated bytes of one entry besides its text: the object, the map slot, the numbers. */
+const ENTRY_BYTES = 128;
+
+/**
  * The batch both real loggers share: records and status changes wait here until a timer writes
  * them. A status change of a record that is still waiting just edits that record, so a message that
  * is settled within one batch is written once.
+ *
+ * Nothing leaves the backlog unwritten except for three reasons, each counted and reported: the
+ * store refuses a row alone (`rejected`), the backlog is full (`dropped`), or the logger is closed
+ * while the store still cannot write. A batch the store refuses as a whole stays queued and is tried
+ * again, LOG_FLUSH_MS later and then twice as long each time, up to MAX_RETRY_MS. When a batch fails
+ * because of its data, it is split in halves until the refused rows stand alone, so one bad row
+ * costs a few transactions and never holds back the others.
  */
 export abstract class BatchingLogger implements MessageLogger {
   #records = new Map<number, MessageRecord>();
   #updates = new Map<number, DeliveryStatus>();
+  #bytes = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Flushes in a row that the store refused; sets the next wait. */
+  #failures = 0;
+  /** Whether the current run of a full backlog has been reported yet. */
+  #fullReported = false;
+  /** Ids of rejected records, so that a late status change cannot touch another row (oldest out). */
+  readonly #rejectedIds = new Set<number>();
+  #writeErrors = 0;
+  #rejected = 0;
+  #dropped = 0;
 
   constructor(
     private readonly flushMs: number,
     private readonly onError: LoggerErrorHandler,
+    private readonly maxBacklogBytes: number = MAX_BACKLOG_BYTES,
   ) {}
 
-  /** Writes one batch; records are new rows, updates change rows written by an earlier batch. */
+  /**
+   * Writes one batch, all or nothing; records are new rows, updates change rows written by an
+   * earlier batch. Throws what the store said.
+   */
   protected abstract write(records: MessageRecord[], updates: Map<number, DeliveryStatus>): void;
+
+  /** True when `err` is about the data written, so the same rows can never be written. */
+  protected abstract isRowError(err: unknown): boolean;
 
   abstract lastId(): number;
 
   log(record: MessageRecord): void {
+    const bytes = recordBytes(record);
+    if (!this.#fits(bytes)) return;
     this.#records.set(record.id, { ...record });
+    this.#bytes += bytes;
     this.#schedule();
   }
 
   setStatus(id: number, status: DeliveryStatus): void {
     const waiting = this.#records.get(id);
     if (waiting) waiting.status = status;
-    else this.#updates.set(id, status);
+    else if (this.#rejectedIds.has(id)) return;
+    else if (this.#updates.has(id)) this.#updates.set(id, status);
+    else {
+      if (!this.#fits(ENTRY_BYTES)) return;
+      this.#updates.set(id, status);
+      this.#bytes += ENTRY_BYTES;
+    }
     this.#schedule();
+  }
+
+  stats(): MessageLogStats {
+    return {
+      writeErrors: this.#writeErrors,
+      rejected: this.#rejected,
+      dropped: this.#dropped,
+      backlog: this.#records.size + this.#updates.size,
+      backlogBytes: this.#bytes,
+    };
   }
 
   flush(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#records.size === 0 && this.#updates.size === 0) return;
-    const records = [...this.#records.values()];
-    const updates = this.#updates;
-    this.#records = new Map();
-    this.#updates = new Map();
-    try {
-      this.write(records, updates);
-    } catch (err) {
-      this.onError(err);
+    const failure = this.#writeSplitting([...this.#records.values()], [...this.#updates]);
+    if (this.#records.size === 0 && this.#updates.size === 0) this.#fullReported = false;
+    if (!failure) {
+      this.#failures = 0;
+      return;
     }
+    this.#writeErrors++;
+    const wait = Math.min(this.flushMs * 2 ** this.#failures, Math.max(MAX_RETRY_MS, this.flushMs));
+    this.#failures++;
+    this.#timer = setTimeout(() => this.flush(), wait);
+    this.onError(
+      new Error(`${describe(failure.error)}; ${this.#waiting()} wait, next try in ${wait} ms`, {
+        cause: failure.error,
+      }),
+    );
   }
 
   close(): void {
     this.flush();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#records.size === 0 && this.#updates.size === 0) return;
+    this.onError(new Error(`closing with ${this.#waiting()} unwritten: they are lost`));
+    this.#dropped += this.#records.size + this.#updates.size;
+    this.#records.clear();
+    this.#updates.clear();
+    this.#bytes = 0;
+  }
+
+  /**
+   * Writes the rows given, and takes each written or rejected one out of the backlog. A row error
+   * splits the rows in halves, down to single rows, which are rejected. Returns the failure that
+   * stopped it when the store itself failed (what is left stays queued), or undefined.
+   */
+  #writeSplitting(
+    records: MessageRecord[],
+    updates: [number, DeliveryStatus][],
+  ): { error: unknown } | undefined {
+    try {
+      this.write(records, new Map(updates));
+    } catch (error) {
+      if (!this.isRowError(error)) return { error };
+      if (records.length + updates.length === 1) {
+        this.#reject(records[0]?.id ?? updates[0][0], records.length === 1, error);
+        return undefined;
+      }
+      // Halves of records-then-updates; updates never need a record of the same batch.
+      const r = Math.min(Math.ceil((records.length + updates.length) / 2), records.length);
+      const u = Math.ceil((records.length + updates.length) / 2) - r;
+      return this.#writeSplitting(records.slice(0, r), updates.slice(0, u)) ??
+        this.#writeSplitting(records.slice(r), updates.slice(u));
+    }
+    for (const r of records) this.#forget(r.id, true);
+    for (const [id] of updates) this.#forget(id, false);
+    return undefined;
+  }
+
+  #reject(id: number, isRecord: boolean, error: unknown): void {
+    this.#forget(id, isRecord);
+    this.#rejected++;
+    if (isRecord) {
+      this.#rejectedIds.add(id);
+      if (this.#rejectedIds.size > 1000) {
+        this.#rejectedIds.delete(this.#rejectedIds.values().next().value!);
+      }
+    }
+    const what = isRecord ? `record ${id}` : `the status change of record ${id}`;
+    this.onError(
+      new Error(`${describe(error)}; ${what} can never be written and is dropped`, {
+        cause: error,
+      }),
+    );
+  }
+
+  #forget(id: number, isRecord: boolean): void {
+    if (isRecord) {
+      const record = this.#records.get(id);
+      if (record) this.#bytes -= recordBytes(record);
+      this.#records.delete(id);
+    } else if (this.#updates.delete(id)) this.#bytes -= ENTRY_BYTES;
+  }
+
+  /** Whether `bytes` more fit in the backlog; counts and reports the drop when not. */
+  #fits(bytes: number): boolean {
+    if (this.#bytes + bytes <= this.maxBacklogBytes) return true;
+    this.#dropped++;
+    if (!this.#fullReported) {
+      this.#fullReported = true;
+      this.onError(
+        new Error(
+          `the backlog is full (${this.#waiting()}, ${this.maxBacklogBytes} bytes): new records ` +
+            `and status changes are dropped until the store takes writes again`,
+        ),
+      );
+    }
+    return false;
+  }
+
+  #waiting(): string {
+    const n = this.#records.size;
+    const m = this.#updates.size;
+    return `${n} record${n === 1 ? "" : "s"} and ${m} status change${m === 1 ? "" : "s"}`;
   }
 
   #schedule(): void {
     this.#timer ??= setTimeout(() => this.flush(), this.flushMs);
   }
+}
+
+function recordBytes(r: MessageRecord): number {
+  return ENTRY_BYTES + 2 * (r.message.length + r.target.length + (r.uid?.length ?? 0));
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

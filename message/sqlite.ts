@@ -1,6 +1,7 @@
 /**
  * The SQLite logger, on `node:sqlite` (built into Deno and Bun: no dependency). WAL mode, one
- * transaction per batch.
+ * transaction per batch. No busy timeout: a write runs on the event loop, so a locked file fails
+ * at once and the batch is tried again later (see BatchingLogger).
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -49,32 +50,71 @@ function migrate(db: DatabaseSync): void {
     }
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
   } catch (err) {
-    db.exec("ROLLBACK");
-    throw err;
+    throw rollback(db, err);
   }
 }
 
-/** Keeps every message and its status in a SQLite file, created with its folder if missing. */
+/**
+ * Rolls back what is left of a failed transaction and returns the error to throw: the one that
+ * failed it. SQLite has already rolled back after some errors (a full disk, an I/O error), and a
+ * ROLLBACK then fails with "no transaction is active", which must not hide the cause.
+ */
+function rollback(db: DatabaseSync, err: unknown): unknown {
+  if (!db.isTransaction) return err;
+  try {
+    db.exec("ROLLBACK");
+    return err;
+  } catch (rollbackErr) {
+    return new Error(`${message(err)} (and the rollback failed: ${message(rollbackErr)})`, {
+      cause: err,
+    });
+  }
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** SQLite's primary result codes for a row it will never take: TOOBIG, CONSTRAINT, MISMATCH. */
+const ROW_ERRORS = new Set([18, 19, 20]);
+
+/**
+ * Keeps every message and its status in a SQLite file, created with its folder if missing. Every
+ * error it throws or reports names the file.
+ */
 export class SqliteLogger extends BatchingLogger {
-  readonly #db: DatabaseSync;
+  /** The connection; protected so that a test can set SQLite's own limits on it (max_page_count). */
+  protected readonly db: DatabaseSync;
+  readonly #path: string;
   readonly #insert: StatementSync;
   readonly #update: StatementSync;
   readonly #lastId: number;
 
-  constructor(path: string, flushMs: number, onError: (err: unknown) => void) {
-    super(flushMs, onError);
-    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-    this.#db = new DatabaseSync(path);
-    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
-    migrate(this.#db);
-    this.#insert = this.#db.prepare(
-      "INSERT INTO messages (id, uid, target, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    );
-    this.#update = this.#db.prepare("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?");
-    const row = this.#db.prepare("SELECT max(id) AS id FROM messages").get() as {
-      id: number | null;
-    };
-    this.#lastId = Number(row.id ?? 0);
+  /** Opens (or creates) the log at `path`; throws, naming the file, when it cannot. */
+  constructor(
+    path: string,
+    flushMs: number,
+    onError: (err: unknown) => void,
+    maxBacklogBytes?: number,
+  ) {
+    super(flushMs, onError, maxBacklogBytes);
+    this.#path = path;
+    try {
+      if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+      this.db = new DatabaseSync(path);
+      this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+      migrate(this.db);
+      this.#insert = this.db.prepare(
+        "INSERT INTO messages (id, uid, target, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      );
+      this.#update = this.db.prepare("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?");
+      const row = this.db.prepare("SELECT max(id) AS id FROM messages").get() as {
+        id: number | null;
+      };
+      this.#lastId = Number(row.id ?? 0);
+    } catch (err) {
+      throw new Error(`message log ${path}: ${message(err)}`, { cause: err });
+    }
   }
 
   lastId(): number {
@@ -83,21 +123,33 @@ export class SqliteLogger extends BatchingLogger {
 
   protected write(records: MessageRecord[], updates: Map<number, DeliveryStatus>): void {
     const now = Date.now();
-    this.#db.exec("BEGIN");
     try {
+      this.db.exec("BEGIN");
       for (const r of records) {
         this.#insert.run(r.id, r.uid, r.target, r.message, r.createdAt, r.status, now);
       }
       for (const [id, status] of updates) this.#update.run(status, now, id);
-      this.#db.exec("COMMIT");
+      this.db.exec("COMMIT");
     } catch (err) {
-      this.#db.exec("ROLLBACK");
-      throw err;
+      const cause = rollback(this.db, err);
+      throw new Error(`${this.#path}: ${message(cause)}`, { cause });
     }
+  }
+
+  protected isRowError(err: unknown): boolean {
+    // write() wraps SQLite's error; its errcode is the extended code, whose low byte is the primary.
+    for (
+      let e = err as { cause?: unknown; errcode?: unknown } | undefined;
+      e;
+      e = e.cause as typeof e
+    ) {
+      if (typeof e.errcode === "number") return ROW_ERRORS.has(e.errcode & 0xff);
+    }
+    return false;
   }
 
   override close(): void {
     super.close();
-    this.#db.close();
+    this.db.close();
   }
 }

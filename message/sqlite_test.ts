@@ -1,10 +1,11 @@
-/** The SQLite message log on a real file. */
+/** The SQLite message log on a real file, and what it does when the file cannot be written. */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
+import { eventually, startTestServer } from "../testkit.ts";
 import { SqliteLogger } from "./sqlite.ts";
 import { StdoutLogger } from "./stdout.ts";
 
@@ -76,20 +77,215 @@ test("the batch is written by its timer without anyone calling flush", async () 
   }
 });
 
-test("a write error goes to the error handler, not to the send path", () => {
+/** The rows of the log at `path`, read by a connection of its own. */
+function rowsOf(path: string, columns = "id, message, status") {
+  const db = new DatabaseSync(path);
+  try {
+    return db.prepare(`SELECT ${columns} FROM messages ORDER BY id`).all().map((r) => ({ ...r }));
+  } finally {
+    db.close();
+  }
+}
+
+test("a record the file refuses is set apart and reported; the rest of its batch is written", () => {
   const dir = mkdtempSync(join(tmpdir(), "deno-pusher-sqlite-"));
   try {
-    const errors: unknown[] = [];
-    const logger = new SqliteLogger(join(dir, "messages.db"), 60_000, (e) => errors.push(e));
+    const path = join(dir, "messages.db");
+    const errors: Error[] = [];
+    const logger = new SqliteLogger(path, 60_000, (e) => errors.push(e as Error));
     logger.log(record(1));
     logger.flush();
-    logger.log(record(1)); // the same id again: the primary key refuses it
+    logger.log(record(2));
+    logger.log({ ...record(1), message: "again" }); // the same id again: the primary key refuses it
+    logger.log(record(3));
     logger.flush();
-    assert.equal(errors.length, 1);
-    assert.match(String(errors[0]), /UNIQUE|constraint/i);
+    assert.equal(errors.length, 1, "one report, for the one refused record");
+    assert.ok(errors[0].message.includes(path), `names the file: ${errors[0].message}`);
+    assert.match(errors[0].message, /UNIQUE constraint failed.*record 1 can never be written/);
+    // Later status changes land on the rows written with the refused one; the refused record's own
+    // change does not touch the row that already had its id.
+    logger.setStatus(2, "delivered");
+    logger.setStatus(3, "offline");
+    logger.setStatus(1, "dropped");
+    logger.flush();
+    assert.deepEqual(rowsOf(path), [
+      { id: 1, message: "m1", status: "accepted" },
+      { id: 2, message: "m2", status: "delivered" },
+      { id: 3, message: "m3", status: "offline" },
+    ]);
+    assert.deepEqual(logger.stats(), {
+      writeErrors: 0,
+      rejected: 1,
+      dropped: 0,
+      backlog: 0,
+      backlogBytes: 0,
+    });
     logger.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a batch the file cannot take now (another connection holds the write lock) is written by a later try", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-sqlite-"));
+  try {
+    const path = join(dir, "messages.db");
+    const errors: Error[] = [];
+    const logger = new SqliteLogger(path, 10, (e) => errors.push(e as Error));
+    logger.log(record(1));
+    logger.flush();
+    const holder = new DatabaseSync(path);
+    holder.exec("BEGIN IMMEDIATE");
+    logger.log(record(2));
+    logger.log(record(3));
+    logger.flush();
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0].message.includes(path), `names the file: ${errors[0].message}`);
+    assert.match(errors[0].message, /database is locked; 2 records and 0 status changes wait/);
+    logger.setStatus(2, "delivered"); // settled while it waits
+    holder.exec("COMMIT");
+    const count = () =>
+      (holder.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n;
+    await eventually(() => count() === 3, 5000, "the retry to write the kept batch");
+    holder.close();
+    logger.setStatus(3, "offline"); // a status change after the retried batch lands too
+    logger.flush();
+    assert.deepEqual(rowsOf(path), [
+      { id: 1, message: "m1", status: "accepted" },
+      { id: 2, message: "m2", status: "delivered" },
+      { id: 3, message: "m3", status: "offline" },
+    ]);
+    assert.ok(logger.stats().writeErrors >= 1);
+    assert.equal(logger.stats().backlog, 0);
+    logger.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a full disk is reported as such, naming the file, and the batch is written once there is room", () => {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-sqlite-"));
+  try {
+    const path = join(dir, "messages.db");
+    const errors: Error[] = [];
+    // SQLite's own size limit on the logger's connection: the file is "full" at its current size.
+    const logger = new (class extends SqliteLogger {
+      limitPages(pages: number | "current") {
+        const n = pages === "current"
+          ? (this.db.prepare("PRAGMA page_count").get() as { page_count: number }).page_count
+          : pages;
+        this.db.exec(`PRAGMA max_page_count = ${n}`);
+      }
+    })(path, 60_000, (e) => errors.push(e as Error));
+    logger.log(record(1));
+    logger.flush();
+    logger.limitPages("current");
+    logger.log({ ...record(2), message: "x".repeat(100_000) });
+    logger.log(record(3));
+    logger.flush();
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0].message.includes(path), `names the file: ${errors[0].message}`);
+    assert.match(errors[0].message, /database or disk is full/);
+    assert.doesNotMatch(errors[0].message, /cannot rollback/);
+    assert.equal(logger.stats().backlog, 2);
+    logger.limitPages(1_000_000);
+    logger.flush();
+    assert.deepEqual(rowsOf(path, "id, length(message) AS bytes"), [
+      { id: 1, bytes: 2 },
+      { id: 2, bytes: 100_000 },
+      { id: 3, bytes: 2 },
+    ]);
+    logger.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("while the file cannot write, the backlog stops at its bound: what fits is written later, the rest is counted", () => {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-sqlite-"));
+  try {
+    const path = join(dir, "messages.db");
+    const errors: Error[] = [];
+    // Bytes: a record of 1000 characters for uid:u costs 128 + 2 × (1000 + 6), so four fit.
+    const bound = 10_000;
+    const logger = new SqliteLogger(path, 60_000, (e) => errors.push(e as Error), bound);
+    const holder = new DatabaseSync(path);
+    holder.exec("BEGIN IMMEDIATE");
+    for (let id = 1; id <= 10; id++) logger.log({ ...record(id), message: "x".repeat(1000) });
+    logger.setStatus(3, "delivered"); // edits a waiting record: costs nothing
+    logger.flush();
+    assert.deepEqual(logger.stats(), {
+      writeErrors: 1,
+      rejected: 0,
+      dropped: 6,
+      backlog: 4,
+      backlogBytes: 4 * (128 + 2 * 1006),
+    });
+    assert.match(
+      errors[0].message,
+      /backlog is full \(4 records and 0 status changes, 10000 bytes\)/,
+    );
+    assert.equal(errors.length, 2, "one report for the full backlog, one for the failed write");
+    holder.exec("COMMIT");
+    holder.close();
+    logger.flush();
+    logger.log(record(11)); // room again
+    logger.close();
+    assert.deepEqual(rowsOf(path, "id, status"), [
+      { id: 1, status: "accepted" },
+      { id: 2, status: "accepted" },
+      { id: 3, status: "delivered" },
+      { id: 4, status: "accepted" },
+      { id: 11, status: "accepted" },
+    ]);
+    assert.equal(logger.stats().dropped, 6);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("closing while the file cannot write reports what is lost", () => {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-sqlite-"));
+  try {
+    const path = join(dir, "messages.db");
+    const errors: Error[] = [];
+    const logger = new SqliteLogger(path, 60_000, (e) => errors.push(e as Error));
+    const holder = new DatabaseSync(path);
+    holder.exec("BEGIN IMMEDIATE");
+    logger.log(record(1));
+    logger.close();
+    holder.exec("COMMIT");
+    holder.close();
+    assert.match(errors.at(-1)!.message, /closing with 1 record and 0 status changes unwritten/);
+    assert.equal(logger.stats().dropped, 1);
+    assert.deepEqual(rowsOf(path), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("/metrics shows the message log's backlog and errors while its file is locked, and their end", async () => {
+  await using server = await startTestServer({ messageLogger: "sqlite", logFlushMs: 10 });
+  const path = join(server.config.dataDir, "messages.db");
+  const holder = new DatabaseSync(path);
+  try {
+    holder.exec("BEGIN IMMEDIATE");
+    const sent = [(await server.send("u", "one")).body.id, (await server.send("u", "two")).body.id];
+    await eventually(() => server.logger.stats!().writeErrors >= 1, 5000, "a failed write");
+    assert.equal(await server.metric("message_log_backlog"), 2);
+    assert.ok(await server.metric("message_log_write_errors_total") >= 1);
+    assert.equal(await server.metric("message_log_rejected_total"), 0);
+    assert.equal(await server.metric("message_log_dropped_total"), 0);
+    assert.ok(await server.metric("message_log_backlog_bytes") > 0);
+    holder.exec("COMMIT");
+    await eventually(() => server.logger.stats!().backlog === 0, 15_000, "the retry");
+    assert.equal(await server.metric("message_log_backlog"), 0);
+    assert.deepEqual(
+      holder.prepare("SELECT id, status FROM messages ORDER BY id").all().map((r) => ({ ...r })),
+      sent.map((id) => ({ id, status: "offline" })),
+    );
+  } finally {
+    holder.close();
   }
 });
 

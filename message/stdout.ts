@@ -17,7 +17,12 @@ export class StdoutLogger extends BatchingLogger {
     this.out(lines.join("\n"));
   }
 
-  /** Stdout keeps no state; ids start from the clock instead (see hub.ts). */
+  /** A failed write is stdout's failure, never a line's: the whole batch is tried again. */
+  protected isRowError(): boolean {
+    return false;
+  }
+
+  /** Stdout keeps no state; the data directory keeps the ids instead (see ids.ts). */
   lastId(): number {
     return 0;
   }

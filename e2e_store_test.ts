@@ -1,0 +1,70 @@
+/**
+ * Black-box: one program per data directory. A second one on the same directory stops at start-up
+ * with a message naming it; after the first is killed with SIGKILL, the next one takes its stale lock
+ * over and its ids go on. Runs `main.ts` on the runtime running the tests, or the compiled
+ * executable named by DENO_PUSHER_BIN.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { test } from "node:test";
+import { command, startProgram, stopProgram } from "./testkit.ts";
+
+const SECRET = "e2e-secret-0123456789abcdef0123456789";
+
+/** Runs the program to its end: its exit code and what it printed on stderr. */
+function run(args: string[], env: Record<string, string>) {
+  const [cmd, argv] = command(args);
+  return new Promise<{ code: number; stderr: string }>((resolve) =>
+    execFile(
+      cmd,
+      argv,
+      { env: { ...process.env, ...env }, timeout: 30_000 },
+      (err, _stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
+    )
+  );
+}
+
+/** /send's reply id for an offline uid (404 with the id). */
+async function send(banner: string): Promise<number> {
+  const port = Number(/listening on [^:]+:(\d+)/.exec(banner)![1]);
+  return (await (await fetch(`http://127.0.0.1:${port}/send?uid=nobody&message=hi`)).json()).id;
+}
+
+test("a second program on a data directory in use is refused; after kill -9 the next takes over", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "deno-pusher-e2e-data-"));
+  const env = { DATA_DIR: dataDir, JWT_SECRET: SECRET };
+  const args = ["--port", "0", "--message-logger", "none"];
+  const first = await startProgram(args, env);
+  try {
+    const before = await send(first.banner);
+    const refused = await run(args, env);
+    assert.equal(refused.code, 1);
+    assert.ok(
+      refused.stderr.includes(
+        `the data directory ${dataDir} is in use by another deno-pusher (pid ${first.child.pid}, ` +
+          `lock file ${join(dataDir, "deno-pusher.lock")}): stop that one, or give this one its ` +
+          `own --data-dir`,
+      ),
+      refused.stderr,
+    );
+    assert.ok(before < await send(first.banner), "the first one still serves");
+
+    process.kill(first.child.pid!, "SIGKILL");
+    await first.exited;
+    assert.equal(readFileSync(join(dataDir, "deno-pusher.lock"), "utf8"), `${first.child.pid}\n`);
+    const next = await startProgram(args, env);
+    const after = await send(next.banner);
+    assert.ok(after > before, `id ${after} after ${before}`);
+    assert.ok(Number(readFileSync(join(dataDir, "message-ids"), "utf8")) >= after);
+    assert.equal(await stopProgram(next), 0);
+    assert.equal(existsSync(join(dataDir, "deno-pusher.lock")), false, "a clean stop unlocks");
+  } finally {
+    first.child.kill("SIGKILL");
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
