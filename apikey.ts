@@ -5,7 +5,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Context, MiddlewareHandler } from "hono";
-import type { RateLimiter } from "./ratelimit.ts";
+import { addressKey, type RateLimiter } from "./ratelimit.ts";
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
 
@@ -57,7 +57,7 @@ export function requireApiKey(
   const digests = keys.map(digest);
   return async (c, next) => {
     // Who is rate-limited: the key that matched, or the caller's address when there are no keys.
-    let caller = c.env.remoteAddress;
+    let caller = addressKey(c.env.remoteAddress);
     if (digests.length === 0) {
       if (!isLoopback(c.env.remoteAddress)) return loopbackOnly(c);
     } else {

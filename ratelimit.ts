@@ -30,22 +30,28 @@ export class Bucket {
 }
 
 /**
- * Buckets by key (an IP, an API key). Full buckets are forgotten once the map holds more than
- * `sweepAt` keys, so the map stays bounded by the keys active within about a second.
+ * Buckets by key (an address, an API key), at most `capacity` of them. A key's bucket moves to the
+ * back when used; a new key past the capacity evicts the least recently used one, in O(1). An
+ * evicted key starts again with a full bucket, so the limit can be escaped only by keeping more
+ * than `capacity` keys busy at once; keys of one IPv6 /64 are one key (see `addressKey`).
  */
 export class RateLimiter {
   readonly #buckets = new Map<string, Bucket>();
 
-  constructor(readonly rate: number, private readonly sweepAt = 10_000) {}
+  constructor(readonly rate: number, private readonly capacity = 10_000) {}
 
   /** Takes a token for `key`; false means the key is over its rate. */
   take(key: string, now = Date.now()): boolean {
     if (this.rate === 0) return true;
     let bucket = this.#buckets.get(key);
-    if (!bucket) {
-      if (this.#buckets.size >= this.sweepAt) this.#sweep(now);
-      this.#buckets.set(key, bucket = new Bucket(this.rate, now));
+    if (bucket) this.#buckets.delete(key); // re-inserted below, at the back
+    else {
+      if (this.#buckets.size >= this.capacity) {
+        this.#buckets.delete(this.#buckets.keys().next().value!);
+      }
+      bucket = new Bucket(this.rate, now);
     }
+    this.#buckets.set(key, bucket);
     return bucket.take(now);
   }
 
@@ -53,8 +59,25 @@ export class RateLimiter {
   get size(): number {
     return this.#buckets.size;
   }
+}
 
-  #sweep(now: number): void {
-    for (const [key, bucket] of this.#buckets) if (bucket.full(now)) this.#buckets.delete(key);
-  }
+/**
+ * The rate-limiting key of a peer address: an IPv4 address as it is (also when IPv4-mapped), an
+ * IPv6 address as its /64 prefix, since one host is routinely given a whole /64.
+ */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1];
+  if (!address.includes(":")) return address;
+  const bare = address.replace(/^\[|\]$/g, "").split("%")[0]; // brackets and a zone id
+  const [head, tail] = bare.split("::");
+  const groups = (part: string | undefined) => part ? part.split(":") : [];
+  const left = groups(head);
+  const right = tail === undefined ? [] : groups(tail);
+  const missing = 8 - left.length - right.length;
+  const full = tail === undefined
+    ? left
+    : [...left, ...Array(Math.max(0, missing)).fill("0"), ...right];
+  const prefix = full.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16));
+  return `${prefix.join(":")}::/64`;
 }

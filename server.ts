@@ -19,7 +19,7 @@ import { createApi } from "./api/api.ts";
 import { utf8Length } from "./message/message.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { originAllowed } from "./origin.ts";
-import { Bucket, RateLimiter } from "./ratelimit.ts";
+import { addressKey, Bucket, RateLimiter } from "./ratelimit.ts";
 import type { RuntimeEnv, Served } from "./runtime/contract.ts";
 
 export type { RuntimeEnv };
@@ -181,7 +181,7 @@ export function createApp(deps: AppDeps): App {
     if (!originAllowed(origin, config.allowedOrigins)) {
       return refuse(c, 403, `origin not allowed: ${origin?.slice(0, 256)}`);
     }
-    if (!connectsPerIp.take(c.env.remoteAddress)) {
+    if (!connectsPerIp.take(addressKey(c.env.remoteAddress))) {
       return refuse(
         c,
         429,
