@@ -4,16 +4,21 @@
  * source for parsing, `--help` and the README's table.
  */
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { z } from "zod";
 
 /** One setting: its flag (`--name`), its environment variable, its schema and its help line. */
 interface Setting {
   env: string;
+  /** Takes the text (flag, variable or file) to the value the program reads. */
   schema: z.ZodType;
   help: string;
   /** Shown in --help; `undefined` means "no default". */
   default?: string;
+  /** The values an enumerated setting accepts, as --help lists them. */
+  values?: string;
+  /** A credential: no message ever shows its value, only its length. */
+  secret?: true;
 }
 
 const number = () =>
@@ -24,6 +29,10 @@ const boolean = () =>
 const int = (min: number, max: number) =>
   number().pipe(z.number().int("must be a whole number").min(min).max(max));
 const seconds = (min: number, max: number) => number().pipe(z.number().min(min).max(max));
+/** A comma-separated list: items trimmed, empty ones dropped. */
+const list = (item: z.ZodString = z.string()) =>
+  item.transform((v) => v.split(",").map((k) => k.trim()).filter(Boolean));
+const BOOLEAN_VALUES = "true or false (also 1/0, yes/no)";
 
 /** The JWT algorithms a deployment can pin. HS* use JWT_SECRET; the rest a public key or JWKS. */
 export const JWT_ALGS = [
@@ -43,6 +52,9 @@ export const JWT_ALGS = [
 ] as const;
 export type JwtAlg = (typeof JWT_ALGS)[number];
 
+/** Where accepted messages are recorded. */
+export const MESSAGE_LOGGERS = ["sqlite", "stdout", "none"] as const;
+
 /** Every setting. Keys are the flag names without `--`. */
 export const SETTINGS = {
   host: {
@@ -59,13 +71,18 @@ export const SETTINGS = {
   },
   "jwt-secret": {
     env: "JWT_SECRET",
-    schema: z.string().min(32, "must be at least 32 characters"),
+    schema: z.string().min(
+      32,
+      "must be at least 32 characters; make one with `openssl rand -hex 32`",
+    ),
     help: "HMAC secret for client JWTs; unset: a random one per process and a printed dev token",
+    secret: true,
   },
   "jwt-alg": {
     env: "JWT_ALG",
     schema: z.enum(JWT_ALGS, { error: `must be one of ${JWT_ALGS.join(", ")}` }),
     default: "HS256",
+    values: JWT_ALGS.join(", "),
     help: "the one JWT algorithm accepted (pinned; the token's header never chooses it)",
   },
   "jwt-public-key-file": {
@@ -92,6 +109,7 @@ export const SETTINGS = {
     env: "JWT_REQUIRE_EXP",
     schema: boolean(),
     default: "true",
+    values: BOOLEAN_VALUES,
     help: "refuse tokens without exp (false accepts go-pusher's tokens that never expire)",
   },
   "jwt-uid-claim": {
@@ -108,7 +126,7 @@ export const SETTINGS = {
   },
   "allowed-origins": {
     env: "ALLOWED_ORIGINS",
-    schema: z.string().min(1),
+    schema: list(z.string().min(1)),
     default: "*",
     help:
       "comma-separated origins /ws accepts (https://app.example.com, https://*.example.com); * any",
@@ -139,7 +157,7 @@ export const SETTINGS = {
   },
   "trusted-proxies": {
     env: "TRUSTED_PROXIES",
-    schema: z.string(),
+    schema: list(),
     default: "",
     help: "comma-separated proxy addresses whose X-Forwarded-For names the client; empty: none",
   },
@@ -147,13 +165,15 @@ export const SETTINGS = {
     env: "ACCESS_LOG",
     schema: boolean(),
     default: "false",
+    values: BOOLEAN_VALUES,
     help: "print one line per HTTP request to stdout, with tokens and keys redacted",
   },
   "api-keys": {
     env: "API_KEYS",
-    schema: z.string(),
+    schema: list(),
     default: "",
     help: "comma-separated keys for /send and /api; empty: they answer loopback callers only",
+    secret: true,
   },
   "data-dir": {
     env: "DATA_DIR",
@@ -163,8 +183,9 @@ export const SETTINGS = {
   },
   "message-logger": {
     env: "MESSAGE_LOGGER",
-    schema: z.enum(["sqlite", "stdout", "none"]),
+    schema: z.enum(MESSAGE_LOGGERS, { error: `must be one of ${MESSAGE_LOGGERS.join(", ")}` }),
     default: "sqlite",
+    values: MESSAGE_LOGGERS.join(", "),
     help: "where accepted messages and their delivery status are recorded",
   },
   "log-flush-ms": {
@@ -201,6 +222,7 @@ export const SETTINGS = {
     env: "MAX_CONNECTIONS",
     schema: z.union([z.literal("auto"), int(1, 10_000_000)]),
     default: "auto",
+    values: "auto, or a whole number from 1 to 10000000",
     help:
       "most sockets open at once, past it /ws answers 503; auto: open-file limit minus a reserve",
   },
@@ -226,48 +248,22 @@ export const SETTINGS = {
 
 export type SettingName = keyof typeof SETTINGS;
 
-/** The validated configuration the rest of the program reads. */
-export interface Config {
-  host: string;
-  port: number;
-  jwtSecret: string | undefined;
-  jwtAlg: JwtAlg;
-  jwtPublicKeyFile: string | undefined;
-  jwtJwksUrl: string | undefined;
-  jwtIssuer: string | undefined;
-  jwtAudience: string | undefined;
-  jwtRequireExp: boolean;
-  jwtUidClaim: string;
-  maxTokenBytes: number;
-  /** Exact origins and `*.`-wildcard patterns; ["*"] allows any. */
-  allowedOrigins: string[];
-  /** 0: no limit. */
-  maxConnectionsPerUid: number;
-  /** Per second; 0: no limit. */
-  maxConnectsPerIp: number;
-  /** Per second; 0: no limit. */
-  maxFramesPerSecond: number;
-  /** Per second; 0: no limit. */
-  maxRequestsPerKey: number;
-  accessLog: boolean;
-  /** Peer addresses whose X-Forwarded-For is believed. */
-  trustedProxies: string[];
-  apiKeys: string[];
-  dataDir: string;
-  messageLogger: "sqlite" | "stdout" | "none";
-  logFlushMs: number;
-  maxMessageBytes: number;
-  maxBatch: number;
-  maxFrameBytes: number;
-  maxQueueBytes: number;
-  maxConnections: "auto" | number;
-  /** Seconds; at most 960 (Bun's bound). */
-  idleTimeout: number;
-  /** Seconds. */
-  authTimeout: number;
-  /** Seconds. */
-  shutdownGrace: number;
-}
+type Settings = typeof SETTINGS;
+/** `max-queue-bytes` → `maxQueueBytes`. */
+type Camel<S extends string> = S extends `${infer Head}-${infer Tail}`
+  ? `${Head}${Capitalize<Camel<Tail>>}`
+  : S;
+
+/**
+ * The validated configuration the rest of the program reads: each setting's parsed value (its
+ * schema's output) under its camelCase name, `undefined` for a setting with no default that is
+ * unset. Units and bounds are in SETTINGS' help lines.
+ */
+export type Config = {
+  [K in SettingName as Camel<K>]:
+    | z.output<Settings[K]["schema"]>
+    | (Settings[K] extends { default: string } ? never : undefined);
+};
 
 /** A setting had a value its schema refused; `message` is one line naming the setting. */
 export class ConfigError extends Error {}
@@ -278,7 +274,11 @@ export type ParsedArgs =
   | { kind: "help" }
   | { kind: "version" };
 
-const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+/** Flag values as node:util's parseArgs returns them, keyed by flag name without `--`. */
+export type FlagValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** The default file reader: the config file is read as UTF-8. */
+const readUtf8 = (path: string) => readFileSync(path, "utf8");
 
 /**
  * Reads flags from `args`, variables from `env`, and the JSON file named by `--config` or
@@ -288,22 +288,54 @@ const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.to
 export function parseConfig(
   args: string[],
   env: Record<string, string | undefined>,
-  readFile: (path: string) => string = (path) => readFileSync(path, "utf8"),
+  readFile: (path: string) => string = readUtf8,
 ): ParsedArgs {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+  const values = parseFlags(args, {
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "v" },
-    config: { type: "string" },
-  };
-  for (const name of Object.keys(SETTINGS)) options[name] = { type: "string" };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({ args, options, strict: true, allowPositionals: false }));
-  } catch (err) {
-    throw new ConfigError(`${(err as Error).message} (see --help)`);
-  }
+  });
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
+  return { kind: "config", config: configFromFlags(values, env, readFile) };
+}
+
+/**
+ * Parses `args` as every setting's flag, `--config`, and `extra` (a subcommand's own options).
+ * Throws ConfigError for an unknown flag or a stray argument; a stray argument is not echoed
+ * unless it comes first, as it may be a secret split off its flag by a space.
+ */
+export function parseFlags(args: string[], extra: ParseArgsOptionsConfig = {}): FlagValues {
+  const options: ParseArgsOptionsConfig = { config: { type: "string" }, ...extra };
+  for (const name of Object.keys(SETTINGS)) options[name] = { type: "string" };
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: true, tokens: true });
+  } catch (err) {
+    // node's messages name the option, never its value; some run over several lines.
+    throw new ConfigError(`${(err as Error).message.split("\n")[0]} (see --help)`);
+  }
+  const stray = parsed.tokens.find((t) => t.kind === "positional");
+  if (stray?.index === 0) {
+    throw new ConfigError(`unexpected argument "${stray.value}" (see --help)`);
+  }
+  if (stray) {
+    throw new ConfigError(
+      `unexpected argument ${stray.index + 1} (not shown: it may be a secret); ` +
+        "every value follows its --flag, and a value with spaces needs quotes (see --help)",
+    );
+  }
+  return parsed.values;
+}
+
+/**
+ * The configuration from parsed flags, `env` and the config file they name, validated. Throws
+ * ConfigError naming the first bad setting and where its value came from, never a secret's value.
+ */
+export function configFromFlags(
+  values: FlagValues,
+  env: Record<string, string | undefined>,
+  readFile: (path: string) => string = readUtf8,
+): Config {
   const configPath = (values.config as string | undefined) ?? (env.CONFIG_FILE || undefined);
   const file = configPath === undefined ? {} : readConfigFile(configPath, readFile);
 
@@ -323,20 +355,21 @@ export function parseConfig(
         : file[name] !== undefined
         ? `"${name}" in ${configPath}`
         : name;
-      throw new ConfigError(
-        `invalid ${source}=${JSON.stringify(raw)}: ${parsed.error.issues[0].message}`,
-      );
+      const value = setting.secret
+        ? ` (value hidden, ${raw.length} characters)`
+        : `=${JSON.stringify(raw)}`;
+      throw new ConfigError(`invalid ${source}${value}: ${parsed.error.issues[0].message}`);
     }
     out[camel(name)] = parsed.data;
   }
-  const list = (value: unknown) =>
-    (value as string).split(",").map((k) => k.trim()).filter(Boolean);
-  out.apiKeys = list(out.apiKeys);
-  out.allowedOrigins = list(out.allowedOrigins);
-  out.trustedProxies = list(out.trustedProxies);
-  checkJwtKeys(out as unknown as Config);
-  return { kind: "config", config: out as unknown as Config };
+  // Each field is its setting's schema output, or absent for an unset setting with no default:
+  // Config's definition, which TypeScript cannot follow through the loop.
+  const config = out as Config;
+  checkJwtKeys(config);
+  return config;
 }
+
+const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /** An HS* algorithm needs the secret; the others need a public key or a JWKS URL, not both. */
 function checkJwtKeys(config: Config): void {
@@ -357,13 +390,22 @@ function checkJwtKeys(config: Config): void {
 /**
  * Reads a JSON config file: an object whose keys are flag names without `--`. Numbers are taken
  * as their text and arrays (for api-keys) as a comma-separated list, so the same schemas apply.
+ * A syntax error is reported by position only: the runtimes quote the text around it, which may
+ * be a secret.
  */
 function readConfigFile(path: string, readFile: (path: string) => string): Record<string, string> {
-  let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(readFile(path));
+    text = readFile(path);
   } catch (err) {
     throw new ConfigError(`config file ${path}: ${(err as Error).message.split("\n")[0]}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    const where = /line \d+ column \d+/.exec((err as Error).message)?.[0];
+    throw new ConfigError(`config file ${path}: not valid JSON${where ? ` (at ${where})` : ""}`);
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new ConfigError(`config file ${path}: must be a JSON object of settings`);
@@ -392,12 +434,14 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
   return { ...parsed.config, ...overrides };
 }
 
-/** The `--help` text: every setting with its flag, variable and default. */
+/** The `--help` text: every setting with its flag, variable, default and allowed values. */
 export function helpText(): string {
   const lines = [
     "deno-pusher: a self-hosted WebSocket push server",
     "",
     "usage: deno-pusher [--config file.json] [--flag value ...]",
+    "       deno-pusher token --uid <uid> [--ttl 1h] [--groups a,b] [--info JSON] [--flag value ...]",
+    "           prints a client token signed with the configured JWT_SECRET (see token --help)",
     "precedence: flags > environment variables > config file (CONFIG_FILE) > defaults",
     "",
   ];
@@ -409,6 +453,7 @@ export function helpText(): string {
       : setting.default;
     lines.push(`  --${name.padEnd(24)} ${setting.env.padEnd(24)} default ${def}`);
     lines.push(`      ${setting.help}`);
+    if (setting.values) lines.push(`      values: ${setting.values}`);
   }
   lines.push(
     `  --${"config".padEnd(24)} ${"CONFIG_FILE".padEnd(24)} default (none)`,
