@@ -206,6 +206,13 @@ export const SETTINGS = {
     default: "100",
     help: "most messages one POST /api/batch may carry; more gets 400",
   },
+  "max-presence-members": {
+    env: "MAX_PRESENCE_MEMBERS",
+    schema: int(0, 1_000_000),
+    default: "1000",
+    help:
+      "largest group (connections) whose joins and leaves are announced; larger: none; 0: no limit",
+  },
   "max-frame-bytes": {
     env: "MAX_FRAME_BYTES",
     schema: int(64, 16 * 1024 * 1024),

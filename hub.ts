@@ -32,16 +32,30 @@ export interface SendResult {
 /** A group's members, counted per uid so that presence knows a uid's first and last connection. */
 interface Group {
   members: Set<Client>;
+  /** The members that asked for presence events: an event costs one frame per watcher. */
+  watchers: Set<Client>;
   /** uid → how many of its connections are members. Unbound clients are not counted. */
   uids: Map<string, number>;
 }
 
-/** Hub options; all have working defaults. */
+/**
+ * Presence events are sent in groups of at most this many members unless told otherwise: past it,
+ * every join and leave would cost a frame per watcher, and a reconnect storm into the group N².
+ */
+export const DEFAULT_MAX_PRESENCE_MEMBERS = 1000; // MAX_PRESENCE_MEMBERS's default in config.ts
+
+/** What a hub is built from; the optional ones have working defaults. */
 export interface HubOptions {
   logger: MessageLogger;
   metrics: Metrics;
   /** Outbound bytes a connection may fall behind by before it is cut off (4008). */
   maxQueueBytes: number;
+  /**
+   * Members (connections) a group may have and still send join and leave events; a larger group
+   * sends none, so that one join costs at most this many frames. 0: no limit. Default
+   * DEFAULT_MAX_PRESENCE_MEMBERS.
+   */
+  maxPresenceMembers?: number;
   onDeliveryError?: DeliveryErrorHandler;
   /** Where message ids come from; by default, in memory, on from `logger.lastId()`. */
   ids?: IdSource;
@@ -73,6 +87,7 @@ export class Hub {
   readonly #logger: MessageLogger;
   readonly #metrics: Metrics;
   readonly #maxQueueBytes: number;
+  readonly #maxPresenceMembers: number;
   readonly #onDeliveryError: DeliveryErrorHandler;
   readonly #events: ClientEvents;
   readonly #ids: IdSource;
@@ -83,6 +98,7 @@ export class Hub {
     this.#logger = options.logger;
     this.#metrics = options.metrics;
     this.#maxQueueBytes = options.maxQueueBytes;
+    this.#maxPresenceMembers = options.maxPresenceMembers ?? DEFAULT_MAX_PRESENCE_MEMBERS;
     this.#onDeliveryError = options.onDeliveryError ?? (() => {});
     this.#ids = options.ids ?? countFrom(this.#logger.lastId());
     this.#events = this.#clientEvents();
@@ -323,19 +339,30 @@ export class Hub {
   #join(client: Client, name: string): void {
     if (client.groups.has(name)) return;
     let group = this.#groups.get(name);
-    if (!group) this.#groups.set(name, group = { members: new Set(), uids: new Map() });
+    if (!group) {
+      this.#groups.set(name, group = { members: new Set(), watchers: new Set(), uids: new Map() });
+    }
     group.members.add(client);
+    if (client.presence) group.watchers.add(client);
     client.groups.add(name);
     const uid = client.uid;
     if (uid === undefined) return;
     const count = (group.uids.get(uid) ?? 0) + 1;
     group.uids.set(uid, count);
-    if (count === 1) this.#presence(group, { type: "join", group: name, uid, info: client.info });
+    if (count === 1) {
+      this.#presence(group, group.members.size, {
+        type: "join",
+        group: name,
+        uid,
+        info: client.info,
+      });
+    }
   }
 
   #leave(client: Client, name: string): void {
     const group = this.#groups.get(name);
     if (!group || !group.members.delete(client)) return;
+    group.watchers.delete(client);
     client.groups.delete(name);
     const uid = client.uid;
     if (uid !== undefined) {
@@ -343,19 +370,26 @@ export class Hub {
       if (count > 0) group.uids.set(uid, count);
       else {
         group.uids.delete(uid);
-        this.#presence(group, { type: "leave", group: name, uid });
+        // Sized as before the leave, so a member whose join went unannounced leaves unannounced.
+        this.#presence(group, group.members.size + 1, { type: "leave", group: name, uid });
       }
     }
     if (group.members.size === 0) this.#groups.delete(name);
   }
 
-  /** Tells the group's members that asked for presence; encoded once for all of them. */
-  #presence(group: Group, event: Record<string, unknown>): void {
-    let frame: string | undefined;
-    for (const member of group.members) {
-      if (!member.presence) continue;
-      member.control(frame ??= JSON.stringify(event));
+  /**
+   * Tells the group's watchers, encoded once for all of them; nothing when the group's `size` is
+   * over MAX_PRESENCE_MEMBERS (counted in presence_events_suppressed_total).
+   */
+  #presence(group: Group, size: number, event: Record<string, unknown>): void {
+    if (group.watchers.size === 0) return;
+    const cap = this.#maxPresenceMembers;
+    if (cap > 0 && size > cap) {
+      this.#metrics.presenceSuppressed++;
+      return;
     }
+    const frame = JSON.stringify(event);
+    for (const watcher of group.watchers) watcher.control(frame);
   }
 
   #settle(message: Message, status: DeliveryStatus): void {

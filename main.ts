@@ -93,6 +93,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     ids,
     metrics,
     maxQueueBytes: config.maxQueueBytes,
+    maxPresenceMembers: config.maxPresenceMembers,
     onDeliveryError: options.onDeliveryError,
   });
 

@@ -36,6 +36,7 @@ export class Metrics {
   messagesDropped = 0;
   slowConsumers = 0;
   authFailures = 0;
+  presenceSuppressed = 0;
   /** method → route → status → count; nested, so counting a request builds no string. */
   readonly #http = new Map<string, Map<string, Map<number, number>>>();
 
@@ -129,6 +130,12 @@ export class Metrics {
       "gauge",
       "Estimated memory held by the message log's backlog, in bytes.",
       log.backlogBytes,
+    );
+    one(
+      "presence_events_suppressed_total",
+      "counter",
+      "Join and leave events not sent because the group had more than MAX_PRESENCE_MEMBERS.",
+      this.presenceSuppressed,
     );
     out.push(
       "# HELP http_requests_total HTTP responses by method, route and status.",
