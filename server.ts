@@ -1,6 +1,6 @@
 /**
  * The HTTP surface: /ws (every check that can be made before the upgrade, then the upgrade), /send,
- * /api (api.ts), /metrics, /healthz and /readyz. Requests are validated here, once, at the edge;
+ * /api (api/), /metrics, /healthz and /readyz. Requests are validated here, once, at the edge;
  * the hub decides who receives what; connection.ts runs each socket after its upgrade. The runtime
  * (Deno or Bun) is reached only through `RuntimeEnv`, which its adapter in runtime/ passes in.
  */
