@@ -16,7 +16,7 @@ import { type Closable, connection, type ConnectionDeps } from "./connection.ts"
 import type { Hub } from "./hub.ts";
 import { requireApiKey } from "./apikey.ts";
 import { createApi } from "./api/api.ts";
-import { utf8Length } from "./message/message.ts";
+import { clientNotFoundMessage, messageTooLarge, oversize } from "./api/errors.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { originAllowed } from "./origin.ts";
 import { addressKey, Bucket, RateLimiter } from "./ratelimit.ts";
@@ -248,15 +248,10 @@ export function createApp(deps: AppDeps): App {
       return c.json({ error: parsed.error.issues[0].message, issues: parsed.error.issues }, 400);
     }
     const { uid, message } = parsed.data;
-    const bytes = utf8Length(message);
-    if (bytes > config.maxMessageBytes) {
-      return c.json({
-        error:
-          `message is ${bytes} bytes; the limit is ${config.maxMessageBytes} (MAX_MESSAGE_BYTES)`,
-      }, 413);
-    }
-    const { id, delivered, connections } = hub.sendToUid(uid, message, bytes);
-    if (connections === 0) return c.json({ error: `client not found: ${uid}`, id, uid }, 404);
+    const tooLarge = oversize(config, message);
+    if (tooLarge) return messageTooLarge(c, tooLarge);
+    const { id, delivered, connections } = hub.sendToUid(uid, message);
+    if (connections === 0) return c.json({ error: clientNotFoundMessage(uid), id, uid }, 404);
     return c.json({ id, uid, delivered }, 200);
   };
 

@@ -23,9 +23,12 @@ export function invalid(c: Context, issues: z.core.$ZodIssue[]) {
   return c.json({ error: `${where}${issue.message}`, issues }, 400);
 }
 
-/** 404 for a client id, or for an offline uid: go-pusher's wording, which backends match on. */
+/** go-pusher's wording for an offline uid or an unknown client, which backends match on. */
+export const clientNotFoundMessage = (idOrUid: string) => `client not found: ${idOrUid}`;
+
+/** 404 for a client id, or for an offline uid. */
 export const clientNotFound = (c: Context, idOrUid: string) =>
-  c.json({ error: `client not found: ${idOrUid}` }, 404);
+  c.json({ error: clientNotFoundMessage(idOrUid) }, 404);
 
 /** 404 for a group that has no members (groups exist only while they have some). */
 export const groupNotFound = (c: Context, group: string) =>
