@@ -72,11 +72,16 @@ export class Metrics {
       "Sockets still waiting for their auth frame.",
       gauges.unauthenticated,
     );
-    one("messages_accepted_total", "counter", "Messages accepted by /send.", this.messagesAccepted);
+    one(
+      "messages_accepted_total",
+      "counter",
+      "Messages accepted by /send and the /api sends.",
+      this.messagesAccepted,
+    );
     one(
       "messages_offline_total",
       "counter",
-      "Messages for a uid with no connection.",
+      "Messages whose target had no connection.",
       this.messagesOffline,
     );
     one("messages_sent_total", "counter", "Pushes written to a connection.", this.messagesSent);
