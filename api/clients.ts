@@ -3,8 +3,9 @@
  * or unbind its uid (it keeps its groups either way).
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { sendRoute } from "./send.ts";
 import { CloseCode } from "../client.ts";
-import { clientNotFound, messageTooLarge, notFound, oversize, refusals } from "./errors.ts";
+import { clientNotFound, notFound, refusals } from "./errors.ts";
 import { collection } from "./pages.ts";
 import {
   ClientId,
@@ -14,16 +15,15 @@ import {
   type Env,
   json,
   jsonBody,
-  MessageBody,
   type RouteDeps,
-  SendResultSchema,
   Uid,
 } from "./schemas.ts";
 
 const ClientParam = { params: z.object({ id: ClientId }) };
 const notOnline = notFound("no client with this id is online");
 
-export function clientRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: RouteDeps) {
+export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
+  const { hub, limitBody } = deps;
   // Before /clients/{id}, which would match /clients/count.
   collection(api, {
     path: "/clients",
@@ -71,30 +71,16 @@ export function clientRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: 
     },
   );
 
-  api.openapi(
-    createRoute({
-      method: "post",
-      path: "/clients/{id}/send",
-      operationId: "sendToClient",
-      summary: "Send to one client",
-      middleware: limitBody,
-      request: { ...ClientParam, body: jsonBody(MessageBody) },
-      responses: {
-        200: json(SendResultSchema, "accepted; `delivered` says whether the client took it"),
-        404: notOnline,
-        ...refusals(400, 413, 415),
-      },
-    }),
-    (c) => {
-      const { id } = c.req.valid("param");
-      const { message } = c.req.valid("json");
-      const big = oversize(config, message);
-      if (big) return messageTooLarge(c, big);
-      const result = hub.sendToClient(id, message);
-      if (result.connections === 0) return clientNotFound(c, id);
-      return c.json(result, 200);
-    },
-  );
+  sendRoute(api, deps, {
+    path: "/clients/{id}/send",
+    operationId: "sendToClient",
+    summary: "Send to one client",
+    param: "id",
+    schema: ClientId,
+    delivered: "whether the client took it",
+    offline: { description: "no client with this id is online", answer: clientNotFound },
+    send: (id, message) => hub.sendToClient(id, message),
+  });
 
   api.openapi(
     createRoute({

@@ -3,27 +3,11 @@
  * members: the first join creates it, the last leave removes it. Joins and leaves are idempotent.
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { sendRoute } from "./send.ts";
 import type { Client } from "../client.ts";
-import {
-  clientNotFound,
-  groupNotFound,
-  messageTooLarge,
-  notFound,
-  oversize,
-  refusals,
-} from "./errors.ts";
+import { clientNotFound, groupNotFound, notFound, refusals } from "./errors.ts";
 import { collection, pageOf, PageQuery, pageView } from "./pages.ts";
-import {
-  ClientId,
-  type Env,
-  GroupName,
-  json,
-  jsonBody,
-  MessageBody,
-  type RouteDeps,
-  SendResultSchema,
-  Uid,
-} from "./schemas.ts";
+import { ClientId, type Env, GroupName, json, type RouteDeps, Uid } from "./schemas.ts";
 
 const GroupParam = { params: z.object({ group: GroupName }) };
 const ClientInGroup = { params: z.object({ group: GroupName, id: ClientId }) };
@@ -42,7 +26,8 @@ const Membership = z.object({
   changed: z.number().int().openapi({ description: "connections that joined or left" }),
 }).openapi("Membership");
 
-export function groupRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: RouteDeps) {
+export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
+  const { hub } = deps;
   const membership = (group: string, changed: number) => ({
     group,
     members: hub.groupSize(group)?.members ?? 0,
@@ -70,30 +55,16 @@ export function groupRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: R
     count: () => hub.groupCount,
   });
 
-  api.openapi(
-    createRoute({
-      method: "post",
-      path: "/groups/{group}/send",
-      operationId: "sendToGroup",
-      summary: "Send to every member of a group",
-      middleware: limitBody,
-      request: { ...GroupParam, body: jsonBody(MessageBody) },
-      responses: {
-        200: json(SendResultSchema, "accepted; `delivered` says how many connections took it"),
-        404: unknownGroup,
-        ...refusals(400, 413, 415),
-      },
-    }),
-    (c) => {
-      const { group } = c.req.valid("param");
-      const { message } = c.req.valid("json");
-      const big = oversize(config, message);
-      if (big) return messageTooLarge(c, big);
-      const result = hub.sendToGroup(group, message);
-      if (result.connections === 0) return groupNotFound(c, group);
-      return c.json(result, 200);
-    },
-  );
+  sendRoute(api, deps, {
+    path: "/groups/{group}/send",
+    operationId: "sendToGroup",
+    summary: "Send to every member of a group",
+    param: "group",
+    schema: GroupName,
+    delivered: "how many connections took it",
+    offline: { description: "the group has no members", answer: groupNotFound },
+    send: (group, message) => hub.sendToGroup(group, message),
+  });
 
   api.openapi(
     createRoute({

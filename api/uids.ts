@@ -3,8 +3,9 @@
  * whether one is online, list its connections, send to all of them, or log it out everywhere.
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { sendRoute } from "./send.ts";
 import { CloseCode } from "../client.ts";
-import { clientNotFound, messageTooLarge, notFound, oversize, refusals } from "./errors.ts";
+import { clientNotFound, refusals } from "./errors.ts";
 import { collection, pageOf, PageQuery, pageView } from "./pages.ts";
 import {
   ClientSchema,
@@ -12,16 +13,14 @@ import {
   Closed,
   type Env,
   json,
-  jsonBody,
-  MessageBody,
   type RouteDeps,
-  SendResultSchema,
   Uid,
 } from "./schemas.ts";
 
 const UidParam = { params: z.object({ uid: Uid }) };
 
-export function uidRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: RouteDeps) {
+export function uidRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
+  const { hub } = deps;
   collection(api, {
     path: "/uids",
     noun: "online uids",
@@ -72,30 +71,16 @@ export function uidRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: Rou
     },
   );
 
-  api.openapi(
-    createRoute({
-      method: "post",
-      path: "/uids/{uid}/send",
-      operationId: "sendToUid",
-      summary: "Send to every connection of a uid",
-      middleware: limitBody,
-      request: { ...UidParam, body: jsonBody(MessageBody) },
-      responses: {
-        200: json(SendResultSchema, "accepted; `delivered` says how many connections took it"),
-        404: notFound("the uid is offline"),
-        ...refusals(400, 413, 415),
-      },
-    }),
-    (c) => {
-      const { uid } = c.req.valid("param");
-      const { message } = c.req.valid("json");
-      const big = oversize(config, message);
-      if (big) return messageTooLarge(c, big);
-      const result = hub.sendToUid(uid, message);
-      if (result.connections === 0) return clientNotFound(c, uid);
-      return c.json(result, 200);
-    },
-  );
+  sendRoute(api, deps, {
+    path: "/uids/{uid}/send",
+    operationId: "sendToUid",
+    summary: "Send to every connection of a uid",
+    param: "uid",
+    schema: Uid,
+    delivered: "how many connections took it",
+    offline: { description: "the uid is offline", answer: clientNotFound },
+    send: (uid, message) => hub.sendToUid(uid, message),
+  });
 
   api.openapi(
     createRoute({

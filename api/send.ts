@@ -1,0 +1,64 @@
+/**
+ * The targeted send, one definition for its three targets (a client, a uid, a group): validate,
+ * refuse an oversized message with 413, send through the hub, and answer 404 when the target had
+ * no connection.
+ */
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import type { SendResult } from "../hub.ts";
+import { messageTooLarge, notFound, oversize, refusals } from "./errors.ts";
+import {
+  type Env,
+  json,
+  jsonBody,
+  MessageBody,
+  type RouteDeps,
+  SendResultSchema,
+} from "./schemas.ts";
+
+/** One target's send route: `POST <path>`, where `path` holds `{<param>}`. */
+export interface SendRoute {
+  path: string;
+  operationId: string;
+  summary: string;
+  /** The path parameter naming the target, and its schema. */
+  param: string;
+  schema: z.ZodString;
+  /** What `delivered` counts, for the 200's description. */
+  delivered: string;
+  /** The 404's description, and its answer for the target that had no connection. */
+  offline: { description: string; answer(c: Context, target: string): Response };
+  send(target: string, message: string): SendResult;
+}
+
+/** Adds `route` to `api`. */
+export function sendRoute(
+  api: OpenAPIHono<Env>,
+  { config, limitBody }: RouteDeps,
+  route: SendRoute,
+) {
+  api.openapi(
+    createRoute({
+      method: "post",
+      path: route.path,
+      operationId: route.operationId,
+      summary: route.summary,
+      middleware: limitBody,
+      request: { params: z.object({ [route.param]: route.schema }), body: jsonBody(MessageBody) },
+      responses: {
+        200: json(SendResultSchema, `accepted; \`delivered\` says ${route.delivered}`),
+        404: notFound(route.offline.description),
+        ...refusals(400, 413, 415),
+      },
+    }),
+    (c) => {
+      const target = c.req.valid("param")[route.param];
+      const { message } = c.req.valid("json");
+      const big = oversize(config, message);
+      if (big) return messageTooLarge(c, big);
+      const result = route.send(target, message);
+      if (result.connections === 0) return route.offline.answer(c, target) as never;
+      return c.json(result, 200);
+    },
+  );
+}
