@@ -4,10 +4,19 @@
  */
 import assert from "node:assert/strict";
 import { connect as tcpConnect } from "node:net";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import process from "node:process";
 import { test } from "node:test";
 import { Authenticator } from "./authenticator.ts";
-import { connectClient, rawUpgrade, type Started, startProgram, stopProgram } from "./testkit.ts";
+import {
+  connectClient,
+  eventually,
+  rawUpgrade,
+  type Started,
+  startProgram,
+  stopProgram,
+} from "./testkit.ts";
 
 const SECRET = "hardening-secret-0123456789abcdef0123";
 
@@ -65,7 +74,24 @@ function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
-const token = async (uid: string) => (await Authenticator.hmac(SECRET)).sign(uid, 3600);
+const token = async (uid: string, claims: Record<string, unknown> = {}) =>
+  (await Authenticator.hmac(SECRET)).sign(uid, 3600, claims);
+
+/** Polls `check` until it holds: for the program's state, which sends no event. Fails after 10 s. */
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** A /metrics sample of the program, or NaN. */
+async function metric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.slice(name.length + 1)) : NaN;
+}
 
 test("malformed handshakes get 400 and never use up MAX_CONNECTIONS", async () => {
   await withProgram(["--max-connections", "2", "--max-connects-per-ip", "0"], async (port) => {
@@ -180,4 +206,95 @@ test("JSON answers end with a newline, as a terminal expects", async () => {
       JSON.parse(text);
     }
   });
+});
+
+test("IPv6 callers share one connect bucket per /64", async () => {
+  const args = ["--trusted-proxies", "127.0.0.1", "--max-connects-per-ip", "2"];
+  await withProgram(args, async (port) => {
+    const from = (address: string) =>
+      rawUpgrade(port, "/ws?auth=frame", { "X-Forwarded-For": address });
+    const statuses = [];
+    for (const address of ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"]) {
+      const answer = await from(address);
+      statuses.push(answer.status);
+      answer.socket.destroy();
+    }
+    assert.deepEqual(statuses, [101, 101, 429], "three addresses of one /64 are one caller");
+    const other = await from("2001:db8:1:3::1");
+    assert.equal(other.status, 101, "the next /64 has its own bucket");
+    other.socket.destroy();
+  });
+});
+
+test("a group past MAX_PRESENCE_MEMBERS announces no joins or leaves", async () => {
+  await withProgram(["--max-presence-members", "2"], async (port) => {
+    const join = async (uid: string, presence: boolean) => {
+      const tab = await connectClient(
+        `ws://127.0.0.1:${port}/ws?format=json${
+          presence ? "&presence=true" : ""
+        }&token=${await token(
+          uid,
+          { groups: ["room"] },
+        )}`,
+      );
+      assert.equal((await tab.nextJson()).type, "welcome");
+      return tab;
+    };
+    const a = await join("a", true);
+    assert.deepEqual(await a.nextJson(), { type: "join", group: "room", uid: "a" });
+    const b = await join("b", false);
+    assert.deepEqual(await a.nextJson(), { type: "join", group: "room", uid: "b" });
+    const c = await join("c", false);
+    await c[Symbol.asyncDispose]();
+    await until(
+      async () => await metric(port, "presence_events_suppressed_total") === 2,
+      "c's join and leave to be left out",
+    );
+    const sent = await fetch(`http://127.0.0.1:${port}/api/groups/room/send`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ message: "marker" }),
+    });
+    assert.equal(sent.status, 200);
+    assert.equal((await a.nextJson()).data, "marker", "no join or leave of c came first");
+    await b[Symbol.asyncDispose]();
+    assert.deepEqual(await a.nextJson(), { type: "leave", group: "room", uid: "b" });
+    await a[Symbol.asyncDispose]();
+  });
+});
+
+test("a message log that cannot write keeps its batch and writes it once the file is free", async () => {
+  await withProgram(
+    ["--message-logger", "sqlite", "--log-flush-ms", "20"],
+    async (port, started) => {
+      const send = (message: string) =>
+        fetch(`http://127.0.0.1:${port}/send?uid=u&message=${message}`);
+      assert.equal((await send("first")).status, 404);
+      const path = join(started.dir, "data", "messages.db");
+      const rows = () => {
+        const db = new DatabaseSync(path);
+        try {
+          return (db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n;
+        } finally {
+          db.close();
+        }
+      };
+      await eventually(() => rows() === 1, 10_000, "the first row");
+      const holder = new DatabaseSync(path);
+      holder.exec("BEGIN IMMEDIATE"); // another writer holds the file
+      try {
+        for (const m of ["a", "b", "c"]) assert.equal((await send(m)).status, 404);
+        await until(
+          async () => await metric(port, "message_log_write_errors_total") >= 1,
+          "the refused write to be counted",
+        );
+        assert.equal(await metric(port, "message_log_backlog"), 3);
+      } finally {
+        holder.exec("ROLLBACK");
+        holder.close();
+      }
+      await eventually(() => rows() === 4, 20_000, "the kept batch to land");
+      assert.equal(await metric(port, "message_log_dropped_total"), 0);
+    },
+  );
 });
