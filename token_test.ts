@@ -1,5 +1,8 @@
 /** `deno-pusher token`: the token it prints is the one the configured server accepts. */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import process from "node:process";
 import { test } from "node:test";
 import { Authenticator, DEFAULT_AUTH } from "./authenticator.ts";
 import { ConfigError } from "./config.ts";
@@ -72,4 +75,22 @@ test("bad --groups, --info or a token the server would find too long are refused
   await assert.rejects(tokenCommand(["--uid", "1", "--nope", "x"], env), /Unknown option '--nope'/);
   assert.match(await tokenCommand(["--help"], {}), /usage: deno-pusher token --uid/);
   assert.equal(await tokenCommand(["-h"], {}), tokenHelp());
+});
+
+test("the README's Node snippet mints a token the server accepts", async () => {
+  const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");
+  const snippet = /Node, with `npm install jose`:\n\n.*\n```js\n([^`]+)```/.exec(readme)?.[1];
+  assert.ok(snippet, "README lacks the Node snippet");
+  const printed = await new Promise<string>((resolve, reject) =>
+    execFile(
+      "node",
+      ["--input-type=module", "-e", `${snippet}console.log(token);`],
+      { cwd: import.meta.dirname, env: { ...process.env, JWT_SECRET: SECRET } },
+      (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+    )
+  );
+  const identity = await (await Authenticator.hmac(SECRET)).verify(printed.trim());
+  assert.equal(identity.uid, "123");
+  assert.ok(identity.exp! - Date.now() / 1000 > 3500, "exp is an hour away");
 });
