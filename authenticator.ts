@@ -170,6 +170,12 @@ export class Authenticator {
 function refusal(err: unknown): AuthError {
   if (err instanceof errors.JWTExpired) return new AuthError("token expired");
   if (err instanceof errors.JWTClaimValidationFailed) {
+    // Short enough for a close reason (123 bytes), and says what to change.
+    if (err.claim === "exp" && err.reason === "missing") {
+      return new AuthError(
+        "token has no exp claim: sign it with one, or set JWT_REQUIRE_EXP=false on the server",
+      );
+    }
     return new AuthError(
       err.reason === "missing"
         ? `token has no ${err.claim} claim`

@@ -73,7 +73,7 @@ export const SETTINGS = {
     env: "JWT_SECRET",
     schema: z.string().min(
       32,
-      "must be at least 32 characters; make one with `openssl rand -hex 32`",
+      "must be at least 32 characters; make one with: openssl rand -hex 32",
     ),
     help: "HMAC secret for client JWTs; unset: a random one per process and a printed dev token",
     secret: true,

@@ -136,7 +136,7 @@ test("a secret's value never reaches a message: bad secrets, stray arguments, br
       [],
       { JWT_SECRET: secret },
       "invalid JWT_SECRET (value hidden, 18 characters): must be at least 32 characters; " +
-      "make one with `openssl rand -hex 32`",
+      "make one with: openssl rand -hex 32",
     ],
     [["--jwt-secret", secret], {}, "invalid --jwt-secret (value hidden, 18 characters)"],
     [["--config", "/etc/short.json"], {}, '"jwt-secret" in /etc/short.json (value hidden'],

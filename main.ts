@@ -20,6 +20,7 @@ import { Metrics } from "./metrics.ts";
 import type { Listening } from "./runtime/contract.ts";
 import { runtimeName, serve } from "./runtime/serve.ts";
 import { type App, createApp } from "./server.ts";
+import { tokenCommand } from "./token.ts";
 
 /** The version printed by --version and in the start banner. */
 export const VERSION: string = pkg.version;
@@ -192,7 +193,26 @@ export async function banner(running: Running, config: Config): Promise<string> 
   return lines.join("\n");
 }
 
+/** Why start-up failed, as the operator can act on it: a port in use says how to pick another. */
+function startFailure(err: unknown, config: Config): string {
+  if ((err as { code?: unknown }).code === "EADDRINUSE") {
+    return `port ${config.port} is already in use on ${config.host}; ` +
+      "stop what listens there, or pick another port with --port or PORT (e.g. PORT=8282)";
+  }
+  return (err as Error).message;
+}
+
 async function main(args: string[]): Promise<number> {
+  if (args[0] === "token") {
+    try {
+      console.log(await tokenCommand(args.slice(1), process.env));
+      return 0;
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      console.error(`deno-pusher token: ${err.message}`);
+      return 2;
+    }
+  }
   let parsed;
   try {
     parsed = parseConfig(args, process.env);
@@ -214,7 +234,7 @@ async function main(args: string[]): Promise<number> {
   try {
     running = await start(config);
   } catch (err) {
-    console.error(`deno-pusher: cannot start: ${(err as Error).message}`);
+    console.error(`deno-pusher: cannot start: ${startFailure(err, config)}`);
     return 1;
   }
   console.log(await banner(running, config));
