@@ -122,6 +122,7 @@ export class Authenticator {
    */
   async verify(token: string): Promise<Identity> {
     const o = this.#options;
+    // A JWT is ASCII, so UTF-16 units are its bytes; anything else fails verification below.
     if (token.length > o.maxTokenBytes) throw new AuthError("token too long");
     let payload;
     try {
