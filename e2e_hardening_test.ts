@@ -198,6 +198,20 @@ test("a refused /ws handshake is logged in one line, with the token redacted", a
   });
 });
 
+test("the access log redacts tokens in URLs, and /metrics names no uid", async () => {
+  await withProgram(["--access-log", "true"], async (port, started) => {
+    const secret = await token("secret-uid");
+    const tab = await connectClient(`ws://127.0.0.1:${port}/ws?token=${secret}`);
+    await (await fetch(`http://127.0.0.1:${port}/ws?token=${secret}`)).body?.cancel();
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.doesNotMatch(metrics, /secret-uid/);
+    await within(10_000, "access log line", started.printed(/GET \/ws\?token=\[redacted\] 101/));
+    await within(10_000, "access log line", started.printed(/GET \/metrics 200/));
+    await tab[Symbol.asyncDispose]();
+    assert.ok(!started.output().includes(secret.split(".")[2]), "no token in the access log");
+  });
+});
+
 test("JSON answers end with a newline, as a terminal expects", async () => {
   await withProgram([], async (port) => {
     for (const path of ["/healthz", "/send?uid=nobody&message=x", "/nowhere", "/api/clients"]) {

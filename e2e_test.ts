@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { connect as tcpConnect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { test } from "node:test";
@@ -20,12 +21,50 @@ import {
   startProgram,
   stopProgram,
 } from "./testkit.ts";
+import { type DataDirLock, lockDataDir } from "./datadir.ts";
 
 /** The README's port; the README flow is tested on it so that its lines are tested verbatim. */
 const README_PORT = 8181;
 const here = import.meta.dirname ?? ".";
 
+/**
+ * Holds the README's port for one test. Every other test listens on a port the OS picks (never
+ * 8181, which is below the ephemeral range), so only another run of these tests could collide:
+ * they take turns through a lock (the data directory lock, on a directory of its own). Something
+ * else listening on 8181, such as a `make run` left open, fails the test with a message that says
+ * so, rather than with a confusing refusal.
+ */
+async function holdReadmePort(): Promise<Disposable> {
+  const dir = join(tmpdir(), `deno-pusher-port-${README_PORT}`);
+  const deadline = Date.now() + 120_000;
+  let lock: DataDirLock | undefined;
+  while (!lock) {
+    try {
+      lock = lockDataDir(dir);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250)); // another run holds the port
+    }
+  }
+  const listening = await new Promise<boolean>((resolve) => {
+    const probe = tcpConnect({ host: "127.0.0.1", port: README_PORT }, () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.on("error", () => resolve(false));
+  });
+  if (listening) {
+    lock.release();
+    assert.fail(
+      `port ${README_PORT} is in use: the README's lines are tested on it. Stop what listens ` +
+        `there (a \`make run\` left open?) and run the tests again.`,
+    );
+  }
+  return { [Symbol.dispose]: () => lock.release() };
+}
+
 test("make run's printed token, browser line and curl line work as printed, as in the README", async () => {
+  using _port = await holdReadmePort();
   const started = await startProgram(["--port", String(README_PORT)]);
   try {
     const token = /Dev token for uid 123[^\n]*\n +(\S+)/.exec(started.banner)?.[1];
@@ -85,6 +124,7 @@ test("the README's browser line works as printed in a real browser (Chromium)", 
     t.skip(why);
     return;
   }
+  using _port = await holdReadmePort();
   const started = await startProgram(["--port", String(README_PORT)]);
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
   try {

@@ -135,6 +135,9 @@ test("a fan-out encodes the message once per format, not once per connection", (
   const { hub: h } = hub();
   const sockets = Array.from({ length: 50 }, () => new ScriptedSocket());
   sockets.forEach((s, i) => h.connect({ uid: "many" }, i % 2 ? "json" : "text", s));
+  // JSON.stringify is counted by replacing it, and this test is synchronous from the replacement
+  // to the restore: no other test, timer or socket callback can run in between and see the
+  // counting version, so the global cannot disturb anything else.
   const originalStringify = JSON.stringify;
   let calls = 0;
   JSON.stringify = ((...args: Parameters<typeof JSON.stringify>) => {

@@ -259,6 +259,8 @@ export interface Started {
   dir: string;
   /** Resolves once the program has printed text matching `pattern` on stdout or stderr. */
   printed(pattern: RegExp): Promise<void>;
+  /** Everything the program has printed so far, stdout and stderr interleaved. */
+  output(): string;
 }
 
 /** Starts the server in an empty directory and waits for the banner's last line. */
@@ -292,7 +294,7 @@ export async function startProgram(
       );
     });
   await printed(env.JWT_SECRET ? /listening on [^\n]*\n/ : /curl "[^\n]*\n/);
-  return { child, banner: out, exited, dir, printed };
+  return { child, banner: out, exited, dir, printed, output: () => out };
 }
 
 export async function stopProgram(started: Started): Promise<number | null> {
