@@ -3,14 +3,15 @@
  * queue in front of it, and the frame format the connection asked for.
  *
  * Concurrency invariant: every write to the socket goes through `Client.#write`, in queue order, and
- * the queue never holds more than MAX_QUEUE_BYTES (with the socket's own buffer) before the
- * client is cut off. A client runs no timer: while its queue waits, the runtime adapter owes it
- * one `drain` call (Socket.whenDrained), so at most one wait is ever outstanding.
+ * the queue (with the socket's own buffer) never holds more than HARD_QUEUE_FACTOR × MAX_QUEUE_BYTES
+ * before the client is cut off. While its queue waits, the runtime adapter owes it one `drain` call
+ * (Socket.whenDrained), so at most one wait is ever outstanding; the client's only timer runs while
+ * it is more than MAX_QUEUE_BYTES behind, to cut it off if it stays there.
  */
 import { type Message, utf8Length } from "./message/message.ts";
-import { HIGH_WATER_BYTES, type Socket } from "./runtime/contract.ts";
+import { HARD_QUEUE_FACTOR, HIGH_WATER_BYTES, type Socket } from "./runtime/contract.ts";
 
-export { HIGH_WATER_BYTES, type Socket };
+export { HARD_QUEUE_FACTOR, HIGH_WATER_BYTES, type Socket };
 
 /** How pushes are framed for a connection, chosen with `?format=` when it connects. */
 export type Format = "text" | "json";
@@ -40,7 +41,10 @@ export const CloseCode = {
   tokenExpired: { code: 4004, reason: "token expired" },
   /** The uid already had MAX_CONNECTIONS_PER_UID connections (auth-frame sockets; others get 429). */
   tooManyForUid: { code: 4029, reason: "too many connections for this uid" },
-  /** The connection fell more than MAX_QUEUE_BYTES behind. */
+  /**
+   * The connection stayed more than MAX_QUEUE_BYTES behind for SLOW_CONSUMER_TIMEOUT seconds, or
+   * fell HARD_QUEUE_FACTOR times that behind.
+   */
   slowConsumer: { code: 4008, reason: "slow consumer" },
 } as const;
 
@@ -78,8 +82,13 @@ export interface ClientOptions {
   format: Format;
   socket: Socket;
   events: ClientEvents;
-  /** Outbound bytes the client may fall behind by before it is cut off. */
+  /** Outbound bytes the client may fall behind by for up to `slowConsumerTimeout`. */
   maxQueueBytes: number;
+  /**
+   * Milliseconds the client may stay more than `maxQueueBytes` behind before it is cut off; 0 cuts
+   * it off as soon as it is.
+   */
+  slowConsumerTimeout: number;
   /** The token's `info` claim, shown in group member lists; any JSON value. */
   info?: unknown;
   /** Whether it asked for presence events (join/leave) of its groups; json format only. */
@@ -105,6 +114,7 @@ export class Client {
   private readonly socket: Socket;
   private readonly events: ClientEvents;
   private readonly maxQueueBytes: number;
+  private readonly slowConsumerTimeout: number;
   /** Frames waiting for the socket, from `#head` on: shifting an array is O(n), an index is not. */
   #queue: Queued[] = [];
   #head = 0;
@@ -112,10 +122,13 @@ export class Client {
   /**
    * An upper bound on the runtime's buffer for this socket: its last reading plus every byte
    * written since. Reading the real value is a call into the runtime per push, so it is read only
-   * when this bound reaches HIGH_WATER_BYTES: about once per 64 KiB written.
+   * when this bound reaches the socket's high-water mark: about once per 64 KiB written on Bun.
    */
   #bufferedBound = 0;
   #closed = false;
+  /** Since when (ms since the epoch) it has been more than maxQueueBytes behind, if it is. */
+  #behindSince: number | undefined;
+  #behindTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ClientOptions) {
     this.uid = options.uid;
@@ -123,6 +136,7 @@ export class Client {
     this.socket = options.socket;
     this.events = options.events;
     this.maxQueueBytes = options.maxQueueBytes;
+    this.slowConsumerTimeout = options.slowConsumerTimeout;
     this.info = options.info;
     this.presence = options.presence ?? false;
   }
@@ -180,6 +194,7 @@ export class Client {
     this.#queue = [];
     this.#head = 0;
     this.#queuedBytes = 0;
+    clearTimeout(this.#behindTimer);
     try {
       this.socket.close(code, closeReason(reason));
     } catch {
@@ -193,7 +208,7 @@ export class Client {
     this.#queue.push(item);
     this.#queuedBytes += item.bytes;
     this.events.pending(1);
-    if (this.#queuedBytes + this.socket.bufferedAmount() > this.maxQueueBytes) {
+    if (this.#tooFarBehind()) {
       this.events.slow(this);
       return false;
     }
@@ -202,11 +217,34 @@ export class Client {
     return true;
   }
 
-  /** Whether the runtime's buffer is below HIGH_WATER_BYTES; reads it only when it may not be. */
+  /**
+   * Whether the client must be cut off as slow: past the hard bound, or more than maxQueueBytes
+   * behind for slowConsumerTimeout. A client that reads at full speed can fall behind for a moment
+   * (a burst arrives faster than one turn of the event loop writes it); only one that stays behind
+   * is slow. The first time it falls behind starts the timer that checks again when its time is up.
+   */
+  #tooFarBehind(): boolean {
+    const backlog = this.#queuedBytes + this.socket.bufferedAmount();
+    if (backlog <= this.maxQueueBytes) {
+      this.#behindSince = undefined;
+      return false;
+    }
+    if (backlog > this.maxQueueBytes * HARD_QUEUE_FACTOR) return true;
+    const now = Date.now();
+    this.#behindSince ??= now;
+    if (now - this.#behindSince >= this.slowConsumerTimeout) return true;
+    this.#behindTimer ??= setTimeout(() => {
+      this.#behindTimer = undefined;
+      if (!this.#closed && this.#tooFarBehind()) this.events.slow(this);
+    }, this.#behindSince + this.slowConsumerTimeout - now);
+    return false;
+  }
+
+  /** Whether the runtime's buffer is below its high-water mark; reads it only when it may not be. */
   #socketHasRoom(): boolean {
-    if (this.#bufferedBound < HIGH_WATER_BYTES) return true;
+    if (this.#bufferedBound < this.socket.highWater) return true;
     this.#bufferedBound = this.socket.bufferedAmount();
-    return this.#bufferedBound < HIGH_WATER_BYTES;
+    return this.#bufferedBound < this.socket.highWater;
   }
 
   #write(item: Queued): boolean {

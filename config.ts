@@ -223,7 +223,15 @@ export const SETTINGS = {
     env: "MAX_QUEUE_BYTES",
     schema: int(1024, 1024 * 1024 * 1024),
     default: "1048576",
-    help: "outbound bytes a connection may have waiting before it is closed as slow (4008)",
+    help: "outbound bytes a connection may fall behind by for up to SLOW_CONSUMER_TIMEOUT " +
+      "(closed as slow, 4008, past that time or at four times this)",
+  },
+  "slow-consumer-timeout": {
+    env: "SLOW_CONSUMER_TIMEOUT",
+    schema: seconds(0, 300),
+    default: "5",
+    help: "seconds a connection may stay more than MAX_QUEUE_BYTES behind before it is closed " +
+      "as slow (4008); 0 closes it at once",
   },
   "max-connections": {
     env: "MAX_CONNECTIONS",

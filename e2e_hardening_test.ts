@@ -3,95 +3,22 @@
  * main.ts on this runtime, or the executable under `make test-bin`. Each failed before its fix.
  */
 import assert from "node:assert/strict";
-import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import process from "node:process";
 import { test } from "node:test";
-import { Authenticator } from "./authenticator.ts";
 import {
   connectClient,
   eventually,
+  programMetric as metric,
+  programToken as token,
+  rawRequest,
   rawUpgrade,
-  type Started,
-  startProgram,
   stopProgram,
+  until,
+  within,
+  withProgram,
 } from "./testkit.ts";
-
-const SECRET = "hardening-secret-0123456789abcdef0123";
-
-/** Starts the program on a free port with `args`; the story runs, then the program is stopped. */
-async function withProgram(
-  args: string[],
-  story: (port: number, started: Started) => Promise<void>,
-): Promise<void> {
-  const started = await startProgram(["--port", "0", ...args], { JWT_SECRET: SECRET });
-  try {
-    const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
-    await story(port, started);
-  } finally {
-    started.child.kill("SIGKILL");
-  }
-}
-
-/** Sends `head` (request line and headers, without the blank line) and reads one answer. */
-function rawRequest(port: number, head: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const socket = tcpConnect({ host: "127.0.0.1", port }, () => socket.write(`${head}\r\n\r\n`));
-    let received = "";
-    socket.on("data", (chunk) => {
-      received += chunk;
-      const end = received.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      const length = Number(/content-length: *(\d+)/i.exec(received.slice(0, end))?.[1] ?? 0);
-      if (received.length < end + 4 + length) return;
-      socket.destroy();
-      resolve({
-        status: Number(received.split(" ")[1]),
-        body: received.slice(end + 4, end + 4 + length),
-      });
-    });
-    // A runtime that refuses a request itself may answer without a length, or not at all
-    // (status 0), and close.
-    socket.on(
-      "close",
-      () =>
-        resolve({
-          status: Number(received.split(" ")[1] ?? 0),
-          body: received.split("\r\n\r\n")[1] ?? "",
-        }),
-    );
-    socket.on("error", reject);
-  });
-}
-
-/** `promise`, or a failure naming `what` after `ms`: a missing line must fail, not hang. */
-function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) =>
-    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms)
-  );
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-const token = async (uid: string, claims: Record<string, unknown> = {}) =>
-  (await Authenticator.hmac(SECRET)).sign(uid, 3600, claims);
-
-/** Polls `check` until it holds: for the program's state, which sends no event. Fails after 10 s. */
-async function until(check: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
-/** A /metrics sample of the program, or NaN. */
-async function metric(port: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.slice(name.length + 1)) : NaN;
-}
 
 test("malformed handshakes get 400 and never use up MAX_CONNECTIONS", async () => {
   await withProgram(["--max-connections", "2", "--max-connects-per-ip", "0"], async (port) => {

@@ -44,12 +44,20 @@ interface Group {
  */
 export const DEFAULT_MAX_PRESENCE_MEMBERS = 1000; // MAX_PRESENCE_MEMBERS's default in config.ts
 
+/** How long a connection may stay behind unless told otherwise (SLOW_CONSUMER_TIMEOUT's default). */
+export const DEFAULT_SLOW_CONSUMER_TIMEOUT_MS = 5000;
+
 /** What a hub is built from; the optional ones have working defaults. */
 export interface HubOptions {
   logger: MessageLogger;
   metrics: Metrics;
-  /** Outbound bytes a connection may fall behind by before it is cut off (4008). */
+  /** Outbound bytes a connection may fall behind by for up to `slowConsumerTimeout` (4008 then). */
   maxQueueBytes: number;
+  /**
+   * Milliseconds a connection may stay more than `maxQueueBytes` behind before it is cut off
+   * (4008); 0 cuts it off at once. Default DEFAULT_SLOW_CONSUMER_TIMEOUT_MS.
+   */
+  slowConsumerTimeout?: number;
   /**
    * Members (connections) a group may have and still send join and leave events; a larger group
    * sends none, so that one join costs at most this many frames. 0: no limit. Default
@@ -87,6 +95,7 @@ export class Hub {
   readonly #logger: MessageLogger;
   readonly #metrics: Metrics;
   readonly #maxQueueBytes: number;
+  readonly #slowConsumerTimeout: number;
   readonly #maxPresenceMembers: number;
   readonly #onDeliveryError: DeliveryErrorHandler;
   readonly #events: ClientEvents;
@@ -98,6 +107,7 @@ export class Hub {
     this.#logger = options.logger;
     this.#metrics = options.metrics;
     this.#maxQueueBytes = options.maxQueueBytes;
+    this.#slowConsumerTimeout = options.slowConsumerTimeout ?? DEFAULT_SLOW_CONSUMER_TIMEOUT_MS;
     this.#maxPresenceMembers = options.maxPresenceMembers ?? DEFAULT_MAX_PRESENCE_MEMBERS;
     this.#onDeliveryError = options.onDeliveryError ?? (() => {});
     this.#ids = options.ids ?? countFrom(this.#logger.lastId());
@@ -178,6 +188,7 @@ export class Hub {
       socket,
       events: this.#events,
       maxQueueBytes: this.#maxQueueBytes,
+      slowConsumerTimeout: this.#slowConsumerTimeout,
       info: identity.info,
       presence,
     });

@@ -12,12 +12,16 @@ import { Metrics } from "./metrics.ts";
 
 /** A socket whose network the test stalls and lets flow, and whose writes it can break. */
 class ScriptedSocket implements Socket {
+  readonly highWater = HIGH_WATER_BYTES;
   sent: string[] = [];
   buffered = 0;
   /** While stalled, the network takes nothing: every write stays in the buffer. */
   stalled = false;
   broken = false;
   closedWith: [number, string] | undefined;
+  #onClose: ((closed: [number, string]) => void) | undefined;
+  /** Resolves with the code and reason once the client closes the socket. */
+  readonly closed = new Promise<[number, string]>((resolve) => this.#onClose = resolve);
   send(data: string) {
     if (this.broken) throw new Error("broken pipe");
     this.sent.push(data);
@@ -41,6 +45,7 @@ class ScriptedSocket implements Socket {
   }
   close(code: number, reason: string) {
     this.closedWith ??= [code, reason];
+    this.#onClose!(this.closedWith);
   }
 }
 
@@ -60,11 +65,17 @@ class MemoryLogger implements MessageLogger {
   close() {}
 }
 
-function hub(maxQueueBytes = 1024 * 1024) {
+function hub(maxQueueBytes = 1024 * 1024, slowConsumerTimeout?: number) {
   const logger = new MemoryLogger();
   const metrics = new Metrics();
   const errors: unknown[] = [];
-  const h = new Hub({ logger, metrics, maxQueueBytes, onDeliveryError: (e) => errors.push(e) });
+  const h = new Hub({
+    logger,
+    metrics,
+    maxQueueBytes,
+    slowConsumerTimeout,
+    onDeliveryError: (e) => errors.push(e),
+  });
   return { hub: h, logger, metrics, errors };
 }
 
@@ -129,6 +140,46 @@ test("closing a client with a queue drops it: pending returns to 0, the message 
   assert.equal(errors.length, 1);
   h.disconnected(client); // a second close changes nothing
   assert.equal(metrics.messagesDropped, 1);
+});
+
+// The backlog is the queue plus the runtime's buffer: the first HIGH_WATER_BYTES (64 KiB) of each
+// step below sit in the stalled socket's buffer, the rest waits in the queue.
+const MAX_QUEUE = 256 * 1024;
+
+test("a connection behind for a moment is kept; one that stays behind is cut off when its time is up", async () => {
+  const { hub: h, metrics } = hub(MAX_QUEUE, 50);
+  const socket = new ScriptedSocket();
+  const client = h.connect({ uid: "u" }, "text", socket);
+  socket.stalled = true;
+  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES)); // written, and now the buffer is full
+  h.sendToUid("u", "y".repeat(MAX_QUEUE)); // queued: more than MAX_QUEUE_BYTES behind
+  assert.equal(socket.closedWith, undefined, "not cut off the moment it falls behind");
+  socket.flow();
+  client.drain(); // it caught up: its time behind starts again from nothing
+  assert.equal(h.pending, 0);
+  socket.stalled = true;
+  socket.buffered = HIGH_WATER_BYTES;
+  const { id } = h.sendToUid("u", "z".repeat(MAX_QUEUE));
+  assert.equal(socket.closedWith, undefined);
+  // It stays behind: the timer it started cuts it off, and what waited is dropped.
+  assert.deepEqual(await socket.closed, [4008, "slow consumer"]);
+  assert.equal(h.connections, 0);
+  assert.equal(metrics.slowConsumers, 1);
+  assert.equal(h.pending, 0);
+  assert.equal(metrics.messagesDropped, 1, `message ${id} dropped`);
+});
+
+test("past four times MAX_QUEUE_BYTES a connection is cut off at once, whatever its time", () => {
+  const { hub: h } = hub(MAX_QUEUE, 60_000);
+  const socket = new ScriptedSocket();
+  h.connect({ uid: "u" }, "text", socket);
+  socket.stalled = true;
+  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
+  h.sendToUid("u", "y".repeat(2 * MAX_QUEUE));
+  assert.equal(socket.closedWith, undefined);
+  h.sendToUid("u", "y".repeat(2 * MAX_QUEUE));
+  assert.deepEqual(socket.closedWith, [4008, "slow consumer"]);
+  assert.equal(h.connections, 0);
 });
 
 test("a fan-out encodes the message once per format, not once per connection", () => {

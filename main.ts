@@ -94,6 +94,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     ids,
     metrics,
     maxQueueBytes: config.maxQueueBytes,
+    slowConsumerTimeout: config.slowConsumerTimeout * 1000,
     maxPresenceMembers: config.maxPresenceMembers,
     onDeliveryError: options.onDeliveryError,
   });

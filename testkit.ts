@@ -10,6 +10,7 @@ import { connect as tcpConnect, type Socket as TcpSocket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import process from "node:process";
+import { Authenticator } from "./authenticator.ts";
 import { type Config, defaultConfig } from "./config.ts";
 import { type Running, start } from "./main.ts";
 import { runtimeName } from "./runtime/serve.ts";
@@ -185,6 +186,8 @@ export interface RawUpgrade {
   head: string;
   body: string;
   socket: TcpSocket;
+  /** On 101, the bytes that came after the handshake's head (the start of the first frames). */
+  rest: Buffer;
 }
 
 /**
@@ -220,7 +223,7 @@ export function rawUpgrade(
       if (status === 101) {
         socket.off("data", onData);
         socket.pause();
-        return resolve({ status, head, body: "", socket });
+        return resolve({ status, head, body: "", socket, rest: received.subarray(end + 4) });
       }
       const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
       if (received.length < end + 4 + length) return;
@@ -231,10 +234,83 @@ export function rawUpgrade(
         head,
         body: received.subarray(end + 4, end + 4 + length).toString(),
         socket,
+        rest: Buffer.alloc(0),
       });
     };
     socket.on("data", onData);
     socket.on("error", reject);
+  });
+}
+
+/** One frame as the server sent it. */
+export interface ServerFrame {
+  opcode: number;
+  payload: Buffer;
+}
+
+/** What a raw socket read to its end: every frame, and the close frame's code if one came. */
+export interface ReadToEnd {
+  frames: ServerFrame[];
+  /** The close frame's code and reason, or undefined when the stream ended without one. */
+  close: { code: number; reason: string } | undefined;
+}
+
+/**
+ * Reads an upgraded raw socket until the server ends it, parsing the server's (unmasked) frames;
+ * answers a close frame as a browser would. Fails after `ms`.
+ */
+export function readToEnd(raw: RawUpgrade, ms = 30_000): Promise<ReadToEnd> {
+  return new Promise((resolve, reject) => {
+    let buffer = raw.rest;
+    const frames: ServerFrame[] = [];
+    let close: ReadToEnd["close"];
+    const timer = setTimeout(() => {
+      raw.socket.destroy();
+      reject(new Error(`the server did not end the stream within ${ms} ms`));
+    }, ms);
+    const parse = () => {
+      for (;;) {
+        if (buffer.length < 2) return;
+        let length = buffer[1] & 0x7f;
+        let offset = 2;
+        if (length === 126) {
+          if (buffer.length < 4) return;
+          length = buffer.readUInt16BE(2);
+          offset = 4;
+        } else if (length === 127) {
+          if (buffer.length < 10) return;
+          length = Number(buffer.readBigUInt64BE(2));
+          offset = 10;
+        }
+        if (buffer.length < offset + length) return;
+        const frame = {
+          opcode: buffer[0] & 0x0f,
+          payload: buffer.subarray(offset, offset + length),
+        };
+        buffer = buffer.subarray(offset + length);
+        frames.push(frame);
+        if (frame.opcode === 8 && !close) {
+          close = frame.payload.length >= 2
+            ? { code: frame.payload.readUInt16BE(0), reason: frame.payload.subarray(2).toString() }
+            : { code: 1005, reason: "" };
+          // Echo the close, masked with a zero key, as RFC 6455 asks of a client.
+          raw.socket.write(Buffer.from([0x88, 0x82, 0, 0, 0, 0, ...frame.payload.subarray(0, 2)]));
+        }
+      }
+    };
+    raw.socket.on("data", (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      parse();
+    });
+    const end = () => {
+      clearTimeout(timer);
+      resolve({ frames, close });
+    };
+    raw.socket.on("end", end);
+    raw.socket.on("close", end);
+    raw.socket.on("error", () => {}); // a reset after the close: the frames read are the answer
+    parse();
+    raw.socket.resume();
   });
 }
 
@@ -315,4 +391,83 @@ export function sh(line: string): Promise<string> {
         err ? reject(new Error(`${line}: ${err.message}\n${stderr}`)) : resolve(stdout),
     )
   );
+}
+
+/** The JWT_SECRET of programs started by withProgram. */
+export const PROGRAM_SECRET = "program-secret-0123456789abcdef01234";
+
+/** Starts the program on a free port with `args`; the story runs, then the program is stopped. */
+export async function withProgram(
+  args: string[],
+  story: (port: number, started: Started) => Promise<void>,
+): Promise<void> {
+  const started = await startProgram(["--port", "0", ...args], {
+    JWT_SECRET: PROGRAM_SECRET,
+  });
+  try {
+    const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
+    await story(port, started);
+  } finally {
+    started.child.kill("SIGKILL");
+  }
+}
+
+/** Sends `head` (request line and headers, without the blank line) and reads one answer. */
+export function rawRequest(port: number, head: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port }, () => socket.write(`${head}\r\n\r\n`));
+    let received = "";
+    socket.on("data", (chunk) => {
+      received += chunk;
+      const end = received.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(received.slice(0, end))?.[1] ?? 0);
+      if (received.length < end + 4 + length) return;
+      socket.destroy();
+      resolve({
+        status: Number(received.split(" ")[1]),
+        body: received.slice(end + 4, end + 4 + length),
+      });
+    });
+    // A runtime that refuses a request itself may answer without a length, or not at all
+    // (status 0), and close.
+    socket.on(
+      "close",
+      () =>
+        resolve({
+          status: Number(received.split(" ")[1] ?? 0),
+          body: received.split("\r\n\r\n")[1] ?? "",
+        }),
+    );
+    socket.on("error", reject);
+  });
+}
+
+/** `promise`, or a failure naming `what` after `ms`: a missing line must fail, not hang. */
+export function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) =>
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms)
+  );
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** A token for `uid` that programs started by withProgram accept. */
+export const programToken = async (uid: string, claims: Record<string, unknown> = {}) =>
+  (await Authenticator.hmac(PROGRAM_SECRET)).sign(uid, 3600, claims);
+
+/** Polls `check` until it holds: for the program's state, which sends no event. Fails after 10 s. */
+export async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** A /metrics sample of the program, or NaN. */
+export async function programMetric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.slice(name.length + 1)) : NaN;
 }

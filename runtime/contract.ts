@@ -5,20 +5,32 @@
  */
 
 /**
- * Bytes the runtime may buffer for a socket before further frames wait in the client's own queue;
- * an adapter's `whenDrained` answers once the buffer has fallen below it. It is well under the
- * default MAX_QUEUE_BYTES (1 MiB), so a burst is absorbed before anyone is cut off.
+ * The least a runtime may buffer for a socket before further frames wait in the client's own
+ * queue (Socket.highWater). Bun writes to the kernel at once and fires a drain event, so its
+ * buffer grows only while the network is behind, and this much is plenty.
  */
 export const HIGH_WATER_BYTES = 64 * 1024;
 
+/**
+ * A connection is cut off at once when it falls this many times MAX_QUEUE_BYTES behind: the bound
+ * on a connection's memory, whatever SLOW_CONSUMER_TIMEOUT would still allow.
+ */
+export const HARD_QUEUE_FACTOR = 4;
+
 /** One upgraded socket, as the core sees it. */
 export interface Socket {
+  /**
+   * Bytes the runtime may buffer for this socket before further frames wait in the client's own
+   * queue; at least HIGH_WATER_BYTES. An adapter's `whenDrained` answers once the buffer has
+   * fallen below it.
+   */
+  readonly highWater: number;
   /** Writes one text frame, or hands it to the runtime's buffer. May throw if the socket died. */
   send(data: string): void;
   /** Bytes the runtime holds for this socket that the network has not taken yet. */
   bufferedAmount(): number;
   /**
-   * Asks for one call of the handlers' `drain` once the buffer holds fewer than HIGH_WATER_BYTES.
+   * Asks for one call of the handlers' `drain` once the buffer holds fewer than `highWater` bytes.
    * Idempotent while a call is due; no call comes after the socket closed.
    */
   whenDrained(): void;
@@ -37,7 +49,7 @@ export interface SocketHandlers {
    * the adapter accepted from `upgrade`, even when the socket never opened.
    */
   close(code: number, reason: string): void;
-  /** The buffer fell below HIGH_WATER_BYTES after `whenDrained` (or Bun's drain event). */
+  /** The buffer fell below `highWater` after `whenDrained` (or Bun's drain event). */
   drain(): void;
 }
 
@@ -70,7 +82,10 @@ export interface ServeOptions {
   idleTimeout: number;
   /** Largest inbound frame, in bytes; the runtime closes with 1009 past it where it can. */
   maxFrameBytes: number;
-  /** Outbound bytes a socket may fall behind by before the core cuts it off (4008). */
+  /**
+   * Outbound bytes a socket may fall behind by (MAX_QUEUE_BYTES); the core cuts it off (4008)
+   * past HARD_QUEUE_FACTOR times this, or after SLOW_CONSUMER_TIMEOUT over it.
+   */
   maxQueueBytes: number;
 }
 
