@@ -5,13 +5,22 @@
  * suite with security_test.ts.
  */
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { Buffer } from "node:buffer";
+import { execFileSync } from "node:child_process";
+import { appendFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { DatabaseSync } from "node:sqlite";
+import { test, type TestContext } from "node:test";
 import {
   connectClient,
+  eventually,
   programMetric as metric,
   programToken as token,
   rawUpgrade,
   readToEnd,
+  runProgram,
   until,
   withProgram,
 } from "./testkit.ts";
@@ -49,7 +58,11 @@ test("a tab reading at full speed gets a burst whole; a tab that stopped reading
 
     const statuses = await burst(port, "fan", count, 16 * 1024, 64);
     assert.deepEqual(statuses, statuses.map(() => 200), "every send found the reading tab");
-    await until(async () => received.length === count, "the reading tab to get every message");
+    await eventually(
+      () => received.length === count,
+      30_000,
+      "the reading tab to get every message",
+    );
     // Requests in flight together reach the server in any order: each message once is the claim.
     assert.deepEqual(received.toSorted(), received.map((_, i) => String(i).padStart(7, "0")));
     assert.equal(reading.ws.readyState, WebSocket.OPEN);
@@ -61,5 +74,121 @@ test("a tab reading at full speed gets a burst whole; a tab that stopped reading
     assert.equal(end.frames.at(-1)?.opcode, 8);
     assert.equal(await metric(port, "connections"), 1);
     await reading[Symbol.asyncDispose]();
+  });
+});
+
+/**
+ * A tmpfs of `size` (e.g. "2m") mounted on a new temporary folder, unmounted on dispose; undefined
+ * (and the test skipped, loudly) where this machine allows no mount. Under CI=true a machine that
+ * cannot mount fails the test instead: CI runs as root, where it can.
+ */
+function mountTmpfs(t: TestContext, size: string, readOnly = false) {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-tmpfs-"));
+  try {
+    execFileSync("mount", [
+      "-t",
+      "tmpfs",
+      "-o",
+      `size=${size}${readOnly ? ",ro" : ""}`,
+      "tmpfs",
+      dir,
+    ], {
+      stdio: "pipe",
+    });
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    const why = `SKIP: cannot mount a tmpfs here (${String(err).split("\n")[0]}); run as root`;
+    if (process.env.CI === "true") assert.fail(why);
+    console.log(why);
+    t.skip(why);
+    return undefined;
+  }
+  return {
+    dir,
+    [Symbol.dispose]() {
+      execFileSync("umount", ["-l", dir], { stdio: "pipe" });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Writes `path` until the file system is full. */
+function fill(path: string): void {
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  try {
+    for (;;) appendFileSync(path, chunk);
+  } catch (err) {
+    if ((err as { code?: string }).code !== "ENOSPC") throw err;
+  }
+}
+
+/** Rows in the message log at `path`, read by a connection of the test's own. */
+function rows(path: string): number {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return (db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
+
+test("a read-only data directory stops start-up with one line that names it and says why", async (t) => {
+  using disk = mountTmpfs(t, "1m", true);
+  if (!disk) return;
+  const dataDir = join(disk.dir, "data");
+  const ran = await runProgram(["--port", "0", "--data-dir", dataDir]);
+  assert.equal(ran.code, 1);
+  const line = ran.stderr.trim();
+  assert.ok(line.includes(`cannot use the data directory ${dataDir}`), line);
+  assert.match(line, /read-only file system/);
+  assert.equal(line.split("\n").length, 1, line);
+});
+
+test("a full disk: sends go on, the log names the file and the cause, and every row lands once there is room", async (t) => {
+  using disk = mountTmpfs(t, "4m");
+  if (!disk) return;
+  const dataDir = join(disk.dir, "data");
+  const db = join(dataDir, "messages.db");
+  await withProgram(["--data-dir", dataDir, "--log-flush-ms", "20"], async (port, started) => {
+    const tab = await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token("disk")}`);
+    const filler = join(disk.dir, "filler");
+    fill(filler);
+    const message = "m".repeat(8000);
+    for (let i = 0; i < 20; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}/send?uid=disk&message=${message}`);
+      assert.equal(res.status, 200, "a full disk does not stop a send");
+      await res.body?.cancel();
+      assert.equal((await tab.next()).length, message.length);
+    }
+    await started.printed(/message log: [^\n]*messages\.db: database or disk is full/);
+    assert.ok(started.output().includes(`message log: ${db}`), "the line names the file");
+    assert.doesNotMatch(started.output(), /cannot rollback/);
+    assert.ok(await metric(port, "message_log_write_errors_total") >= 1);
+    assert.ok(await metric(port, "message_log_backlog") >= 1);
+
+    rmSync(filler);
+    await until(async () => await metric(port, "message_log_backlog") === 0, "the backlog to land");
+    assert.equal(rows(db), 20);
+    assert.equal(await metric(port, "message_log_dropped_total"), 0);
+    await tab[Symbol.asyncDispose]();
+  });
+});
+
+test("a message log deleted while the server runs is noticed, said, and replaced by a new one", async () => {
+  await withProgram(["--log-flush-ms", "20"], async (port, started) => {
+    const db = join(started.dir, "data", "messages.db");
+    const send = async (text: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}/send?uid=nobody&message=${text}`);
+      assert.equal(res.status, 404); // an offline uid: logged as offline all the same
+      await res.body?.cancel();
+    };
+    await send("before");
+    await eventually(() => existsSync(db) && rows(db) === 1, 10_000, "the first row");
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(db + suffix, { force: true });
+    await send("after");
+    await started.printed(/was deleted or replaced while the server ran/);
+    assert.ok(started.output().includes(`message log: ${db} was deleted`), started.output());
+    await eventually(() => existsSync(db) && rows(db) === 1, 10_000, "the row in the new file");
+    assert.ok(await metric(port, "message_log_write_errors_total") >= 1);
   });
 });

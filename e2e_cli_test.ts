@@ -4,46 +4,15 @@
  * `main.ts` on the runtime running the tests, or the executable named by DENO_PUSHER_BIN.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { test } from "node:test";
 import { SignJWT } from "jose";
-import { command, connectClient, rawUpgrade, startProgram, stopProgram } from "./testkit.ts";
+import { connectClient, rawUpgrade, runProgram, startProgram, stopProgram } from "./testkit.ts";
 
 const SECRET = "cli-secret-0123456789abcdef0123456789";
-
-/** What one run of the program printed, and its exit code. */
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs the program to its end in an empty directory, with `env` over this process's environment
- * less JWT_SECRET. Killed after 30 s, which fails the test with code null rather than hanging it.
- */
-async function run(args: string[], env: Record<string, string> = {}): Promise<Ran> {
-  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-cli-"));
-  const [cmd, argv] = command(args);
-  const childEnv: Record<string, string | undefined> = { ...process.env };
-  delete childEnv.JWT_SECRET;
-  Object.assign(childEnv, env);
-  try {
-    return await new Promise<Ran>((resolve) =>
-      execFile(cmd, argv, { cwd: dir, env: childEnv, timeout: 30_000 }, (err, stdout, stderr) => {
-        const code = err ? (err as { code?: unknown }).code : 0;
-        resolve({ code: typeof code === "number" ? code : null, stdout, stderr });
-      })
-    );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 const portOf = (banner: string) => Number(/listening on [^:]+:(\d+)/.exec(banner)![1]);
 
@@ -52,7 +21,9 @@ test("a port in use stops start-up with one line naming the port and how to pick
   await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
   const port = (taken.address() as { port: number }).port;
   try {
-    const ran = await run(["--host", "127.0.0.1", "--port", String(port)], { JWT_SECRET: SECRET });
+    const ran = await runProgram(["--host", "127.0.0.1", "--port", String(port)], {
+      JWT_SECRET: SECRET,
+    });
     assert.equal(ran.code, 1, ran.stderr);
     assert.equal(
       ran.stderr.trim(),
@@ -70,7 +41,7 @@ test("a token minted with `deno-pusher token` from a config file connects to a s
   writeFileSync(configFile, JSON.stringify({ "jwt-secret": SECRET, "jwt-alg": "HS384" }));
   const started = await startProgram(["--port", "0", "--jwt-alg", "HS384"], { JWT_SECRET: SECRET });
   try {
-    const minted = await run(
+    const minted = await runProgram(
       ["token", "--uid", "123", "--ttl", "2h", "--groups", "a,b", "--config", configFile],
     );
     assert.equal(minted.code, 0, minted.stderr);
@@ -106,12 +77,12 @@ test("a token minted with `deno-pusher token` from a config file connects to a s
 });
 
 test("`deno-pusher token` says what it needs: a secret, an HS* algorithm, a uid; never echoing a secret", async () => {
-  const noSecret = await run(["token", "--uid", "123"]);
+  const noSecret = await runProgram(["token", "--uid", "123"]);
   assert.equal(noSecret.code, 2);
   assert.match(noSecret.stderr, /^deno-pusher token: JWT_SECRET is not set/);
   assert.equal(noSecret.stdout, "", "nothing on stdout that a script could take for a token");
 
-  const asymmetric = await run(["token", "--uid", "123"], {
+  const asymmetric = await runProgram(["token", "--uid", "123"], {
     JWT_ALG: "ES256",
     JWT_JWKS_URL: "https://issuer.test/jwks.json",
   });
@@ -119,12 +90,12 @@ test("`deno-pusher token` says what it needs: a secret, an HS* algorithm, a uid;
   assert.match(asymmetric.stderr, /JWT_ALG=ES256 tokens are signed with a private key/);
 
   const shortSecret = "hunter2-too-short";
-  const short = await run(["token", "--uid", "123"], { JWT_SECRET: shortSecret });
+  const short = await runProgram(["token", "--uid", "123"], { JWT_SECRET: shortSecret });
   assert.equal(short.code, 2);
   assert.match(short.stderr, /invalid JWT_SECRET \(value hidden, 17 characters\).*openssl rand/);
   assert.ok(!short.stderr.includes(shortSecret), "the secret is not printed");
 
-  const noUid = await run(["token"], { JWT_SECRET: SECRET });
+  const noUid = await runProgram(["token"], { JWT_SECRET: SECRET });
   assert.equal(noUid.code, 2);
   assert.match(noUid.stderr, /--uid is required/);
 });

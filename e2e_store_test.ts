@@ -5,29 +5,14 @@
  * executable named by DENO_PUSHER_BIN.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { test } from "node:test";
-import { command, startProgram, stopProgram } from "./testkit.ts";
+import { runProgram, startProgram, stopProgram } from "./testkit.ts";
 
 const SECRET = "e2e-secret-0123456789abcdef0123456789";
-
-/** Runs the program to its end: its exit code and what it printed on stderr. */
-function run(args: string[], env: Record<string, string>) {
-  const [cmd, argv] = command(args);
-  return new Promise<{ code: number; stderr: string }>((resolve) =>
-    execFile(
-      cmd,
-      argv,
-      { env: { ...process.env, ...env }, timeout: 30_000 },
-      (err, _stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
-    )
-  );
-}
 
 /** /send's reply id for an offline uid (404 with the id). */
 async function send(banner: string): Promise<number> {
@@ -42,7 +27,7 @@ test("a second program on a data directory in use is refused; after kill -9 the 
   const first = await startProgram(args, env);
   try {
     const before = await send(first.banner);
-    const refused = await run(args, env);
+    const refused = await runProgram(args, env);
     assert.equal(refused.code, 1);
     assert.ok(
       refused.stderr.includes(

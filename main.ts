@@ -4,7 +4,7 @@
  */
 import process from "node:process";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import pkg from "./package.json" with { type: "json" };
 import { Authenticator, randomSecret } from "./authenticator.ts";
 import { CloseCode } from "./client.ts";
@@ -78,7 +78,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   let logger: MessageLogger | undefined, ids: MessageIds;
   try {
     logger = config.messageLogger === "sqlite"
-      ? new SqliteLogger(join(config.dataDir, "messages.db"), config.logFlushMs, onLogError)
+      ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
       : config.messageLogger === "stdout"
       ? new StdoutLogger(config.logFlushMs, onLogError, options.stdout)
       : new NullLogger();
@@ -172,7 +172,7 @@ export async function banner(running: Running, config: Config): Promise<string> 
     ` (max ${running.maxConnections} connections)`,
     `message log: ${
       config.messageLogger === "sqlite"
-        ? `sqlite at ${join(config.dataDir, "messages.db")}`
+        ? `sqlite at ${join(resolve(config.dataDir), "messages.db")}`
         : config.messageLogger
     }`,
   ];

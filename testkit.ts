@@ -471,3 +471,32 @@ export async function programMetric(port: number, name: string): Promise<number>
   const line = text.split("\n").find((l) => l.startsWith(`${name} `));
   return line ? Number(line.slice(name.length + 1)) : NaN;
 }
+
+/** What one run of the program printed, and its exit code. */
+export interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the program to its end in an empty directory, with `env` over this process's environment
+ * less JWT_SECRET. Killed after 30 s, which fails the test with code null rather than hanging it.
+ */
+export async function runProgram(args: string[], env: Record<string, string> = {}): Promise<Ran> {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-cli-"));
+  const [cmd, argv] = command(args);
+  const childEnv: Record<string, string | undefined> = { ...process.env };
+  delete childEnv.JWT_SECRET;
+  Object.assign(childEnv, env);
+  try {
+    return await new Promise<Ran>((resolve) =>
+      execFile(cmd, argv, { cwd: dir, env: childEnv, timeout: 30_000 }, (err, stdout, stderr) => {
+        const code = err ? (err as { code?: unknown }).code : 0;
+        resolve({ code: typeof code === "number" ? code : null, stdout, stderr });
+      })
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

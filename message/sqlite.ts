@@ -3,7 +3,7 @@
  * transaction per batch. No busy timeout: a write runs on the event loop, so a locked file fails
  * at once and the batch is tried again later (see BatchingLogger).
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { BatchingLogger, type DeliveryStatus, type MessageRecord } from "./logger.ts";
@@ -84,10 +84,12 @@ const ROW_ERRORS = new Set([18, 19, 20]);
  */
 export class SqliteLogger extends BatchingLogger {
   /** The connection; protected so that a test can set SQLite's own limits on it (max_page_count). */
-  protected readonly db: DatabaseSync;
+  protected db!: DatabaseSync;
   readonly #path: string;
-  readonly #insert: StatementSync;
-  readonly #update: StatementSync;
+  #insert!: StatementSync;
+  #update!: StatementSync;
+  /** The open file's identity (device and inode), to notice it deleted or replaced under us. */
+  #file: string | undefined;
   readonly #lastId: number;
 
   /** Opens (or creates) the log at `path`; throws, naming the file, when it cannot. */
@@ -100,14 +102,7 @@ export class SqliteLogger extends BatchingLogger {
     super(flushMs, onError, maxBacklogBytes);
     this.#path = path;
     try {
-      if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-      this.db = new DatabaseSync(path);
-      this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
-      migrate(this.db);
-      this.#insert = this.db.prepare(
-        "INSERT INTO messages (id, uid, target, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-      );
-      this.#update = this.db.prepare("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?");
+      this.#open();
       const row = this.db.prepare("SELECT max(id) AS id FROM messages").get() as {
         id: number | null;
       };
@@ -117,11 +112,59 @@ export class SqliteLogger extends BatchingLogger {
     }
   }
 
+  #open(): void {
+    if (this.#path !== ":memory:") mkdirSync(dirname(this.#path), { recursive: true });
+    this.db = new DatabaseSync(this.#path);
+    this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    migrate(this.db);
+    this.#insert = this.db.prepare(
+      "INSERT INTO messages (id, uid, target, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    );
+    this.#update = this.db.prepare("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?");
+    this.#file = this.#identity();
+  }
+
+  /** The file at the log's path as `device:inode`, or undefined if there is none. */
+  #identity(): string | undefined {
+    if (this.#path === ":memory:") return ":memory:";
+    const stat = statSync(this.#path, { throwIfNoEntry: false });
+    return stat && `${stat.dev}:${stat.ino}`;
+  }
+
   lastId(): number {
     return this.#lastId;
   }
 
+  /**
+   * Throws when the file was deleted or replaced since it was opened, after opening a new one at
+   * the path: SQLite would go on writing into the deleted file, where nobody can read the rows.
+   * The batch then waits and goes to the new file; statuses of messages kept in the old one change
+   * no row there.
+   */
+  #checkFile(): void {
+    if (this.#identity() === this.#file) return;
+    try {
+      this.db.close();
+    } catch {
+      // Closed already, by an earlier check that could not open a new file.
+    }
+    try {
+      this.#open();
+    } catch (err) {
+      throw new Error(
+        `${this.#path} was deleted or replaced while the server ran, and a new message log ` +
+          `cannot be created there: ${message(err)}`,
+        { cause: err },
+      );
+    }
+    throw new Error(
+      `${this.#path} was deleted or replaced while the server ran; a new message log was ` +
+        `created there, and what was kept in the old file is not in it`,
+    );
+  }
+
   protected write(records: MessageRecord[], updates: Map<number, DeliveryStatus>): void {
+    this.#checkFile();
     const now = Date.now();
     try {
       this.db.exec("BEGIN");
@@ -150,6 +193,10 @@ export class SqliteLogger extends BatchingLogger {
 
   override close(): void {
     super.close();
-    this.db.close();
+    try {
+      this.db.close();
+    } catch {
+      // Closed already: its file was deleted and no new one could be opened.
+    }
   }
 }

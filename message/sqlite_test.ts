@@ -201,6 +201,30 @@ test("a full disk is reported as such, naming the file, and the batch is written
   }
 });
 
+test("a log file deleted while the server runs is noticed: a new one is made and the batch lands there", () => {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-sqlite-"));
+  try {
+    const path = join(dir, "messages.db");
+    const errors: Error[] = [];
+    const logger = new SqliteLogger(path, 60_000, (e) => errors.push(e as Error));
+    logger.log(record(1));
+    logger.flush();
+    for (const file of ["", "-wal", "-shm"]) rmSync(path + file, { force: true });
+    logger.log(record(2));
+    logger.flush();
+    assert.equal(errors.length, 1);
+    assert.match(errors[0].message, /was deleted or replaced while the server ran/);
+    assert.ok(errors[0].message.includes(path), `names the file: ${errors[0].message}`);
+    assert.equal(logger.stats().backlog, 1, "the batch waits for the new file");
+    logger.flush();
+    assert.deepEqual(rowsOf(path), [{ id: 2, message: "m2", status: "accepted" }]);
+    assert.equal(errors.length, 1);
+    logger.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("while the file cannot write, the backlog stops at its bound: what fits is written later, the rest is counted", () => {
   const dir = mkdtempSync(join(tmpdir(), "deno-pusher-sqlite-"));
   try {
