@@ -187,6 +187,10 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
         }, config.authTimeout * 1000),
       };
     },
+    ping() {
+      // Answered by the runtime, but a frame all the same: a ping flood costs like any other.
+      if (!frames.take()) close(CloseCode.tooManyFrames.code, CloseCode.tooManyFrames.reason);
+    },
     message(data) {
       if (!frames.take()) {
         return close(CloseCode.tooManyFrames.code, CloseCode.tooManyFrames.reason);

@@ -33,3 +33,20 @@ export function autoMaxConnections(limit: number | undefined): number {
   const reserve = Math.max(DESCRIPTOR_RESERVE, Math.ceil(limit * 0.05));
   return Math.max(1, limit - reserve);
 }
+
+/**
+ * Descriptors kept back from the TCP connection cap: the listener, the data directory's files
+ * (SQLite keeps three), standard streams, and connections accepted in one burst before the server
+ * closes those past the cap. Half the connection cap's reserve, so that HTTP requests keep the
+ * other half while every WebSocket slot is taken.
+ */
+export const TCP_RESERVE = DESCRIPTOR_RESERVE / 2;
+
+/**
+ * The most TCP connections of every kind (WebSockets, HTTP, connections that have sent nothing)
+ * the server keeps open with `limit` descriptors; undefined when the limit is unknown.
+ */
+export function maxTcpConnections(limit: number | undefined): number | undefined {
+  if (limit === undefined) return undefined;
+  return Math.max(1, limit - TCP_RESERVE);
+}

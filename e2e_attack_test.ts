@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { execFileSync } from "node:child_process";
-import { appendFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { connect as tcpConnect, type Socket as TcpSocket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -22,6 +23,7 @@ import {
   readToEnd,
   runProgram,
   until,
+  within,
   withProgram,
 } from "./testkit.ts";
 
@@ -190,5 +192,93 @@ test("a message log deleted while the server runs is noticed, said, and replaced
     assert.ok(started.output().includes(`message log: ${db} was deleted`), started.output());
     await eventually(() => existsSync(db) && rows(db) === 1, 10_000, "the row in the new file");
     assert.ok(await metric(port, "message_log_write_errors_total") >= 1);
+  });
+});
+
+/** Descriptors the program holds, read from /proc (Linux). */
+function descriptors(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/**
+ * Opens `count` TCP connections that send nothing (`raw`) or one request each and then hold the
+ * connection open (`keepAlive`); resolves once all are connected or refused, with a promise that
+ * resolves when the server has closed every one of them.
+ */
+async function flood(port: number, count: number, kind: "raw" | "keepAlive") {
+  const closed: Promise<void>[] = [];
+  const sockets: TcpSocket[] = [];
+  for (let batch = 0; batch < count; batch += 100) {
+    await Promise.all(
+      Array.from({ length: Math.min(100, count - batch) }, () =>
+        new Promise<void>((connected) => {
+          const socket = tcpConnect({ host: "127.0.0.1", port }, () => {
+            if (kind === "keepAlive") socket.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            connected();
+          });
+          sockets.push(socket);
+          socket.on("data", () => {}); // read the answer, keep the connection
+          socket.on("error", () => connected()); // refused or reset: closed all the same
+          closed.push(new Promise((done) => socket.on("close", () => done())));
+        })),
+    );
+  }
+  return { sockets, allClosed: Promise.all(closed) };
+}
+
+test("connections that never send, and kept-alive ones, cannot use up the descriptors: the server lives and recovers", async () => {
+  // 1024 descriptors: MAX_CONNECTIONS=auto is 512 WebSockets.
+  await withProgram(["--max-connects-per-ip", "0"], async (port, started) => {
+    const pid = started.child.pid!;
+    const tabs = [];
+    for (let i = 0; i < 300; i++) {
+      const held = await token(`held${i}`, { groups: ["herd"] });
+      tabs.push(await connectClient(`ws://127.0.0.1:${port}/ws?token=${held}`));
+    }
+    // 300 + 900 connections: more than the 1024 descriptors allow.
+    const raw = await flood(port, 450, "raw");
+    const kept = await flood(port, 450, "keepAlive");
+    // (Bun lets its descriptors reach the limit and retries the accepts that fail meanwhile; the
+    // Deno run closes connections past its TCP cap at once. Either way it must live and recover.)
+    // Each idle connection is closed by a timeout of the server's (Bun's own or Deno's
+    // HEADERS_TIMEOUT_MS and KEEP_ALIVE_TIMEOUT_MS), or refused at once past the TCP cap.
+    // Bun accepts what waits in the listen backlog as descriptors free up, and each then has its
+    // own timeout: a few rounds of about 10 s.
+    await within(60_000, "the idle connections to be closed", raw.allClosed);
+    await within(60_000, "the kept-alive connections to be closed", kept.allClosed);
+    assert.equal(started.child.exitCode, null, "still running");
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+    const sent = await fetch(`http://127.0.0.1:${port}/api/groups/herd/send`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ message: "still" }),
+    });
+    assert.equal((await sent.json()).delivered, 300, "every tab kept its connection");
+    for (const tab of tabs) assert.equal(await tab.next(), "still");
+    assert.ok(descriptors(pid) < 300 + 64, `${descriptors(pid)} descriptors after the flood`);
+    for (const tab of tabs) await tab[Symbol.asyncDispose]();
+  }, { openFiles: 1024 });
+});
+
+test("a close the client never answers ends within seconds: its slot is free again", async () => {
+  await withProgram(["--max-connections", "2"], async (port) => {
+    const silent = [];
+    for (let i = 0; i < 2; i++) {
+      const raw = await rawUpgrade(port, `/ws?format=json&token=${await token("mute")}`);
+      assert.equal(raw.status, 101);
+      silent.push(raw);
+    }
+    const refused = await rawUpgrade(port, `/ws?token=${await token("other")}`);
+    assert.equal(refused.status, 503);
+    // The server closes both (4009); the clients read nothing and never answer.
+    // (They read, so that the end of the stream reaches them, but never send a byte.)
+    const closed = silent.map((raw) => new Promise((done) => raw.socket.once("close", done)));
+    for (const raw of silent) raw.socket.resume();
+    const logout = await fetch(`http://127.0.0.1:${port}/api/uids/mute`, { method: "DELETE" });
+    assert.equal((await logout.json()).closed, 2);
+    await within(15_000, "the server to drop the silent connections", Promise.all(closed));
+    await until(async () => await metric(port, "connections") === 0, "the slots to free");
+    const other = await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token("other")}`);
+    await other[Symbol.asyncDispose]();
   });
 });

@@ -10,7 +10,7 @@ import { Authenticator, randomSecret } from "./authenticator.ts";
 import { CloseCode } from "./client.ts";
 import { type Config, ConfigError, helpText, parseConfig } from "./config.ts";
 import { lockDataDir } from "./datadir.ts";
-import { autoMaxConnections, openFileLimit } from "./descriptors.ts";
+import { autoMaxConnections, maxTcpConnections, openFileLimit } from "./descriptors.ts";
 import { type DeliveryErrorHandler, Hub } from "./hub.ts";
 import { MessageIds } from "./message/ids.ts";
 import { type MessageLogger, NullLogger } from "./message/logger.ts";
@@ -117,6 +117,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       port: config.port,
       idleTimeout: config.idleTimeout,
       maxFrameBytes: config.maxFrameBytes,
+      maxTcpConnections: maxTcpConnections(fileLimit),
       maxQueueBytes: config.maxQueueBytes,
     });
   } catch (err) {

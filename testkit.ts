@@ -343,9 +343,15 @@ export interface Started {
 export async function startProgram(
   args: string[],
   env: Record<string, string> = {},
+  options: { openFiles?: number } = {},
 ): Promise<Started> {
   const dir = mkdtempSync(join(tmpdir(), "deno-pusher-e2e-"));
-  const [cmd, argv] = command(args);
+  let [cmd, argv] = command(args);
+  if (options.openFiles !== undefined) {
+    // The open-file limit is lowered by the shell, which then becomes the program (same pid).
+    argv = ["-c", `ulimit -n ${options.openFiles} && exec "$0" "$@"`, cmd, ...argv];
+    cmd = "bash";
+  }
   const childEnv: Record<string, string | undefined> = { ...process.env };
   delete childEnv.JWT_SECRET;
   Object.assign(childEnv, env);
@@ -400,10 +406,13 @@ export const PROGRAM_SECRET = "program-secret-0123456789abcdef01234";
 export async function withProgram(
   args: string[],
   story: (port: number, started: Started) => Promise<void>,
+  options: { openFiles?: number } = {},
 ): Promise<void> {
-  const started = await startProgram(["--port", "0", ...args], {
-    JWT_SECRET: PROGRAM_SECRET,
-  });
+  const started = await startProgram(
+    ["--port", "0", ...args],
+    { JWT_SECRET: PROGRAM_SECRET },
+    options,
+  );
   try {
     const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
     await story(port, started);

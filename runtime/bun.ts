@@ -4,6 +4,7 @@
  * and its drain event answers `whenDrained` without polling.
  */
 import {
+  HARD_QUEUE_FACTOR,
   HIGH_WATER_BYTES,
   type Listening,
   type Served,
@@ -41,6 +42,7 @@ interface BunRuntime {
       sendPings: boolean;
       open(ws: BunSocket): void;
       message(ws: BunSocket, message: string | Uint8Array): void;
+      ping(ws: BunSocket): void;
       close(ws: BunSocket, code: number, reason: string): void;
       drain(ws: BunSocket): void;
     };
@@ -95,12 +97,15 @@ export function serveBun(app: Served, options: ServeOptions): Promise<Listening>
       idleTimeout: Math.min(options.idleTimeout, BUN_MAX_IDLE_SECONDS),
       // Bun closes with 1009 itself past this; the core checks the same bound on Deno.
       maxPayloadLength: options.maxFrameBytes,
-      // The core cuts slow clients off at MAX_QUEUE_BYTES; Bun must not decide first.
-      backpressureLimit: options.maxQueueBytes * 4,
+      // The core cuts slow clients off; Bun must not decide first, nor drop a frame (send() 0)
+      // of a socket that is still open. The core hands Bun at most HIGH_WATER_BYTES and one more
+      // frame before frames wait in its own queue, and no frame is longer than its hard bound.
+      backpressureLimit: HIGH_WATER_BYTES + options.maxQueueBytes * HARD_QUEUE_FACTOR,
       closeOnBackpressureLimit: false,
       sendPings: true,
       open: (ws) => ws.data.open(adapt(ws)),
       message: (ws, message) => ws.data.message(message),
+      ping: (ws) => ws.data.ping(),
       close: (ws, code, reason) => ws.data.close(code, reason),
       drain: (ws) => ws.data.drain(),
     },

@@ -44,6 +44,8 @@ export interface SocketHandlers {
   open(socket: Socket): void;
   /** A text frame arrives as a string, a binary one as bytes. */
   message(data: string | Uint8Array): void;
+  /** A ping arrived; the runtime answers it, the core counts it against the frame rate. */
+  ping(): void;
   /**
    * The socket closed, whichever side closed it. Called exactly once for every set of handlers
    * the adapter accepted from `upgrade`, even when the socket never opened.
@@ -80,8 +82,17 @@ export interface ServeOptions {
   port: number;
   /** Seconds without a pong before a socket is closed. */
   idleTimeout: number;
-  /** Largest inbound frame, in bytes; the runtime closes with 1009 past it where it can. */
+  /**
+   * Largest inbound message, in bytes (a fragmented one counted whole); the runtime closes with
+   * 1009 past it.
+   */
   maxFrameBytes: number;
+  /**
+   * Most TCP connections open at once, of every kind (WebSockets, HTTP, connections that have sent
+   * nothing yet); past it a new connection is closed at once. Undefined: no limit. The runtime
+   * keeps it where it has the control (Deno; Bun refuses connections itself at the limit).
+   */
+  maxTcpConnections?: number;
   /**
    * Outbound bytes a socket may fall behind by (MAX_QUEUE_BYTES); the core cuts it off (4008)
    * past HARD_QUEUE_FACTOR times this, or after SLOW_CONSUMER_TIMEOUT over it.

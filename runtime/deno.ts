@@ -1,8 +1,25 @@
-/** The Deno adapter: `Deno.serve` and `Deno.upgradeWebSocket` mapped onto the runtime contract. */
+/**
+ * The Deno adapter: Deno's `node:http` server with the `ws` package, mapped onto the runtime
+ * contract.
+ *
+ * Why not `Deno.serve` and `Deno.upgradeWebSocket`: on Deno 2.9 they offer no control that a server
+ * exposed to the internet needs (measured, and kept in SECURITY.md). `Deno.serve` has no header or
+ * keep-alive timeout and no connection limit, and running out of descriptors ends its listener or
+ * the process (denoland/deno#3515, #10148); a WebSocket whose client never answers the server's
+ * close keeps its descriptor for good, and there is no way to drop it; inbound messages are bounded
+ * only at 64 MiB, fragments included, and malformed frames end the connection without a close code.
+ * `node:http` has the timeouts and `maxConnections`, and `ws` bounds messages (fragments included),
+ * validates frames with the close codes RFC 6455 asks for, reports pings, and can `terminate()`.
+ */
+import { Buffer } from "node:buffer";
+import { createServer, type IncomingMessage } from "node:http";
+import type { Socket as TcpSocket } from "node:net";
+import { getRequestListener } from "@hono/node-server";
+import { WebSocketServer } from "ws";
 import {
-  HARD_QUEUE_FACTOR,
   HIGH_WATER_BYTES,
   type Listening,
+  type RuntimeEnv,
   type Served,
   type ServeOptions,
   type Socket,
@@ -10,102 +27,216 @@ import {
 } from "./contract.ts";
 
 /**
- * The longest wait, in milliseconds, between two checks of a backed-up socket's buffer. Deno has
- * no drain event, so a socket whose client waits for room polls: on the next turn of the event
- * loop while its buffer goes down, and twice as long after each check that finds no progress, up
- * to this, so that a client that stopped reading costs little. Idle sockets run no timer.
+ * Milliseconds a client may take to send a request's headers, then its whole request; past them
+ * the connection is closed (408). A connection that never sends a request is closed after the
+ * first: that is what frees the descriptors of raw connections that only connect.
  */
-export const DRAIN_POLL_MAX_MS = 50;
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
+/** Milliseconds an idle keep-alive connection is kept between requests. */
+export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/** How often, in milliseconds, the server looks for connections past those timeouts. */
+const TIMEOUT_CHECK_MS = 1_000;
+/**
+ * Milliseconds a client has to answer the server's close frame; then its connection is dropped,
+ * so that a client that never answers cannot keep a descriptor and a slot.
+ */
+export const CLOSE_TIMEOUT_MS = 5_000;
 
-/** Serves `app` with Deno's HTTP server. */
+/** The parts of the `ws` socket this adapter uses (the package ships no types). */
+interface WsSocket {
+  readonly bufferedAmount: number;
+  send(data: string): void;
+  ping(): void;
+  close(code: number, reason: string): void;
+  terminate(): void;
+  on(event: "message", listener: (data: Buffer, isBinary: boolean) => void): void;
+  on(event: "close", listener: (code: number, reason: Buffer) => void): void;
+  on(event: "ping" | "pong", listener: () => void): void;
+  on(event: "error", listener: (err: Error) => void): void;
+}
+interface WsServer {
+  handleUpgrade(
+    request: IncomingMessage,
+    socket: TcpSocket,
+    head: Buffer,
+    callback: (ws: WsSocket) => void,
+  ): void;
+}
+
+/** Serves `app` with Deno's `node:http` server; WebSockets through `ws`. */
 export function serveDeno(app: Served, options: ServeOptions): Promise<Listening> {
-  const server = Deno.serve({
-    hostname: options.host,
-    port: options.port,
-    onListen: () => {}, // main.ts prints its own banner
-  }, (request, info) =>
-    app.fetch(request, {
-      remoteAddress: (info.remoteAddr as Deno.NetAddr).hostname ?? "",
-      upgrade: (req, handlers) => upgrade(req, handlers, options),
-    }));
-  return Promise.resolve({
-    port: server.addr.port,
-    stop: () => server.shutdown(),
-    finished: server.finished,
+  const wss = new (WebSocketServer as unknown as new (options: object) => WsServer)({
+    noServer: true,
+    maxPayload: options.maxFrameBytes,
+    perMessageDeflate: false,
+    closeTimeout: CLOSE_TIMEOUT_MS,
+  });
+  const heartbeat = new Heartbeat(options.idleTimeout * 1000);
+  const server = createServer({
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+  });
+  // Past it new connections are closed at once: the process never runs out of descriptors.
+  if (options.maxTcpConnections !== undefined) server.maxConnections = options.maxTcpConnections;
+
+  const listener = getRequestListener(
+    (request, bindings) =>
+      app.fetch(request, {
+        remoteAddress: bindings.incoming.socket.remoteAddress ?? "",
+        // A request that reaches here is not an upgrade (node:http sends those to "upgrade").
+        upgrade: () => undefined,
+      }),
+    { overrideGlobalObjects: false },
+  );
+  server.on("request", listener);
+
+  server.on("upgrade", async (incoming: IncomingMessage, tcp: TcpSocket, head: Buffer) => {
+    tcp.on("error", () => {}); // a reset before the upgrade ends: nothing to tell anyone
+    let upgraded = false;
+    const env: RuntimeEnv = {
+      remoteAddress: tcp.remoteAddress ?? "",
+      upgrade(_request, handlers) {
+        // handleUpgrade calls back at once, or answers 400 itself for a handshake it refuses.
+        wss.handleUpgrade(incoming, tcp, head, (ws) => {
+          upgraded = true;
+          adopt(ws, handlers, heartbeat);
+        });
+        return upgraded ? new Response(null) : undefined;
+      },
+    };
+    let response: Response;
+    try {
+      response = await app.fetch(toRequest(incoming), env);
+    } catch {
+      response = new Response(null, { status: 500 });
+    }
+    if (!upgraded) await writeRefusal(tcp, response);
+  });
+
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      const finished = new Promise<void>((done) => server.once("close", () => done()));
+      resolve({
+        port: (server.address() as { port: number }).port,
+        stop: () =>
+          new Promise<void>((done) => {
+            heartbeat.stop();
+            server.close(() => done());
+            server.closeIdleConnections();
+          }),
+        finished,
+      });
+    });
   });
 }
 
-function upgrade(
-  request: Request,
-  handlers: SocketHandlers,
-  options: ServeOptions,
-): Response | undefined {
-  let upgraded: ReturnType<typeof Deno.upgradeWebSocket>;
-  try {
-    upgraded = Deno.upgradeWebSocket(request, { idleTimeout: options.idleTimeout });
-  } catch {
-    return undefined; // a malformed handshake: the route answers 400
+/** The handshake request as a Fetch Request, for the app's /ws route. */
+function toRequest(incoming: IncomingMessage): Request {
+  const headers = new Headers();
+  for (let i = 0; i < incoming.rawHeaders.length; i += 2) {
+    headers.append(incoming.rawHeaders[i], incoming.rawHeaders[i + 1]);
   }
-  const { socket, response } = upgraded;
-  socket.binaryType = "arraybuffer";
-  // Kept from the events: reading readyState on every send was the largest item of ours in the
-  // fan-out profile (docs/BENCHMARKS.md).
-  let open = false;
-  let closed = false;
-  // Deno's buffer goes down only between turns of the event loop, when its writes complete, so a
-  // client gets at most one high-water mark's worth per turn. With 64 KiB a busy server (a long
-  // turn) would carry a few MB/s to a client that reads at full speed, and a burst would pile up
-  // in the client's queue until it was cut off as slow (measured: 128 sends of 16 KiB in flight
-  // cut a loopback reader off even at 1 MiB). Deno's buffer takes everything up to the client's
-  // hard bound instead; the core still cuts off a client that stays behind.
-  const highWater = Math.max(HIGH_WATER_BYTES, options.maxQueueBytes * HARD_QUEUE_FACTOR);
-  let poll: ReturnType<typeof setTimeout> | undefined;
-  let wait = 0;
-  let lastBuffered = Infinity;
-  const checkDrained = () => {
-    poll = undefined;
-    if (!open) return;
-    const buffered = socket.bufferedAmount;
-    if (buffered < highWater) {
-      wait = 0;
-      lastBuffered = Infinity;
-      handlers.drain();
-      return;
-    }
-    wait = buffered < lastBuffered ? 0 : Math.min(DRAIN_POLL_MAX_MS, Math.max(1, wait * 2));
-    lastBuffered = buffered;
-    poll = setTimeout(checkDrained, wait);
+  const host = incoming.headers.host ?? "localhost";
+  return new Request(new URL(incoming.url ?? "/", `http://${host}`), {
+    method: incoming.method,
+    headers,
+  });
+}
+
+/** Answers a refused handshake on its raw socket, then closes it. */
+async function writeRefusal(tcp: TcpSocket, response: Response): Promise<void> {
+  if (tcp.destroyed) return;
+  const body = Buffer.from(await response.arrayBuffer());
+  const lines = [`HTTP/1.1 ${response.status} ${response.statusText || "Refused"}`];
+  response.headers.forEach((value, name) => {
+    if (name !== "content-length" && name !== "connection") lines.push(`${name}: ${value}`);
+  });
+  lines.push(`content-length: ${body.length}`, "connection: close", "", "");
+  tcp.end(Buffer.concat([Buffer.from(lines.join("\r\n"), "latin1"), body]));
+}
+
+/**
+ * Pings every socket once per half IDLE_TIMEOUT, and drops one that has not answered the ping
+ * before: `ws` sends no pings of its own. One timer for all sockets.
+ */
+class Heartbeat {
+  readonly #alive = new Map<WsSocket, boolean>();
+  readonly #timer: ReturnType<typeof setInterval>;
+
+  constructor(idleMs: number) {
+    this.#timer = setInterval(() => {
+      for (const [ws, alive] of this.#alive) {
+        if (!alive) ws.terminate();
+        else {
+          this.#alive.set(ws, false);
+          ws.ping();
+        }
+      }
+    }, Math.max(500, idleMs / 2));
+    // Not a reason to keep the process alive on its own.
+    (this.#timer as { unref?: () => void }).unref?.();
+  }
+
+  add(ws: WsSocket): void {
+    this.#alive.set(ws, true);
+    ws.on("pong", () => this.#alive.has(ws) && this.#alive.set(ws, true));
+  }
+
+  delete(ws: WsSocket): void {
+    this.#alive.delete(ws);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+/** Wires one upgraded `ws` socket to the core's handlers. */
+function adopt(ws: WsSocket, handlers: SocketHandlers, heartbeat: Heartbeat): void {
+  const tcp = (ws as unknown as { _socket: TcpSocket })._socket;
+  let open = true;
+  let drainAsked = false;
+  const onDrain = () => {
+    drainAsked = false;
+    if (open) handlers.drain();
   };
-  const adapted: Socket = {
-    highWater,
+  const socket: Socket = {
+    highWater: HIGH_WATER_BYTES,
     send(data) {
       if (!open) throw new Error("socket is not open");
-      socket.send(data);
+      ws.send(data);
     },
-    bufferedAmount: () => socket.bufferedAmount,
+    bufferedAmount: () => ws.bufferedAmount,
     whenDrained() {
-      if (open) poll ??= setTimeout(checkDrained, wait);
+      if (!open || drainAsked) return;
+      drainAsked = true;
+      // The TCP socket's drain comes once its write buffer has emptied; a buffer already below
+      // the mark is answered on the next turn, never from inside the client's own call.
+      if (ws.bufferedAmount < HIGH_WATER_BYTES) queueMicrotask(onDrain);
+      else tcp.once("drain", onDrain);
     },
     close(code, reason) {
+      if (!open) return;
       open = false;
-      clearTimeout(poll);
-      socket.close(code, reason);
+      ws.close(code, reason); // `ws` drops the connection if the client does not answer in time
     },
   };
-  socket.onopen = () => {
-    open = true;
-    handlers.open(adapted);
-  };
-  socket.onmessage = (event) =>
-    handlers.message(
-      typeof event.data === "string" ? event.data : new Uint8Array(event.data as ArrayBuffer),
-    );
-  socket.onclose = (event) => {
+  heartbeat.add(ws);
+  ws.on("error", () => {}); // a protocol error closes the socket with its code; close follows
+  ws.on(
+    "message",
+    (data, isBinary) => handlers.message(isBinary ? new Uint8Array(data) : data.toString()),
+  );
+  ws.on("ping", () => handlers.ping());
+  ws.on("close", (code, reason) => {
     open = false;
-    clearTimeout(poll);
-    if (closed) return;
-    closed = true;
-    handlers.close(event.code, event.reason);
-  };
-  return response;
+    heartbeat.delete(ws);
+    handlers.close(code, reason.toString());
+  });
+  handlers.open(socket);
 }
