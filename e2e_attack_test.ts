@@ -7,7 +7,14 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { execFileSync } from "node:child_process";
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
 import { connect as tcpConnect, type Socket as TcpSocket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -280,5 +287,128 @@ test("a close the client never answers ends within seconds: its slot is free aga
     await until(async () => await metric(port, "connections") === 0, "the slots to free");
     const other = await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token("other")}`);
     await other[Symbol.asyncDispose]();
+  });
+});
+
+/** One client frame as RFC 6455 builds it: masked (unless told not to), final unless `fin` is false. */
+function wsFrame(opcode: number, payload: Buffer, options: { mask?: boolean; fin?: boolean } = {}) {
+  const { mask = true, fin = true } = options;
+  const length = payload.length < 126
+    ? [payload.length]
+    : payload.length < 65536
+    ? [126, payload.length >> 8, payload.length & 0xff]
+    : [
+      127,
+      ...Array.from(
+        { length: 8 },
+        (_, i) => Number((BigInt(payload.length) >> BigInt(8 * (7 - i))) & 0xffn),
+      ),
+    ];
+  const head = Buffer.from([
+    (fin ? 0x80 : 0) | opcode,
+    (mask ? 0x80 : 0) | length[0],
+    ...length.slice(1),
+  ]);
+  if (!mask) return Buffer.concat([head, payload]);
+  const key = Buffer.from([0x12, 0x34, 0x56, 0x78]);
+  return Buffer.concat([head, key, payload.map((b, i) => b ^ key[i % 4])]);
+}
+
+const text = (s: string) => Buffer.from(s);
+
+test("hostile frames each get the close code RFC 6455 gives them, and the server serves on", async () => {
+  // MAX_FRAMES_PER_SECOND 20 and MAX_FRAME_BYTES 16 KiB, the defaults.
+  await withProgram(["--max-connects-per-ip", "0"], async (port) => {
+    const bystander = await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token("calm")}`);
+    const cases: [string, Buffer, number][] = [
+      ["50 frames in one segment", Buffer.concat(Array(50).fill(wsFrame(1, text("ping")))), 1008],
+      ["100 pings in one segment", Buffer.concat(Array(100).fill(wsFrame(9, text("p")))), 1008],
+      ["invalid UTF-8 in a text frame", wsFrame(1, Buffer.from([0x68, 0xff, 0xfe, 0x69])), 1007],
+      ["a ping of 126 bytes", wsFrame(9, Buffer.alloc(126, 0x61)), 1002],
+      ["reserved opcode 3", wsFrame(3, text("x")), 1002],
+      ["an unmasked frame", wsFrame(1, text("ping"), { mask: false }), 1002],
+      [
+        "a message in fragments past MAX_FRAME_BYTES",
+        Buffer.concat([
+          wsFrame(1, Buffer.alloc(10_000, 0x61), { fin: false }),
+          wsFrame(0, Buffer.alloc(10_000, 0x61), { fin: false }),
+        ]),
+        1009,
+      ],
+    ];
+    for (const [what, bytes, code] of cases) {
+      const raw = await rawUpgrade(port, `/ws?token=${await token("hostile")}`);
+      assert.equal(raw.status, 101, what);
+      raw.socket.write(bytes);
+      const end = await readToEnd(raw);
+      assert.equal(end.close?.code, code, `${what}: ${JSON.stringify(end.close)}`);
+      assert.equal(end.frames.at(-1)?.opcode, 8, `${what}: the close frame comes last`);
+      const sent = await fetch(
+        `http://127.0.0.1:${port}/send?uid=calm&message=${encodeURIComponent(what)}`,
+      );
+      assert.equal((await sent.json()).delivered, 1, what);
+      assert.equal(await bystander.next(), what);
+    }
+    await bystander[Symbol.asyncDispose]();
+  });
+});
+
+test("fragments that never end are cut off at MAX_FRAME_BYTES, however many connections send them", async () => {
+  await withProgram(["--max-connects-per-ip", "0"], async (port, started) => {
+    const pid = started.child.pid!;
+    const rss = () =>
+      Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
+    const before = rss();
+    // 8 connections each try to send 8 MB of a message that never ends: the server must close
+    // each at 16 KiB, so the bytes it takes are bounded, whatever the senders send.
+    const ends = await Promise.all(Array.from({ length: 8 }, async () => {
+      const raw = await rawUpgrade(port, `/ws?token=${await token("frag")}`);
+      let ended = false;
+      const end = readToEnd(raw, 30_000, () => ended = true);
+      const write = (frame: Buffer) =>
+        new Promise<void>((written) => raw.socket.write(frame, () => written()));
+      await write(wsFrame(1, Buffer.alloc(8_000, 0x61), { fin: false }));
+      // One fragment at a time, each once the last has gone, until the server's close comes.
+      for (let i = 0; i < 1000 && !ended; i++) {
+        await write(wsFrame(0, Buffer.alloc(8_000, 0x61), { fin: false }));
+      }
+      return await end;
+    }));
+    for (const end of ends) assert.equal(end.close?.code, 1009);
+    assert.ok(rss() - before < 32 * 1024, `RSS grew by ${rss() - before} KiB`);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  });
+});
+
+test("memory stays bounded under connect-and-drop churn, whether clients close cleanly or vanish", async () => {
+  await withProgram(["--max-connects-per-ip", "0"], async (port, started) => {
+    const pid = started.child.pid!;
+    const rss = () =>
+      Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
+    const churnToken = await token("churn");
+    let next = 0;
+    /** `cycles` connections, 50 at a time: every other one closes cleanly, the rest vanish. */
+    const churn = (cycles: number) =>
+      Promise.all(Array.from({ length: 50 }, async () => {
+        while (next < cycles) {
+          const clean = next++ % 2 === 0;
+          const raw = await rawUpgrade(port, `/ws?token=${churnToken}`);
+          assert.equal(raw.status, 101);
+          if (!clean) raw.socket.destroy();
+          else {
+            raw.socket.write(wsFrame(8, Buffer.from([0x03, 0xe8])));
+            await readToEnd(raw);
+          }
+        }
+      }));
+    // The first round warms the heap up; the next rounds must not keep what went before (the Deno
+    // run used to hold every vanished connection for half IDLE_TIMEOUT, about 6 KB each).
+    await churn(5_000);
+    const warm = rss();
+    await churn(25_000);
+    const grown = rss() - warm;
+    assert.ok(grown < 64 * 1024, `RSS grew by ${grown} KiB over 20,000 more connections`);
+    await until(async () => await metric(port, "connections") === 0, "every connection to go");
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
   });
 });

@@ -257,9 +257,13 @@ export interface ReadToEnd {
 
 /**
  * Reads an upgraded raw socket until the server ends it, parsing the server's (unmasked) frames;
- * answers a close frame as a browser would. Fails after `ms`.
+ * answers a close frame as a browser would, and calls `onClose` when it comes. Fails after `ms`.
  */
-export function readToEnd(raw: RawUpgrade, ms = 30_000): Promise<ReadToEnd> {
+export function readToEnd(
+  raw: RawUpgrade,
+  ms = 30_000,
+  onClose: () => void = () => {},
+): Promise<ReadToEnd> {
   return new Promise((resolve, reject) => {
     let buffer = raw.rest;
     const frames: ServerFrame[] = [];
@@ -295,6 +299,7 @@ export function readToEnd(raw: RawUpgrade, ms = 30_000): Promise<ReadToEnd> {
             : { code: 1005, reason: "" };
           // Echo the close, masked with a zero key, as RFC 6455 asks of a client.
           raw.socket.write(Buffer.from([0x88, 0x82, 0, 0, 0, 0, ...frame.payload.subarray(0, 2)]));
+          onClose();
         }
       }
     };

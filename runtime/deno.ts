@@ -91,9 +91,30 @@ export function serveDeno(app: Served, options: ServeOptions): Promise<Listening
       }),
     { overrideGlobalObjects: false },
   );
-  server.on("request", listener);
+  // Every HTTP connection, and whether it is answering a request: a stop ends the others at once
+  // (kept alive, or never used: a client may open one and send nothing) and each busy one as soon
+  // as its answer is out. Upgraded connections leave it; the core closes WebSockets itself.
+  const connections = new Map<TcpSocket, boolean>();
+  let stopping = false;
+  server.on("connection", (tcp: TcpSocket) => {
+    connections.set(tcp, false);
+    tcp.once("close", () => connections.delete(tcp));
+  });
+  server.on("request", (incoming, outgoing) => {
+    const tcp = incoming.socket as TcpSocket;
+    connections.set(tcp, true);
+    outgoing.once("finish", () => {
+      connections.set(tcp, false);
+      if (stopping) tcp.end();
+      // A request body the route did not read (a refusal answered before it) would keep the
+      // connection from its next request: read it to its end and drop it.
+      else if (!incoming.readableEnded) incoming.resume();
+    });
+    listener(incoming, outgoing);
+  });
 
   server.on("upgrade", async (incoming: IncomingMessage, tcp: TcpSocket, head: Buffer) => {
+    connections.delete(tcp);
     tcp.on("error", () => {}); // a reset before the upgrade ends: nothing to tell anyone
     let upgraded = false;
     const env: RuntimeEnv = {
@@ -126,8 +147,9 @@ export function serveDeno(app: Served, options: ServeOptions): Promise<Listening
         stop: () =>
           new Promise<void>((done) => {
             heartbeat.stop();
+            stopping = true;
             server.close(() => done());
-            server.closeIdleConnections();
+            for (const [tcp, busy] of connections) if (!busy) tcp.destroy();
           }),
         finished,
       });
@@ -227,7 +249,13 @@ function adopt(ws: WsSocket, handlers: SocketHandlers, heartbeat: Heartbeat): vo
     },
   };
   heartbeat.add(ws);
-  ws.on("error", () => {}); // a protocol error closes the socket with its code; close follows
+  ws.on("error", () => {
+    // A protocol error (1002, 1007, 1009): `ws` has sent the close frame and would read and drop
+    // whatever else the client sends until CLOSE_TIMEOUT_MS. Nothing more is read from a client
+    // that broke the protocol (after `ws` resumes the socket, on the next tick): what it sends
+    // waits in the kernel's buffer and TCP holds the rest back, so it costs no memory here.
+    setImmediate(() => tcp.pause());
+  });
   ws.on(
     "message",
     (data, isBinary) => handlers.message(isBinary ? new Uint8Array(data) : data.toString()),
