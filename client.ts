@@ -122,7 +122,7 @@ export class Client {
   /**
    * An upper bound on the runtime's buffer for this socket: its last reading plus every byte
    * written since. Reading the real value is a call into the runtime per push, so it is read only
-   * when this bound reaches the socket's high-water mark: about once per 64 KiB written on Bun.
+   * when this bound reaches HIGH_WATER_BYTES: about once per 64 KiB written.
    */
   #bufferedBound = 0;
   #closed = false;
@@ -240,11 +240,11 @@ export class Client {
     return false;
   }
 
-  /** Whether the runtime's buffer is below its high-water mark; reads it only when it may not be. */
+  /** Whether the runtime's buffer is below HIGH_WATER_BYTES; reads it only when it may not be. */
   #socketHasRoom(): boolean {
-    if (this.#bufferedBound < this.socket.highWater) return true;
+    if (this.#bufferedBound < HIGH_WATER_BYTES) return true;
     this.#bufferedBound = this.socket.bufferedAmount();
-    return this.#bufferedBound < this.socket.highWater;
+    return this.#bufferedBound < HIGH_WATER_BYTES;
   }
 
   #write(item: Queued): boolean {

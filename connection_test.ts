@@ -10,11 +10,10 @@ import { connection } from "./connection.ts";
 import { Hub } from "./hub.ts";
 import { NullLogger } from "./message/logger.ts";
 import { Metrics } from "./metrics.ts";
-import { HIGH_WATER_BYTES, type Socket } from "./runtime/contract.ts";
+import type { Socket } from "./runtime/contract.ts";
 
 /** A socket that keeps what is written to it; `next` awaits the next frame. */
 class RecordingSocket implements Socket {
-  readonly highWater = HIGH_WATER_BYTES;
   frames: string[] = [];
   closedWith: [number, string] | undefined;
   #waiting: ((frame: string) => void) | undefined;

@@ -12,7 +12,6 @@ import { Metrics } from "./metrics.ts";
 
 /** A socket whose network the test stalls and lets flow, and whose writes it can break. */
 class ScriptedSocket implements Socket {
-  readonly highWater = HIGH_WATER_BYTES;
   sent: string[] = [];
   buffered = 0;
   /** While stalled, the network takes nothing: every write stays in the buffer. */

@@ -4,12 +4,11 @@ import { test } from "node:test";
 import { Hub } from "./hub.ts";
 import { NullLogger } from "./message/logger.ts";
 import { Metrics } from "./metrics.ts";
-import { HIGH_WATER_BYTES, type Socket } from "./runtime/contract.ts";
+import type { Socket } from "./runtime/contract.ts";
 import { eventually, startTestServer } from "./testkit.ts";
 
 /** A socket that counts the frames written to it; its network takes everything at once. */
 class CountingSocket implements Socket {
-  readonly highWater = HIGH_WATER_BYTES;
   frames = 0;
   send() {
     this.frames++;

@@ -64,10 +64,9 @@ export function serveBun(app: Served, options: ServeOptions): Promise<Listening>
           // 0: Bun dropped the frame (socket closed); -1: queued behind backpressure, still sent.
           if (ws.send(data) === 0) throw new Error("socket is not open");
         },
-        highWater: HIGH_WATER_BYTES,
         bufferedAmount: () => ws.getBufferedAmount(),
-        // A client asks only when the buffer is past highWater, that is while a send was queued
-        // behind backpressure (-1); Bun fires drain for it, which calls handlers.drain.
+        // A client asks only when the buffer is past HIGH_WATER_BYTES, that is while a send was
+        // queued behind backpressure (-1); Bun fires drain for it, which calls handlers.drain.
         whenDrained() {},
         close: (code, reason) => ws.close(code, reason),
       };

@@ -5,9 +5,10 @@
  */
 
 /**
- * The least a runtime may buffer for a socket before further frames wait in the client's own
- * queue (Socket.highWater). Bun writes to the kernel at once and fires a drain event, so its
- * buffer grows only while the network is behind, and this much is plenty.
+ * Bytes the runtime may buffer for a socket before further frames wait in the client's own queue;
+ * an adapter's `whenDrained` answers once the buffer has fallen below it. Both adapters write to
+ * the kernel as soon as they can and hear when their buffer drains, so it grows only while the
+ * network is behind, and this much is plenty.
  */
 export const HIGH_WATER_BYTES = 64 * 1024;
 
@@ -19,18 +20,12 @@ export const HARD_QUEUE_FACTOR = 4;
 
 /** One upgraded socket, as the core sees it. */
 export interface Socket {
-  /**
-   * Bytes the runtime may buffer for this socket before further frames wait in the client's own
-   * queue; at least HIGH_WATER_BYTES. An adapter's `whenDrained` answers once the buffer has
-   * fallen below it.
-   */
-  readonly highWater: number;
   /** Writes one text frame, or hands it to the runtime's buffer. May throw if the socket died. */
   send(data: string): void;
   /** Bytes the runtime holds for this socket that the network has not taken yet. */
   bufferedAmount(): number;
   /**
-   * Asks for one call of the handlers' `drain` once the buffer holds fewer than `highWater` bytes.
+   * Asks for one call of the handlers' `drain` once the buffer holds fewer than HIGH_WATER_BYTES.
    * Idempotent while a call is due; no call comes after the socket closed.
    */
   whenDrained(): void;
@@ -51,7 +46,7 @@ export interface SocketHandlers {
    * the adapter accepted from `upgrade`, even when the socket never opened.
    */
   close(code: number, reason: string): void;
-  /** The buffer fell below `highWater` after `whenDrained` (or Bun's drain event). */
+  /** The buffer fell below HIGH_WATER_BYTES after `whenDrained`. */
   drain(): void;
 }
 

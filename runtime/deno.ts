@@ -228,7 +228,6 @@ function adopt(ws: WsSocket, handlers: SocketHandlers, heartbeat: Heartbeat): vo
     if (open) handlers.drain();
   };
   const socket: Socket = {
-    highWater: HIGH_WATER_BYTES,
     send(data) {
       if (!open) throw new Error("socket is not open");
       ws.send(data);
