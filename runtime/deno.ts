@@ -128,19 +128,21 @@ export function serveDeno(app: Served, options: ServeOptions): Promise<Listening
         return upgraded ? new Response(null) : undefined;
       },
     };
-    let response: Response;
     try {
-      response = await app.fetch(toRequest(incoming), env);
+      const response = await app.fetch(toRequest(incoming), env);
+      if (!upgraded) await writeRefusal(tcp, response);
     } catch {
-      response = new Response(null, { status: 500 });
+      // A handshake the app could not even read (a header Fetch refuses): drop the connection.
+      if (!upgraded) tcp.destroy();
     }
-    if (!upgraded) await writeRefusal(tcp, response);
   });
 
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {
       server.off("error", reject);
+      // The listener goes on after a failed accept; say why, rather than end the process.
+      server.on("error", (err) => console.error(`http server: ${err.message}`));
       const finished = new Promise<void>((done) => server.once("close", () => done()));
       resolve({
         port: (server.address() as { port: number }).port,
