@@ -1,0 +1,418 @@
+/**
+ * The SQLite history store, on `node:sqlite` (built into Deno and Bun: no dependency).
+ *
+ * Group commit: appends wait in a batch, and the batch is written in one transaction BATCH_MS after
+ * its first append, or at once when it holds `maxBatchRows`. Every append of a batch resolves when
+ * the batch has committed and rejects, naming the file, when it could not; nothing is dropped
+ * silently. No retry happens here: the caller learns of the failure and decides (answer 503).
+ * Each batch trims the streams it wrote to by size in the same transaction, so a trim mark never
+ * moves without the rows that moved it. Rows past HISTORY_TTL are hidden from reads at once and
+ * deleted by the sweep.
+ *
+ * WAL mode with synchronous=NORMAL: a committed batch survives the process being killed, but a
+ * power cut or an operating system crash may take back the last commits, since the log is synced to
+ * disk only at checkpoints. No busy timeout: a write runs on the event loop, so a file locked by
+ * another process fails the batch at once instead of stalling every connection.
+ */
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { clearInterval, setInterval } from "node:timers";
+import {
+  checkBounds,
+  checkPublication,
+  checkRead,
+  HISTORY_SWEEP_MS,
+  type HistoryBounds,
+  type HistoryPage,
+  type HistoryStore,
+} from "./history.ts";
+import type { Publication, StreamName } from "./stream.ts";
+
+/**
+ * Milliseconds a batch waits for more appends after its first: long enough to gather a burst into
+ * one commit, short enough that an append's answer waits for little besides the commit itself.
+ */
+export const BATCH_MS = 1;
+
+/**
+ * Appends a batch may hold before it is committed without waiting for BATCH_MS: bounds the memory
+ * of a batch and how long one commit holds the event loop (a few milliseconds for short messages).
+ */
+export const MAX_BATCH_ROWS = 1000;
+
+/**
+ * Streams one sweep trims at most, in one transaction: bounds how long it holds the event loop.
+ * What is left goes at the next sweep, or at the stream's next append.
+ */
+export const SWEEP_STREAMS = 1000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS history (
+  stream TEXT    NOT NULL, -- uid:<uid>, group:<name> or all
+  id     INTEGER NOT NULL, -- the message id, increasing across all streams
+  data   TEXT    NOT NULL,
+  ts     INTEGER NOT NULL, -- milliseconds since the epoch
+  PRIMARY KEY (stream, id)
+);
+-- The sweep finds expired rows without reading the whole table.
+CREATE INDEX IF NOT EXISTS history_ts ON history (ts);
+CREATE TABLE IF NOT EXISTS history_streams (
+  stream  TEXT    PRIMARY KEY,
+  kept    INTEGER NOT NULL, -- rows of the stream in history: a size trim needs no count(*)
+  trimmed INTEGER NOT NULL  -- the trim mark: the highest id ever trimmed, 0 when none
+);
+`;
+
+/** The schema's version, kept in SQLite's user_version. */
+const SCHEMA_VERSION = 1;
+
+/** What a SQLite store is built from. */
+export interface SqliteHistoryOptions extends HistoryBounds {
+  /** The clock, in milliseconds since the epoch; tests move it. Default Date.now. */
+  now?: () => number;
+  /** Milliseconds between sweeps; 0 runs none (call `sweep`). Default HISTORY_SWEEP_MS. */
+  sweepMs?: number;
+  /** Appends that make a batch commit at once, 1 or more. Default MAX_BATCH_ROWS. */
+  maxBatchRows?: number;
+  /** Told when a timed sweep fails (it is tried again at the next one). Default: nothing. */
+  onError?: (err: Error) => void;
+}
+
+/** How the store's writes are going. Counters only grow. */
+export interface SqliteHistoryStats {
+  /** Batches committed. */
+  batches: number;
+  /** Batches that could not be committed; each rejected all its appends. */
+  failedBatches: number;
+}
+
+/** A stream's row in history_streams. */
+interface StreamState {
+  kept: number;
+  trimmed: number;
+}
+
+/** The store's statements, prepared once. */
+type Statements = Record<
+  | "insert"
+  | "state"
+  | "saveState"
+  | "highestThrough"
+  | "deleteThrough"
+  | "nthOldest"
+  | "firstFresh"
+  | "page"
+  | "expiredStreams",
+  StatementSync
+>;
+
+/** Appends waiting for one commit, and the promise they all answer with. */
+interface Batch {
+  rows: Publication[];
+  done: PromiseWithResolvers<void>;
+}
+
+/**
+ * Keeps each stream's publications in a SQLite file, created with its folder if missing; reopening
+ * the file finds what was kept, trim marks included. The store must be the file's only writer.
+ * Every error it reports names the file.
+ */
+export class SqliteHistory implements HistoryStore {
+  readonly #path: string;
+  readonly #size: number;
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+  readonly #maxBatchRows: number;
+  readonly #onError: (err: Error) => void;
+  readonly #db: DatabaseSync;
+  readonly #sql: Statements;
+  readonly #sweeper: ReturnType<typeof setInterval> | undefined;
+  #batch: Batch | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  readonly #stats: SqliteHistoryStats = { batches: 0, failedBatches: 0 };
+
+  /**
+   * Opens (or creates) the store at `path`. Throws a RangeError for bounds out of range, and an
+   * error naming the file when it cannot be opened or its schema is newer than this build's.
+   */
+  constructor(path: string, options: SqliteHistoryOptions) {
+    checkBounds(options);
+    const maxBatchRows = options.maxBatchRows ?? MAX_BATCH_ROWS;
+    if (!Number.isSafeInteger(maxBatchRows) || maxBatchRows < 1) {
+      throw new RangeError(`maxBatchRows must be a whole number 1 or more, not ${maxBatchRows}`);
+    }
+    this.#path = path;
+    this.#size = options.size;
+    this.#ttlMs = options.ttl * 1000;
+    this.#now = options.now ?? Date.now;
+    this.#maxBatchRows = maxBatchRows;
+    this.#onError = options.onError ?? (() => {});
+    try {
+      if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+      this.#db = new DatabaseSync(path);
+    } catch (err) {
+      throw new Error(`cannot open the history file ${path}: ${message(err)}`, { cause: err });
+    }
+    try {
+      this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+      migrate(this.#db);
+      this.#sql = this.#prepare();
+    } catch (err) {
+      this.#db.close();
+      throw new Error(`cannot open the history file ${path}: ${message(err)}`, { cause: err });
+    }
+    const sweepMs = options.sweepMs ?? HISTORY_SWEEP_MS;
+    if (sweepMs > 0) {
+      this.#sweeper = setInterval(() => {
+        try {
+          this.sweep();
+        } catch (err) {
+          this.#onError(err as Error);
+        }
+      }, sweepMs);
+      // The sweep frees disk space; it is no reason to keep a process alive.
+      this.#sweeper.unref();
+    }
+  }
+
+  #prepare(): Statements {
+    const db = this.#db;
+    return {
+      insert: db.prepare(
+        "INSERT OR IGNORE INTO history (stream, id, data, ts) VALUES (?, ?, ?, ?)",
+      ),
+      state: db.prepare("SELECT kept, trimmed FROM history_streams WHERE stream = ?"),
+      saveState: db.prepare(
+        `INSERT INTO history_streams (stream, kept, trimmed) VALUES (?, ?, ?)
+         ON CONFLICT (stream) DO UPDATE SET kept = excluded.kept, trimmed = excluded.trimmed`,
+      ),
+      highestThrough: db.prepare(
+        "SELECT max(id) AS id FROM history WHERE stream = ? AND id <= ?",
+      ),
+      deleteThrough: db.prepare("DELETE FROM history WHERE stream = ? AND id <= ?"),
+      nthOldest: db.prepare(
+        "SELECT id FROM history WHERE stream = ? ORDER BY id LIMIT 1 OFFSET ?",
+      ),
+      // Walks the stream from its oldest row and stops at the first one young enough.
+      firstFresh: db.prepare(
+        "SELECT id FROM history WHERE stream = ? AND ts >= ? ORDER BY id LIMIT 1",
+      ),
+      page: db.prepare(
+        "SELECT id, data, ts FROM history WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+      ),
+      // Without INDEXED BY, SQLite answers DISTINCT by reading the whole primary key in order.
+      expiredStreams: db.prepare(
+        "SELECT DISTINCT stream FROM history INDEXED BY history_ts WHERE ts < ? LIMIT ?",
+      ),
+    };
+  }
+
+  append(publication: Publication): Promise<void> {
+    try {
+      this.#checkOpen();
+      checkPublication(publication);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const { id, stream, data, ts } = publication;
+    const batch = this.#batch ??= { rows: [], done: Promise.withResolvers() };
+    batch.rows.push({ id, stream, data, ts });
+    if (batch.rows.length >= this.#maxBatchRows) this.#flush();
+    else this.#timer ??= setTimeout(() => this.#flush(), BATCH_MS);
+    return batch.done.promise;
+  }
+
+  read(stream: StreamName, since: number, limit: number): Promise<HistoryPage> {
+    return Promise.try(() => {
+      this.#checkOpen();
+      checkRead(since, limit);
+      // Commits the appends called so far, so that a read sees them (a failure rejects them).
+      this.#flush();
+      try {
+        const expired = this.#newestExpired(stream);
+        const mark = Math.max(this.#stateOf(stream).trimmed, expired);
+        const rows = this.#sql.page.all(stream, Math.max(since, mark), limit + 1) as {
+          id: number;
+          data: string;
+          ts: number;
+        }[];
+        const publications = rows.slice(0, limit).map(({ id, data, ts }) =>
+          Object.freeze({ id, stream, data, ts })
+        );
+        return {
+          publications,
+          recovered: since >= mark,
+          next: rows.length > limit ? publications[limit - 1].id : null,
+        };
+      } catch (err) {
+        throw new Error(`history file ${this.#path}: cannot read ${stream}: ${message(err)}`, {
+          cause: err,
+        });
+      }
+    });
+  }
+
+  /**
+   * Trims the expired publications of up to SWEEP_STREAMS streams in one transaction; the timer
+   * calls it every `sweepMs`. Throws, naming the file, when the transaction fails.
+   */
+  sweep(): void {
+    this.#checkOpen();
+    const cutoff = this.#now() - this.#ttlMs;
+    const streams = this.#sql.expiredStreams.all(cutoff, SWEEP_STREAMS) as { stream: string }[];
+    if (streams.length === 0) return;
+    this.#transaction(`trim ${streams.length} streams by age`, () => {
+      for (const { stream } of streams) {
+        const expired = this.#newestExpired(stream);
+        if (expired === 0) continue; // what expired there follows a younger row (see HistoryBounds)
+        const state = this.#stateOf(stream);
+        this.#deleteThrough(stream, expired, state);
+        this.#sql.saveState.run(stream, state.kept, state.trimmed);
+      }
+    });
+  }
+
+  /** How the writes are going, for /metrics and tests. */
+  stats(): SqliteHistoryStats {
+    return { ...this.#stats };
+  }
+
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#flush();
+    clearInterval(this.#sweeper);
+    this.#closed = true;
+    try {
+      this.#db.close();
+    } catch (err) {
+      return Promise.reject(
+        new Error(`cannot close the history file ${this.#path}: ${message(err)}`, { cause: err }),
+      );
+    }
+    return Promise.resolve();
+  }
+
+  /** Commits the waiting batch, if any, and settles its appends. */
+  #flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const batch = this.#batch;
+    this.#batch = undefined;
+    if (!batch) return;
+    const n = batch.rows.length;
+    try {
+      this.#transaction(`commit ${n} append${n === 1 ? "" : "s"}`, () => this.#write(batch.rows));
+      this.#stats.batches++;
+      batch.done.resolve();
+    } catch (err) {
+      this.#stats.failedBatches++;
+      batch.done.reject(err);
+    }
+  }
+
+  /**
+   * Inserts a batch's rows and trims each stream they went to by size. Runs inside a transaction.
+   * Expired rows are left to the sweep: a read hides them already, and looking for them here would
+   * cost every append two more statements.
+   */
+  #write(rows: Publication[]): void {
+    const streams = new Map<StreamName, StreamState>();
+    for (const { id, stream, data, ts } of rows) {
+      let state = streams.get(stream);
+      if (!state) streams.set(stream, state = this.#stateOf(stream));
+      // At or below the mark, it was trimmed already: keeping it again would hide that.
+      if (id > state.trimmed) {
+        state.kept += Number(this.#sql.insert.run(stream, id, data, ts).changes);
+      }
+    }
+    for (const [stream, state] of streams) {
+      if (state.kept > this.#size) {
+        // The newest row beyond `size`; it and every older one go.
+        const row = this.#sql.nthOldest.get(stream, state.kept - this.#size - 1) as { id: number };
+        this.#deleteThrough(stream, row.id, state);
+      }
+      this.#sql.saveState.run(stream, state.kept, state.trimmed);
+    }
+  }
+
+  /**
+   * Deletes the rows of `stream` with id <= `id`, which is one of its rows, and raises the mark to
+   * it. Runs inside a transaction.
+   */
+  #deleteThrough(stream: StreamName, id: number, state: StreamState): void {
+    state.kept -= Number(this.#sql.deleteThrough.run(stream, id).changes);
+    state.trimmed = Math.max(state.trimmed, id);
+  }
+
+  /**
+   * The newest id of the run of expired rows at the oldest end of `stream`: those rows are trimmed
+   * by age, whether or not deleted yet. 0 when the oldest row is young enough, or there is none.
+   */
+  #newestExpired(stream: StreamName): number {
+    const fresh = this.#sql.firstFresh.get(stream, this.#now() - this.#ttlMs) as
+      | { id: number }
+      | undefined;
+    const through = fresh ? fresh.id - 1 : Number.MAX_SAFE_INTEGER;
+    const row = this.#sql.highestThrough.get(stream, through) as { id: number | null };
+    return row.id ?? 0;
+  }
+
+  #stateOf(stream: StreamName): StreamState {
+    const row = this.#sql.state.get(stream) as StreamState | undefined;
+    return { kept: row?.kept ?? 0, trimmed: row?.trimmed ?? 0 };
+  }
+
+  /** Runs `body` in one transaction; throws, naming the file and `what` failed, when it fails. */
+  #transaction(what: string, body: () => void): void {
+    try {
+      this.#db.exec("BEGIN");
+      body();
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      const cause = rollback(this.#db, err);
+      throw new Error(`history file ${this.#path}: cannot ${what}: ${message(cause)}`, { cause });
+    }
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new Error(`the history file ${this.#path} is closed`);
+  }
+}
+
+/** Creates the tables a new file lacks; throws when the file's schema is newer than this build's. */
+function migrate(db: DatabaseSync): void {
+  const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
+    user_version: number;
+  };
+  if (version > SCHEMA_VERSION) {
+    throw new Error(
+      `its schema ${version} is newer than this build's (${SCHEMA_VERSION}): run the newer ` +
+        `deno-pusher that wrote it`,
+    );
+  }
+  if (version === SCHEMA_VERSION) return;
+  db.exec(`${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION};`);
+}
+
+/**
+ * Rolls back what is left of a failed transaction and returns the error to report: the one that
+ * failed it. SQLite has already rolled back after some errors (a full disk, an I/O error), and
+ * ROLLBACK then fails, which must not hide the cause.
+ */
+function rollback(db: DatabaseSync, err: unknown): unknown {
+  if (!db.isTransaction) return err;
+  try {
+    db.exec("ROLLBACK");
+    return err;
+  } catch (rollbackErr) {
+    return new Error(`${message(err)} (and the rollback failed: ${message(rollbackErr)})`, {
+      cause: err,
+    });
+  }
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

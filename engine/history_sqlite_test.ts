@@ -1,0 +1,163 @@
+/**
+ * The SQLite history store on a real file: the contract every store keeps, then what only a file
+ * can show (a restart, group commit, a commit the file refuses).
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { test } from "node:test";
+import { historyContract } from "./history_contract.ts";
+import { SqliteHistory, type SqliteHistoryOptions } from "./history_sqlite.ts";
+import { type Publication, uidStream } from "./stream.ts";
+
+/** A history file's place in a new temporary folder, removed with everything in it on dispose. */
+function temporaryFile(): { path: string } & Disposable {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-history-"));
+  return {
+    path: join(dir, "history.db"),
+    [Symbol.dispose]: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** A store on a new file; disposing of it closes the store and removes the file. */
+function openStore(options: SqliteHistoryOptions) {
+  const file = temporaryFile();
+  let store: SqliteHistory;
+  try {
+    store = new SqliteHistory(file.path, { sweepMs: 0, ...options });
+  } catch (err) {
+    file[Symbol.dispose]();
+    throw err;
+  }
+  return {
+    store,
+    path: file.path,
+    sweep: () => store.sweep(),
+    [Symbol.asyncDispose]: async () => {
+      await store.close();
+      file[Symbol.dispose]();
+    },
+  };
+}
+
+historyContract("sqlite", openStore);
+
+const ALICE = uidStream("alice");
+const pub = (id: number, stream = ALICE, ts = Date.now()): Publication => ({
+  id,
+  stream,
+  data: `message ${id}`,
+  ts,
+});
+
+/** Runs `query` on the file at `path` with a connection of its own, as another process would. */
+function inFile(path: string, query: string): Record<string, unknown>[] {
+  const db = new DatabaseSync(path);
+  try {
+    return db.prepare(query).all().map((row) => ({ ...row }));
+  } finally {
+    db.close();
+  }
+}
+
+test("sqlite: a restart on the same file finds what was kept, pending appends included, and what was trimmed stays trimmed", async () => {
+  using file = temporaryFile();
+  const ts = Date.now();
+  const first = new SqliteHistory(file.path, { size: 3, ttl: 3600, sweepMs: 0 });
+  await Promise.all([1, 2, 3, 4, 5].map((id) => first.append(pub(id, ALICE, ts))));
+  const unwaited = first.append(pub(6, uidStream("bob"), ts));
+  await first.close(); // commits it
+  await unwaited;
+
+  const second = new SqliteHistory(file.path, { size: 3, ttl: 3600, sweepMs: 0 });
+  const page = await second.read(ALICE, 0, 10);
+  assert.deepEqual(page.publications.map((p) => p.id), [3, 4, 5]);
+  assert.equal(page.recovered, false);
+  assert.equal((await second.read(ALICE, 2, 10)).recovered, true, "the mark survived: it is 2");
+  assert.deepEqual((await second.read(uidStream("bob"), 0, 10)).publications, [
+    pub(6, uidStream("bob"), ts),
+  ]);
+  await second.append(pub(7, ALICE, ts));
+  assert.deepEqual(inFile(file.path, "SELECT id FROM history WHERE stream = 'uid:alice'"), [
+    { id: 4 },
+    { id: 5 },
+    { id: 7 },
+  ], "the file holds the newest three, not more");
+  assert.deepEqual(inFile(file.path, "SELECT * FROM history_streams ORDER BY stream"), [
+    { stream: "uid:alice", kept: 3, trimmed: 3 },
+    { stream: "uid:bob", kept: 1, trimmed: 0 },
+  ]);
+  await second.close();
+});
+
+test("sqlite: appends made together land in one transaction, and a full batch commits at once", async () => {
+  await using h = openStore({ size: 1000, ttl: 3600 });
+  await Promise.all(Array.from({ length: 300 }, (_, i) => h.store.append(pub(i + 1))));
+  assert.deepEqual(h.store.stats(), { batches: 1, failedBatches: 0 });
+  await h.store.append(pub(301));
+  assert.deepEqual(h.store.stats(), { batches: 2, failedBatches: 0 });
+
+  await using small = openStore({ size: 1000, ttl: 3600, maxBatchRows: 10 });
+  const pending = Array.from({ length: 25 }, (_, i) => small.store.append(pub(i + 1)));
+  assert.equal(small.store.stats().batches, 2, "two full batches committed before any timer ran");
+  await Promise.all(pending);
+  assert.equal(small.store.stats().batches, 3, "the last five went by the timer");
+  assert.equal((await small.store.read(ALICE, 0, 100)).publications.length, 25);
+});
+
+test("sqlite: while another process holds the write lock, every waiting append rejects naming the file; later ones land", async () => {
+  await using h = openStore({ size: 1000, ttl: 3600 });
+  await h.store.append(pub(1));
+  const holder = new DatabaseSync(h.path);
+  holder.exec("BEGIN IMMEDIATE");
+  const results = await Promise.allSettled([h.store.append(pub(2)), h.store.append(pub(3))]);
+  for (const result of results) {
+    assert.equal(result.status, "rejected");
+    const { message } = (result as PromiseRejectedResult).reason as Error;
+    assert.ok(message.includes(h.path), `names the file: ${message}`);
+    assert.match(message, /cannot commit 2 appends: database is locked/);
+  }
+  assert.deepEqual(h.store.stats(), { batches: 1, failedBatches: 1 });
+  // Reads go on while the file cannot be written.
+  assert.deepEqual((await h.store.read(ALICE, 0, 10)).publications.map((p) => p.id), [1]);
+  holder.exec("ROLLBACK");
+  holder.close();
+  await h.store.append(pub(4));
+  const page = await h.store.read(ALICE, 0, 10);
+  assert.deepEqual(page.publications.map((p) => p.id), [1, 4], "the refused ones were not kept");
+  assert.equal(page.recovered, true, "nothing was trimmed: what was refused was never kept");
+});
+
+test("sqlite: a sweep deletes the expired rows of streams nobody writes to, and raises their marks", async () => {
+  let now = 1_700_000_000_000;
+  await using h = openStore({ size: 1000, ttl: 60, now: () => now });
+  await Promise.all([
+    h.store.append(pub(1, ALICE, now)),
+    h.store.append(pub(2, uidStream("bob"), now)),
+  ]);
+  now += 30_000;
+  await h.store.append(pub(3, ALICE, now));
+  now += 31_000;
+  h.store.sweep();
+  assert.deepEqual(inFile(h.path, "SELECT stream, id FROM history ORDER BY id"), [
+    { stream: "uid:alice", id: 3 },
+  ]);
+  assert.deepEqual(inFile(h.path, "SELECT * FROM history_streams ORDER BY stream"), [
+    { stream: "uid:alice", kept: 1, trimmed: 1 },
+    { stream: "uid:bob", kept: 0, trimmed: 2 },
+  ]);
+});
+
+test("sqlite: a file written by a newer build is refused, naming the file", () => {
+  using file = temporaryFile();
+  const db = new DatabaseSync(file.path);
+  db.exec("PRAGMA user_version = 2");
+  db.close();
+  assert.throws(
+    () => new SqliteHistory(file.path, { size: 10, ttl: 10, sweepMs: 0 }),
+    (err: Error) =>
+      err.message.includes(file.path) && /schema 2 is newer than this build's/.test(err.message),
+  );
+});
