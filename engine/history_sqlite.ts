@@ -28,6 +28,7 @@ import {
   type HistoryStore,
 } from "./history.ts";
 import type { Publication, StreamName } from "./stream.ts";
+import { errorMessage, rollback } from "../sqlite.ts";
 
 /**
  * Milliseconds a batch waits for more appends after its first: long enough to gather a burst into
@@ -153,7 +154,7 @@ export class SqliteHistory implements HistoryStore {
       if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
       this.#db = new DatabaseSync(path);
     } catch (err) {
-      throw new Error(`cannot open the history file ${path}: ${message(err)}`, { cause: err });
+      throw new Error(`cannot open the history file ${path}: ${errorMessage(err)}`, { cause: err });
     }
     try {
       this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
@@ -161,7 +162,7 @@ export class SqliteHistory implements HistoryStore {
       this.#sql = this.#prepare();
     } catch (err) {
       this.#db.close();
-      throw new Error(`cannot open the history file ${path}: ${message(err)}`, { cause: err });
+      throw new Error(`cannot open the history file ${path}: ${errorMessage(err)}`, { cause: err });
     }
     const sweepMs = options.sweepMs ?? HISTORY_SWEEP_MS;
     if (sweepMs > 0) {
@@ -247,7 +248,7 @@ export class SqliteHistory implements HistoryStore {
           next: rows.length > limit ? publications[limit - 1].id : null,
         };
       } catch (err) {
-        throw new Error(`history file ${this.#path}: cannot read ${stream}: ${message(err)}`, {
+        throw new Error(`history file ${this.#path}: cannot read ${stream}: ${errorMessage(err)}`, {
           cause: err,
         });
       }
@@ -288,7 +289,9 @@ export class SqliteHistory implements HistoryStore {
       this.#db.close();
     } catch (err) {
       return Promise.reject(
-        new Error(`cannot close the history file ${this.#path}: ${message(err)}`, { cause: err }),
+        new Error(`cannot close the history file ${this.#path}: ${errorMessage(err)}`, {
+          cause: err,
+        }),
       );
     }
     return Promise.resolve();
@@ -372,7 +375,9 @@ export class SqliteHistory implements HistoryStore {
       this.#db.exec("COMMIT");
     } catch (err) {
       const cause = rollback(this.#db, err);
-      throw new Error(`history file ${this.#path}: cannot ${what}: ${message(cause)}`, { cause });
+      throw new Error(`history file ${this.#path}: cannot ${what}: ${errorMessage(cause)}`, {
+        cause,
+      });
     }
   }
 
@@ -394,25 +399,4 @@ function migrate(db: DatabaseSync): void {
   }
   if (version === SCHEMA_VERSION) return;
   db.exec(`${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION};`);
-}
-
-/**
- * Rolls back what is left of a failed transaction and returns the error to report: the one that
- * failed it. SQLite has already rolled back after some errors (a full disk, an I/O error), and
- * ROLLBACK then fails, which must not hide the cause.
- */
-function rollback(db: DatabaseSync, err: unknown): unknown {
-  if (!db.isTransaction) return err;
-  try {
-    db.exec("ROLLBACK");
-    return err;
-  } catch (rollbackErr) {
-    return new Error(`${message(err)} (and the rollback failed: ${message(rollbackErr)})`, {
-      cause: err,
-    });
-  }
-}
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -7,6 +7,7 @@ import { mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { BatchingLogger, type DeliveryStatus, type MessageRecord } from "./logger.ts";
+import { errorMessage, rollback } from "../sqlite.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
@@ -54,27 +55,6 @@ function migrate(db: DatabaseSync): void {
   }
 }
 
-/**
- * Rolls back what is left of a failed transaction and returns the error to throw: the one that
- * failed it. SQLite has already rolled back after some errors (a full disk, an I/O error), and a
- * ROLLBACK then fails with "no transaction is active", which must not hide the cause.
- */
-function rollback(db: DatabaseSync, err: unknown): unknown {
-  if (!db.isTransaction) return err;
-  try {
-    db.exec("ROLLBACK");
-    return err;
-  } catch (rollbackErr) {
-    return new Error(`${message(err)} (and the rollback failed: ${message(rollbackErr)})`, {
-      cause: err,
-    });
-  }
-}
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /** SQLite's primary result codes for a row it will never take: TOOBIG, CONSTRAINT, MISMATCH. */
 const ROW_ERRORS = new Set([18, 19, 20]);
 
@@ -108,7 +88,7 @@ export class SqliteLogger extends BatchingLogger {
       };
       this.#lastId = Number(row.id ?? 0);
     } catch (err) {
-      throw new Error(`message log ${path}: ${message(err)}`, { cause: err });
+      throw new Error(`message log ${path}: ${errorMessage(err)}`, { cause: err });
     }
   }
 
@@ -153,7 +133,7 @@ export class SqliteLogger extends BatchingLogger {
     } catch (err) {
       throw new Error(
         `${this.#path} was deleted or replaced while the server ran, and a new message log ` +
-          `cannot be created there: ${message(err)}`,
+          `cannot be created there: ${errorMessage(err)}`,
         { cause: err },
       );
     }
@@ -175,7 +155,7 @@ export class SqliteLogger extends BatchingLogger {
       this.db.exec("COMMIT");
     } catch (err) {
       const cause = rollback(this.db, err);
-      throw new Error(`${this.#path}: ${message(cause)}`, { cause });
+      throw new Error(`${this.#path}: ${errorMessage(cause)}`, { cause });
     }
   }
 
