@@ -44,7 +44,7 @@ export interface FirstRequest extends Disposable {
  * What `begin` found:
  * - `first`: nobody has this key; run the send and finish or abandon.
  * - `duplicate`: a request with it finished within the TTL; give `answer` again, pushing nothing.
- * - `in-progress`: a request with it is still running after the store waited WAIT_MS for it
+ * - `in-progress`: a request with it is still running after the store waited `waitMs` for it
  *   (answer 409 and let the client retry later).
  * - `reused`: the key belongs to a request with another fingerprint, finished or running (answer
  *   422: the client reused a key for a new request).
