@@ -514,3 +514,42 @@ export async function runProgram(args: string[], env: Record<string, string> = {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * A file's place, `name`, in a `data` folder of a new temporary folder (so that a store that
+ * creates its folder is tested doing so). Disposing of it removes the temporary folder with
+ * everything in it.
+ */
+export function temporaryFile(name: string): { path: string } & Disposable {
+  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-store-"));
+  return {
+    path: join(dir, "data", name),
+    [Symbol.dispose]: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/**
+ * A store opened by `open` on a temporary file `name` (see temporaryFile). Disposing of it closes
+ * the store and removes the file's folder.
+ */
+export function storeOnTemporaryFile<S extends { close(): Promise<void> }>(
+  name: string,
+  open: (path: string) => S,
+): { store: S; path: string } & AsyncDisposable {
+  const file = temporaryFile(name);
+  let store: S;
+  try {
+    store = open(file.path);
+  } catch (err) {
+    file[Symbol.dispose]();
+    throw err;
+  }
+  return {
+    store,
+    path: file.path,
+    [Symbol.asyncDispose]: async () => {
+      await store.close();
+      file[Symbol.dispose]();
+    },
+  };
+}

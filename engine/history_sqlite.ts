@@ -28,7 +28,7 @@ import {
   type HistoryStore,
 } from "./history.ts";
 import type { Publication, StreamName } from "./stream.ts";
-import { errorMessage, rollback } from "../sqlite.ts";
+import { errorMessage, migrate, transaction } from "../sqlite.ts";
 
 /**
  * Milliseconds a batch waits for more appends after its first: long enough to gather a burst into
@@ -158,7 +158,7 @@ export class SqliteHistory implements HistoryStore {
     }
     try {
       this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
-      migrate(this.#db);
+      migrate(this.#db, SCHEMA, SCHEMA_VERSION);
       this.#sql = this.#prepare();
     } catch (err) {
       this.#db.close();
@@ -369,34 +369,10 @@ export class SqliteHistory implements HistoryStore {
 
   /** Runs `body` in one transaction; throws, naming the file and `what` failed, when it fails. */
   #transaction(what: string, body: () => void): void {
-    try {
-      this.#db.exec("BEGIN");
-      body();
-      this.#db.exec("COMMIT");
-    } catch (err) {
-      const cause = rollback(this.#db, err);
-      throw new Error(`history file ${this.#path}: cannot ${what}: ${errorMessage(cause)}`, {
-        cause,
-      });
-    }
+    transaction(this.#db, `history file ${this.#path}`, what, body);
   }
 
   #checkOpen(): void {
     if (this.#closed) throw new Error(`the history file ${this.#path} is closed`);
   }
-}
-
-/** Creates the tables a new file lacks; throws when the file's schema is newer than this build's. */
-function migrate(db: DatabaseSync): void {
-  const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
-    user_version: number;
-  };
-  if (version > SCHEMA_VERSION) {
-    throw new Error(
-      `its schema ${version} is newer than this build's (${SCHEMA_VERSION}): run the newer ` +
-        `deno-pusher that wrote it`,
-    );
-  }
-  if (version === SCHEMA_VERSION) return;
-  db.exec(`${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION};`);
 }

@@ -3,43 +3,22 @@
  * can show (a restart, group commit, a commit the file refuses).
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
 import { historyContract } from "./history_contract.ts";
 import { SqliteHistory, type SqliteHistoryOptions } from "./history_sqlite.ts";
 import { type Publication, uidStream } from "./stream.ts";
-
-/** A history file's place in a new temporary folder, removed with everything in it on dispose. */
-function temporaryFile(): { path: string } & Disposable {
-  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-history-"));
-  return {
-    path: join(dir, "history.db"),
-    [Symbol.dispose]: () => rmSync(dir, { recursive: true, force: true }),
-  };
-}
+import { storeOnTemporaryFile, temporaryFile } from "../testkit.ts";
 
 /** A store on a new file; disposing of it closes the store and removes the file. */
 function openStore(options: SqliteHistoryOptions) {
-  const file = temporaryFile();
-  let store: SqliteHistory;
-  try {
-    store = new SqliteHistory(file.path, { sweepMs: 0, ...options });
-  } catch (err) {
-    file[Symbol.dispose]();
-    throw err;
-  }
-  return {
-    store,
-    path: file.path,
-    sweep: () => store.sweep(),
-    [Symbol.asyncDispose]: async () => {
-      await store.close();
-      file[Symbol.dispose]();
-    },
-  };
+  const opened = storeOnTemporaryFile(
+    "history.db",
+    (path) => new SqliteHistory(path, { sweepMs: 0, ...options }),
+  );
+  return { ...opened, sweep: () => opened.store.sweep() };
 }
 
 historyContract("sqlite", openStore);
@@ -63,7 +42,7 @@ function inFile(path: string, query: string): Record<string, unknown>[] {
 }
 
 test("sqlite: a restart on the same file finds what was kept, pending appends included, and what was trimmed stays trimmed", async () => {
-  using file = temporaryFile();
+  using file = temporaryFile("history.db");
   const ts = Date.now();
   const first = new SqliteHistory(file.path, { size: 3, ttl: 3600, sweepMs: 0 });
   await Promise.all([1, 2, 3, 4, 5].map((id) => first.append(pub(id, ALICE, ts))));
@@ -151,7 +130,8 @@ test("sqlite: a sweep deletes the expired rows of streams nobody writes to, and 
 });
 
 test("sqlite: a file written by a newer build is refused, naming the file", () => {
-  using file = temporaryFile();
+  using file = temporaryFile("history.db");
+  mkdirSync(dirname(file.path));
   const db = new DatabaseSync(file.path);
   db.exec("PRAGMA user_version = 2");
   db.close();

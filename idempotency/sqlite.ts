@@ -14,7 +14,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { errorMessage, rollback } from "../sqlite.ts";
+import { errorMessage, migrate, transaction } from "../sqlite.ts";
 import { type KeptAnswer, keyOf, LocalIdempotencyStore } from "./local.ts";
 import type { IdempotencyOptions, IdempotencyStats } from "./store.ts";
 
@@ -123,7 +123,7 @@ export class SqliteIdempotency extends LocalIdempotencyStore {
     }
     try {
       this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
-      migrate(this.#db);
+      migrate(this.#db, SCHEMA, SCHEMA_VERSION);
       this.#sql = this.#prepare();
       const { n } = this.#db.prepare("SELECT count(*) AS n FROM idempotency").get() as {
         n: number;
@@ -267,30 +267,6 @@ export class SqliteIdempotency extends LocalIdempotencyStore {
 
   /** Runs `body` in one transaction; throws, naming the file and `what` failed, when it fails. */
   #transaction(what: string, body: () => void): void {
-    try {
-      this.#db.exec("BEGIN");
-      body();
-      this.#db.exec("COMMIT");
-    } catch (err) {
-      const cause = rollback(this.#db, err);
-      throw new Error(`idempotency file ${this.#path}: cannot ${what}: ${errorMessage(cause)}`, {
-        cause,
-      });
-    }
+    transaction(this.#db, `idempotency file ${this.#path}`, what, body);
   }
-}
-
-/** Creates the table a new file lacks; throws when the file's schema is newer than this build's. */
-function migrate(db: DatabaseSync): void {
-  const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
-    user_version: number;
-  };
-  if (version > SCHEMA_VERSION) {
-    throw new Error(
-      `its schema ${version} is newer than this build's (${SCHEMA_VERSION}): run the newer ` +
-        `deno-pusher that wrote it`,
-    );
-  }
-  if (version === SCHEMA_VERSION) return;
-  db.exec(`${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION};`);
 }

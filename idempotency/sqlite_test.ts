@@ -3,42 +3,19 @@
  * file can show (a restart, the sweep, group commit, a commit the file refuses).
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
 import { clock, idempotencyContract, sendRoute } from "./contract.ts";
 import { IDEMPOTENCY_FILE, SqliteIdempotency, type SqliteIdempotencyOptions } from "./sqlite.ts";
-
-/** The store's file in a new temporary folder, removed with everything in it on dispose. */
-function temporaryFile(): { path: string } & Disposable {
-  const dir = mkdtempSync(join(tmpdir(), "deno-pusher-idempotency-"));
-  return {
-    path: join(dir, "data", IDEMPOTENCY_FILE),
-    [Symbol.dispose]: () => rmSync(dir, { recursive: true, force: true }),
-  };
-}
+import { storeOnTemporaryFile, temporaryFile } from "../testkit.ts";
 
 /** A store on a new file; disposing of it closes the store and removes the file. */
 function openStore(options: SqliteIdempotencyOptions) {
-  const file = temporaryFile();
-  let store: SqliteIdempotency;
-  try {
-    store = new SqliteIdempotency(file.path, { sweepMs: 0, ...options });
-  } catch (err) {
-    file[Symbol.dispose]();
-    throw err;
-  }
-  return {
-    store,
-    path: file.path,
-    sweep: () => store.sweepNow(),
-    [Symbol.asyncDispose]: async () => {
-      await store.close();
-      file[Symbol.dispose]();
-    },
-  };
+  const opened = storeOnTemporaryFile(
+    IDEMPOTENCY_FILE,
+    (path) => new SqliteIdempotency(path, { sweepMs: 0, ...options }),
+  );
+  return { ...opened, sweep: () => opened.store.sweepNow() };
 }
 
 idempotencyContract("sqlite", openStore);
@@ -55,7 +32,7 @@ function inFile(path: string, query: string): Record<string, unknown>[] {
 
 test("sqlite: after a restart on the same file, a retry still gets the first answer; expired keys and requests in progress are not kept", async () => {
   const t = clock();
-  using file = temporaryFile();
+  using file = temporaryFile(IDEMPOTENCY_FILE);
   const before = new SqliteIdempotency(file.path, { ttl: 600, now: t.now, sweepMs: 0 });
   const route = sendRoute(before);
   await route.send("old", "hello");
@@ -158,7 +135,7 @@ test("sqlite: while another process holds the write lock, finish rejects naming 
 
 test("sqlite: the bound counts the rows a restart finds in the file", async () => {
   const t = clock();
-  using file = temporaryFile();
+  using file = temporaryFile(IDEMPOTENCY_FILE);
   const before = new SqliteIdempotency(file.path, { ttl: 600, now: t.now, sweepMs: 0 });
   const route = sendRoute(before);
   for (const key of ["a", "b", "c"]) {
@@ -183,7 +160,7 @@ test("sqlite: the bound counts the rows a restart finds in the file", async () =
 });
 
 test("sqlite: a file written by a newer build is refused, naming the file", () => {
-  using file = temporaryFile();
+  using file = temporaryFile(IDEMPOTENCY_FILE);
   new SqliteIdempotency(file.path, { ttl: 600, sweepMs: 0 }).close();
   const db = new DatabaseSync(file.path);
   db.exec("PRAGMA user_version = 2");
