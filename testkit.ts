@@ -10,6 +10,7 @@ import { connect as tcpConnect, type Socket as TcpSocket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import process from "node:process";
+import { DatabaseSync } from "node:sqlite";
 import { Authenticator } from "./authenticator.ts";
 import { type Config, defaultConfig } from "./config.ts";
 import { type Running, start } from "./main.ts";
@@ -552,4 +553,14 @@ export function storeOnTemporaryFile<S extends { close(): Promise<void> }>(
       file[Symbol.dispose]();
     },
   };
+}
+
+/** Runs `query` on the file at `path` with a connection of its own, as another process would. */
+export function inFile(path: string, query: string): Record<string, unknown>[] {
+  const db = new DatabaseSync(path);
+  try {
+    return db.prepare(query).all().map((row) => ({ ...row }));
+  } finally {
+    db.close();
+  }
 }

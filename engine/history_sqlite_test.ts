@@ -10,7 +10,7 @@ import { test } from "node:test";
 import { historyContract } from "./history_contract.ts";
 import { SqliteHistory, type SqliteHistoryOptions } from "./history_sqlite.ts";
 import { type Publication, uidStream } from "./stream.ts";
-import { storeOnTemporaryFile, temporaryFile } from "../testkit.ts";
+import { inFile, storeOnTemporaryFile, temporaryFile } from "../testkit.ts";
 
 /** A store on a new file; disposing of it closes the store and removes the file. */
 function openStore(options: SqliteHistoryOptions) {
@@ -30,16 +30,6 @@ const pub = (id: number, stream = ALICE, ts = Date.now()): Publication => ({
   data: `message ${id}`,
   ts,
 });
-
-/** Runs `query` on the file at `path` with a connection of its own, as another process would. */
-function inFile(path: string, query: string): Record<string, unknown>[] {
-  const db = new DatabaseSync(path);
-  try {
-    return db.prepare(query).all().map((row) => ({ ...row }));
-  } finally {
-    db.close();
-  }
-}
 
 test("sqlite: a restart on the same file finds what was kept, pending appends included, and what was trimmed stays trimmed", async () => {
   using file = temporaryFile("history.db");

@@ -7,7 +7,7 @@ import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
 import { clock, idempotencyContract, sendRoute } from "./contract.ts";
 import { IDEMPOTENCY_FILE, SqliteIdempotency, type SqliteIdempotencyOptions } from "./sqlite.ts";
-import { storeOnTemporaryFile, temporaryFile } from "../testkit.ts";
+import { inFile, storeOnTemporaryFile, temporaryFile } from "../testkit.ts";
 
 /** A store on a new file; disposing of it closes the store and removes the file. */
 function openStore(options: SqliteIdempotencyOptions) {
@@ -19,16 +19,6 @@ function openStore(options: SqliteIdempotencyOptions) {
 }
 
 idempotencyContract("sqlite", openStore);
-
-/** Runs `query` on the file at `path` with a connection of its own, as another process would. */
-function inFile(path: string, query: string): Record<string, unknown>[] {
-  const db = new DatabaseSync(path);
-  try {
-    return db.prepare(query).all().map((row) => ({ ...row }));
-  } finally {
-    db.close();
-  }
-}
 
 test("sqlite: after a restart on the same file, a retry still gets the first answer; expired keys and requests in progress are not kept", async () => {
   const t = clock();
