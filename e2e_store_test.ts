@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { test } from "node:test";
-import { runProgram, startProgram, stopProgram } from "./testkit.ts";
+import { SqliteLogger } from "./message/sqlite.ts";
+import { inFile, runProgram, startProgram, stopProgram } from "./testkit.ts";
 
 const SECRET = "e2e-secret-0123456789abcdef0123456789";
 
@@ -50,6 +51,38 @@ test("a second program on a data directory in use is refused; after kill -9 the 
     assert.equal(existsSync(join(dataDir, "deno-pusher.lock")), false, "a clean stop unlocks");
   } finally {
     first.child.kill("SIGKILL");
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("messages a killed run left accepted are marked interrupted at the next start, which says so", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "deno-pusher-e2e-data-"));
+  try {
+    // What a run killed between accepting two messages and settling them leaves in its log.
+    const dead = new SqliteLogger(join(dataDir, "messages.db"), 60_000, (e) => assert.fail(`${e}`));
+    for (const id of [1, 2]) {
+      dead.log({
+        id,
+        uid: "u",
+        target: "uid:u",
+        message: `m${id}`,
+        createdAt: Date.now(),
+        status: "accepted",
+      });
+    }
+    dead.flush();
+    const started = await startProgram([], { DATA_DIR: dataDir, JWT_SECRET: SECRET });
+    try {
+      await started.printed(/message log: 2 message\(s\) the last run left accepted/);
+    } finally {
+      await stopProgram(started);
+    }
+    dead.close();
+    assert.deepEqual(inFile(join(dataDir, "messages.db"), "SELECT id, status FROM messages"), [
+      { id: 1, status: "interrupted" },
+      { id: 2, status: "interrupted" },
+    ]);
+  } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
 });

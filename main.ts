@@ -83,6 +83,12 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       ? new StdoutLogger(config.logFlushMs, onLogError, options.stdout)
       : new NullLogger();
     ids = new MessageIds(dataDir.dir, { floor: logger.lastId(), now: options.clock });
+    if (logger instanceof SqliteLogger && logger.interrupted > 0) {
+      console.error(
+        `message log: ${logger.interrupted} message(s) the last run left accepted (it ended ` +
+          `before their delivery was settled) are now marked interrupted`,
+      );
+    }
   } catch (err) {
     logger?.close();
     dataDir.release();

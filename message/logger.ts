@@ -10,7 +10,14 @@
  * - `failed`: every write threw;
  * - `dropped`: every connection it was queued on was cut off (slow consumer) or closed first.
  */
-export type DeliveryStatus = "accepted" | "delivered" | "offline" | "failed" | "dropped";
+export type DeliveryStatus =
+  | "accepted"
+  | "delivered"
+  | "offline"
+  | "failed"
+  | "dropped"
+  /** Left `accepted` by a run that ended first (a crash); set by the SQLite log when it opens. */
+  | "interrupted";
 
 /** One accepted message. */
 export interface MessageRecord {

@@ -17,18 +17,22 @@ CREATE TABLE IF NOT EXISTS messages (
   message    TEXT    NOT NULL,
   created_at INTEGER NOT NULL, -- milliseconds since the epoch
   status     TEXT    NOT NULL
-    CHECK (status IN ('accepted', 'delivered', 'offline', 'failed', 'dropped')),
+    CHECK (status IN ('accepted', 'delivered', 'offline', 'failed', 'dropped', 'interrupted')),
   updated_at INTEGER NOT NULL  -- milliseconds since the epoch
 );
 CREATE INDEX IF NOT EXISTS messages_uid_id ON messages (uid, id);
+-- The rows still accepted: few at any time, and what a start after a crash looks for.
+CREATE INDEX IF NOT EXISTS messages_accepted ON messages (id) WHERE status = 'accepted';
 `;
 
 /** The schema's version, kept in SQLite's user_version. */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 /**
- * Brings a database to SCHEMA_VERSION. Version 0 with a table is the first schema, which had a
- * NOT NULL uid and no target: its rows are all uid messages and move over as such.
+ * Brings a database to SCHEMA_VERSION by rebuilding the table once: SQLite cannot change a CHECK
+ * constraint in place. Version 0 with a table is the first schema, which had a NOT NULL uid and no
+ * target: its rows are all uid messages and move over as such. Version 1 lacked the `interrupted`
+ * status.
  */
 function migrate(db: DatabaseSync): void {
   const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
@@ -40,14 +44,15 @@ function migrate(db: DatabaseSync): void {
   }
   const old = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'")
     .get();
+  const target = version === 0 ? "'uid:' || uid" : "target";
   db.exec("BEGIN");
   try {
-    if (old) db.exec("ALTER TABLE messages RENAME TO messages_v0; DROP INDEX messages_uid_id;");
+    if (old) db.exec("ALTER TABLE messages RENAME TO messages_old; DROP INDEX messages_uid_id;");
     db.exec(SCHEMA);
     if (old) {
       db.exec(`INSERT INTO messages (id, uid, target, message, created_at, status, updated_at)
-        SELECT id, uid, 'uid:' || uid, message, created_at, status, updated_at FROM messages_v0;
-        DROP TABLE messages_v0;`);
+        SELECT id, uid, ${target}, message, created_at, status, updated_at FROM messages_old;
+        DROP TABLE messages_old;`);
     }
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`);
   } catch (err) {
@@ -71,6 +76,11 @@ export class SqliteLogger extends BatchingLogger {
   /** The open file's identity (device and inode), to notice it deleted or replaced under us. */
   #file: string | undefined;
   readonly #lastId: number;
+  /**
+   * Messages the last run left `accepted` (it ended before their delivery was settled: a crash, a
+   * kill -9), marked `interrupted` when this logger opened the file.
+   */
+  readonly interrupted: number;
 
   /** Opens (or creates) the log at `path`; throws, naming the file, when it cannot. */
   constructor(
@@ -87,6 +97,11 @@ export class SqliteLogger extends BatchingLogger {
         id: number | null;
       };
       this.#lastId = Number(row.id ?? 0);
+      this.interrupted = Number(
+        this.db.prepare(
+          "UPDATE messages SET status = 'interrupted', updated_at = ? WHERE status = 'accepted'",
+        ).run(Date.now()).changes,
+      );
     } catch (err) {
       throw new Error(`message log ${path}: ${errorMessage(err)}`, { cause: err });
     }

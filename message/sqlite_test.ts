@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
-import { eventually, startTestServer } from "../testkit.ts";
+import { eventually, inFile, startTestServer } from "../testkit.ts";
 import { SqliteLogger } from "./sqlite.ts";
 import { StdoutLogger } from "./stdout.ts";
 
@@ -329,4 +329,51 @@ test("a log from the first schema is migrated: its rows keep their ids and gain 
     { id: 42, uid: null, target: "group:g", status: "accepted" },
   ]);
   db.close();
+});
+
+test("messages a crashed run left accepted are marked interrupted when the log opens again", () => {
+  using log = temporaryLog();
+  const { path, errors } = log;
+  const first = new SqliteLogger(path, 60_000, (e) => errors.push(e as Error));
+  first.log(record(1));
+  first.log(record(2));
+  first.setStatus(2, "delivered");
+  first.log(record(3));
+  first.flush(); // what a run that then died had written: 1 and 3 still accepted
+  const again = new SqliteLogger(path, 60_000, (e) => errors.push(e as Error));
+  assert.equal(again.interrupted, 2);
+  assert.deepEqual(rowsOf(path), [
+    { id: 1, message: "m1", status: "interrupted" },
+    { id: 2, message: "m2", status: "delivered" },
+    { id: 3, message: "m3", status: "interrupted" },
+  ]);
+  again.close();
+  first.close();
+  assert.deepEqual(errors, []);
+});
+
+test("a log from the second schema is rebuilt once to take the interrupted status; its rows stay", () => {
+  using log = temporaryLog();
+  const { path } = log;
+  const v1 = new DatabaseSync(path);
+  v1.exec(
+    `CREATE TABLE messages (id INTEGER PRIMARY KEY, uid TEXT, target TEXT NOT NULL,
+    message TEXT NOT NULL, created_at INTEGER NOT NULL, status TEXT NOT NULL
+    CHECK (status IN ('accepted', 'delivered', 'offline', 'failed', 'dropped')),
+    updated_at INTEGER NOT NULL);
+    CREATE INDEX messages_uid_id ON messages (uid, id);
+    INSERT INTO messages VALUES (7, NULL, 'group:g', 'kept', 1, 'offline', 2);
+    INSERT INTO messages VALUES (8, 'u', 'uid:u', 'cut short', 3, 'accepted', 4);
+    PRAGMA user_version = 1;`,
+  );
+  v1.close();
+  const logger = new SqliteLogger(path, 60_000, (err) => assert.fail(`${err}`));
+  assert.equal(logger.lastId(), 8);
+  assert.equal(logger.interrupted, 1);
+  logger.close();
+  assert.deepEqual(inFile(path, "SELECT id, target, status FROM messages ORDER BY id"), [
+    { id: 7, target: "group:g", status: "offline" },
+    { id: 8, target: "uid:u", status: "interrupted" },
+  ]);
+  assert.deepEqual(inFile(path, "PRAGMA user_version"), [{ user_version: 2 }]);
 });
