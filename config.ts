@@ -194,6 +194,19 @@ export const SETTINGS = {
     default: "200",
     help: "how often the message log writes its batch, in milliseconds",
   },
+  "history-size": {
+    env: "HISTORY_SIZE",
+    schema: int(0, 1_000_000),
+    default: "1000",
+    help: "messages kept per uid, group and broadcast stream for clients that resume with since " +
+      "(in <data-dir>/history.db); 0 keeps none",
+  },
+  "history-ttl": {
+    env: "HISTORY_TTL",
+    schema: seconds(1, 366 * 86400),
+    default: "86400",
+    help: "seconds a kept message stays in history",
+  },
   "max-message-bytes": {
     env: "MAX_MESSAGE_BYTES",
     schema: int(1, 16 * 1024 * 1024),

@@ -45,6 +45,11 @@ export interface ConnectionStart {
   identity?: Identity;
   format: Format;
   presence: boolean;
+  /**
+   * The last message id the client saw (`since` in the query, or in the auth frame): it resumes
+   * after it, when history is kept.
+   */
+  since?: number;
 }
 
 /** Where a socket is in its life; see the file's comment. */
@@ -64,6 +69,7 @@ type State =
 export function connection(deps: ConnectionDeps, start: ConnectionStart): SocketHandlers {
   const { config, hub, metrics, authenticator } = deps;
   const { format, presence } = start;
+  let since = start.since;
   const frames = new Bucket(config.maxFramesPerSecond);
   let state: State = { name: "opening" };
   let expiryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -120,7 +126,7 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
       }
       return;
     }
-    state = { name: "open", socket, client: hub.connect(who, format, socket, presence) };
+    state = { name: "open", socket, client: hub.connect(who, format, socket, presence, since) };
     expireAt(who.exp);
   };
 
@@ -204,7 +210,11 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
         return close(CloseCode.tooBig.code, CloseCode.tooBig.reason);
       }
       if (state.name === "authenticating") {
-        if (!state.verifying) authenticate(authToken(data));
+        if (state.verifying) return;
+        const frame = authFrame(data);
+        // A `since` in the auth frame counts when the query had none.
+        since ??= frame?.since;
+        authenticate(frame?.token);
         return;
       }
       if (state.name !== "open") return;
@@ -226,11 +236,16 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
   };
 }
 
-/** The token of an `{"type":"auth","token":"…"}` frame, or undefined for any other frame. */
-function authToken(data: string): string | undefined {
+/**
+ * The token (and `since`, a message id, if it has one) of an `{"type":"auth","token":"…"}` frame;
+ * undefined for any other frame. A `since` that is not a whole number is left out.
+ */
+function authFrame(data: string): { token: string; since?: number } | undefined {
   try {
     const frame = JSON.parse(data);
-    return frame?.type === "auth" && typeof frame.token === "string" ? frame.token : undefined;
+    if (frame?.type !== "auth" || typeof frame.token !== "string") return undefined;
+    const since = Number.isSafeInteger(frame.since) && frame.since >= 0 ? frame.since : undefined;
+    return { token: frame.token, since };
   } catch {
     return undefined;
   }

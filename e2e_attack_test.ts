@@ -153,12 +153,13 @@ test("a read-only data directory stops start-up with one line that names it and 
   assert.equal(line.split("\n").length, 1, line);
 });
 
-test("a full disk: sends go on, the log names the file and the cause, and every row lands once there is room", async (t) => {
+test("a full disk without history: sends go on, the log names the file and the cause, and every row lands once there is room", async (t) => {
   using disk = mountTmpfs(t, "4m");
   if (!disk) return;
   const dataDir = join(disk.dir, "data");
   const db = join(dataDir, "messages.db");
-  await withProgram(["--data-dir", dataDir, "--log-flush-ms", "20"], async (port, started) => {
+  const args = ["--data-dir", dataDir, "--log-flush-ms", "20", "--history-size", "0"];
+  await withProgram(args, async (port, started) => {
     const tab = await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token("disk")}`);
     const filler = join(disk.dir, "filler");
     fill(filler);
@@ -179,6 +180,41 @@ test("a full disk: sends go on, the log names the file and the cause, and every 
     await until(async () => await metric(port, "message_log_backlog") === 0, "the backlog to land");
     assert.equal(rows(db), 20);
     assert.equal(await metric(port, "message_log_dropped_total"), 0);
+    await tab[Symbol.asyncDispose]();
+  });
+});
+
+test("a full disk with history: sends answer 503 and push nothing, then work again once there is room", async (t) => {
+  using disk = mountTmpfs(t, "4m");
+  if (!disk) return;
+  const dataDir = join(disk.dir, "data");
+  await withProgram(["--data-dir", dataDir], async (port) => {
+    const tab = await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token("disk")}`);
+    const send = (message: string) =>
+      fetch(`http://127.0.0.1:${port}/send`, {
+        method: "POST",
+        body: new URLSearchParams({ uid: "disk", message }),
+      });
+    const filler = join(disk.dir, "filler");
+    fill(filler);
+    let refused: Response | undefined;
+    // The file's free pages take a few messages; then the disk is full.
+    for (let i = 0; i < 200 && !refused; i++) {
+      const res = await send(`${i}:${"m".repeat(8000)}`);
+      if (res.status === 503) refused = res;
+      else {
+        assert.equal(res.status, 200);
+        await res.body?.cancel();
+        assert.match(await tab.next(), new RegExp(`^${i}:`));
+      }
+    }
+    assert.ok(refused, "a full disk refuses a send it cannot keep");
+    const { error } = await refused.json();
+    assert.match(error, /^the history store cannot keep messages now: .*history\.db.*full/);
+    rmSync(filler);
+    const after = await send("after");
+    assert.equal(after.status, 200, await after.text());
+    assert.equal(await tab.next(), "after", "the refused one was never pushed");
     await tab[Symbol.asyncDispose]();
   });
 });

@@ -14,6 +14,16 @@ import { countFrom, type IdSource } from "./message/ids.ts";
 import type { DeliveryStatus, MessageLogger } from "./message/logger.ts";
 import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
+import { MemoryBroker } from "./engine/broker_memory.ts";
+import type { HistoryStore } from "./engine/history.ts";
+import { Resume, type ResumeOutcome } from "./engine/resume.ts";
+import {
+  ALL_STREAM,
+  groupStream,
+  type Publication,
+  type StreamName,
+  uidStream,
+} from "./engine/stream.ts";
 
 /** Called when a push could not be delivered on a connection; for alerting, never for control. */
 export type DeliveryErrorHandler = (
@@ -67,7 +77,15 @@ export interface HubOptions {
   onDeliveryError?: DeliveryErrorHandler;
   /** Where message ids come from; by default, in memory, on from `logger.lastId()`. */
   ids?: IdSource;
+  /**
+   * Where the messages of uids, groups and everyone are kept, for clients that resume with `since`
+   * (HISTORY_SIZE); none keeps nothing. A send is pushed once the store has kept it.
+   */
+  history?: HistoryStore;
 }
+
+/** Thrown by a send when the history store could not keep the message: nothing was pushed. */
+export class StoreUnavailableError extends Error {}
 
 /** One page of a list, and where the next one starts (null at the end). */
 export interface Page<T> {
@@ -100,6 +118,15 @@ export class Hub {
   readonly #onDeliveryError: DeliveryErrorHandler;
   readonly #events: ClientEvents;
   readonly #ids: IdSource;
+  readonly #history: HistoryStore | undefined;
+  /** Assigns ids to the messages of streams, has them kept, then hands them to `#deliver`. */
+  readonly #broker: MemoryBroker;
+  /** The id of the last publication the broker handed the hub: where a resume's replay ends. */
+  #horizon = 0;
+  /** What `#deliver` found for each publication, for the send that is waiting for it. */
+  readonly #results = new Map<number, SendResult>();
+  /** Clients replaying history: live messages go through their resume until it has flushed. */
+  readonly #resuming = new Map<Client, Resume>();
   /** Frames waiting in client queues, all clients together. */
   #pending = 0;
 
@@ -112,6 +139,14 @@ export class Hub {
     this.#onDeliveryError = options.onDeliveryError ?? (() => {});
     this.#ids = options.ids ?? countFrom(this.#logger.lastId());
     this.#events = this.#clientEvents();
+    this.#history = options.history;
+    this.#broker = new MemoryBroker({ ids: this.#ids, history: this.#history });
+    this.#broker.subscribe((publication) => this.#deliver(publication));
+  }
+
+  /** Whether messages are kept for clients that resume (HISTORY_SIZE > 0). */
+  get keepsHistory(): boolean {
+    return this.#history !== undefined;
   }
 
   /** Connections now. */
@@ -181,7 +216,13 @@ export class Hub {
    * Registers an authenticated socket. In the json format the client first gets a `welcome`
    * frame with its id; then it joins the identity's groups.
    */
-  connect(identity: Identity, format: Format, socket: Socket, presence = false): Client {
+  connect(
+    identity: Identity,
+    format: Format,
+    socket: Socket,
+    presence = false,
+    since?: number,
+  ): Client {
     const client = new Client({
       uid: identity.uid,
       format,
@@ -193,17 +234,64 @@ export class Hub {
       presence,
     });
     this.#attach(client);
-    if (format === "json") {
+    const welcome = (resumed?: ResumeOutcome) => {
+      if (format !== "json") return;
       client.control(JSON.stringify({
         type: "welcome",
         v: PROTOCOL_VERSION,
         client: client.id,
         uid: identity.uid,
         format,
+        ...resumed,
       }));
-    }
+    };
+    if (since === undefined || !this.#history) welcome();
+    else this.#resume(client, since, identity.groups ?? [], welcome);
     for (const group of identity.groups ?? []) this.#join(client, group);
     return client;
+  }
+
+  /**
+   * Replays to `client` what its uid, its `groups` and everyone were sent after `since`, then its
+   * live messages, with no gap and no repeat at the seam (engine/resume.ts): from now on its live
+   * messages wait in the resume until the replay is out. The welcome, with `recovered` and
+   * `replayed`, goes first.
+   */
+  #resume(
+    client: Client,
+    since: number,
+    groups: readonly string[],
+    welcome: (resumed: ResumeOutcome) => void,
+  ): void {
+    const streams: StreamName[] = [ALL_STREAM, ...groups.map(groupStream)];
+    if (client.uid !== undefined) streams.push(uidStream(client.uid));
+    const resume = new Resume({
+      streams,
+      since,
+      horizon: this.#horizon,
+      history: this.#history!,
+      deliver: (publication) => client.push(this.#replayed(publication)),
+    });
+    this.#resuming.set(client, resume);
+    resume.read().catch(() => ({ recovered: false, replayed: 0 })).then((outcome) => {
+      if (client.closed) return;
+      welcome(outcome);
+      resume.flush();
+      this.#resuming.delete(client);
+    });
+  }
+
+  /** A message read back from history, for one client: its status in the log is long settled. */
+  #replayed(publication: Publication): Message {
+    const message = new Message(
+      publication.id,
+      targetOf(publication.stream),
+      publication.data,
+      publication.ts,
+    );
+    message.status = "delivered";
+    message.outstanding = 1;
+    return message;
   }
 
   /** The socket of `client` closed (either side): it leaves the hub. Idempotent. */
@@ -260,37 +348,76 @@ export class Hub {
   }
 
   /**
-   * Pushes `data` to every connection of `uid` and logs it. `dataBytes` is its UTF-8 size when
-   * the caller already knows it. The work is proportional to the uid's connections, never to all.
+   * Pushes `data` to every connection of `uid` and logs it, once the history store (if any) has
+   * kept it. The work is proportional to the uid's connections, never to all. Rejects with
+   * StoreUnavailableError when the store could not keep it; nothing was pushed then.
    */
-  sendToUid(uid: string, data: string, dataBytes?: number): SendResult {
-    return this.#publish({ uid }, this.#byUid.get(uid), data, dataBytes);
+  sendToUid(uid: string, data: string): Promise<SendResult> {
+    return this.#publishStream(uidStream(uid), data);
   }
 
-  /** Pushes to one connection. */
+  /** Pushes to one connection; not kept (a client id dies with its socket). */
   sendToClient(id: string, data: string, dataBytes?: number): SendResult {
     const client = this.#clients.get(id);
-    return this.#publish({ client: id }, client && [client], data, dataBytes);
+    return this.#publish(
+      { client: id },
+      client && [client],
+      this.#ids.next(),
+      data,
+      Date.now(),
+      dataBytes,
+    );
   }
 
-  /** Pushes to every member of `group`. */
-  sendToGroup(group: string, data: string, dataBytes?: number): SendResult {
-    return this.#publish({ group }, this.#groups.get(group)?.members, data, dataBytes);
+  /** Pushes to every member of `group`, once kept (see sendToUid). */
+  sendToGroup(group: string, data: string): Promise<SendResult> {
+    return this.#publishStream(groupStream(group), data);
   }
 
-  /** Pushes to every connection. */
-  broadcast(data: string, dataBytes?: number): SendResult {
-    return this.#publish({ all: true }, this.#clients.values(), data, dataBytes);
+  /** Pushes to every connection, once kept (see sendToUid). */
+  broadcast(data: string): Promise<SendResult> {
+    return this.#publishStream(ALL_STREAM, data);
+  }
+
+  async #publishStream(stream: StreamName, data: string): Promise<SendResult> {
+    let publication: Publication;
+    try {
+      publication = await this.#broker.publish(stream, data);
+    } catch (err) {
+      throw new StoreUnavailableError(
+        `the history store cannot keep messages now: ${err instanceof Error ? err.message : err}`,
+        { cause: err },
+      );
+    }
+    const result = this.#results.get(publication.id)!;
+    this.#results.delete(publication.id);
+    return result;
+  }
+
+  /** A publication the broker hands over, in id order: push it to its stream's connections here. */
+  #deliver(publication: Publication): void {
+    this.#horizon = publication.id;
+    const target = targetOf(publication.stream);
+    const recipients = "uid" in target
+      ? this.#byUid.get(target.uid)
+      : "group" in target
+      ? this.#groups.get(target.group)?.members
+      : this.#clients.values();
+    this.#results.set(
+      publication.id,
+      this.#publish(target, recipients, publication.id, publication.data, publication.ts),
+    );
   }
 
   #publish(
     target: Target,
     recipients: Iterable<Client> | undefined,
+    id: number,
     data: string,
+    ts: number,
     dataBytes?: number,
   ): SendResult {
-    const id = this.#ids.next();
-    const message = new Message(id, target, data, Date.now(), dataBytes);
+    const message = new Message(id, target, data, ts, dataBytes);
     this.#metrics.messagesAccepted++;
     this.#logger.log({
       id,
@@ -312,7 +439,20 @@ export class Hub {
     message.outstanding = clients.length;
     let delivered = 0;
     for (const client of clients) {
-      if (client.push(message)) delivered++;
+      const resume = this.#resuming.get(client);
+      // A message to one client id is kept nowhere, so it has no place in a replay: it goes out
+      // at once, before the replayed ones.
+      if (!resume || "client" in target) {
+        if (client.push(message)) delivered++;
+        continue;
+      }
+      // Replaying: the resume passes it on after the replay, in order. Counted as taken.
+      resume.live({ id, stream: streamOf(target), data, ts: message.ts });
+      message.outstanding--;
+      delivered++;
+    }
+    if (message.outstanding === 0 && message.written === 0 && delivered > 0) {
+      this.#settle(message, "delivered");
     }
     return { id, delivered, connections: clients.length };
   }
@@ -323,6 +463,8 @@ export class Hub {
   }
 
   #detach(client: Client, code: number, reason: string): void {
+    this.#resuming.get(client)?.cancel();
+    this.#resuming.delete(client);
     if (this.#clients.get(client.id) === client) {
       for (const group of [...client.groups]) this.#leave(client, group);
       this.#setUid(client, undefined);
@@ -438,4 +580,18 @@ export class Hub {
       },
     };
   }
+}
+
+/** The target a stream's messages are for. */
+function targetOf(stream: StreamName): Target {
+  if (stream === ALL_STREAM) return { all: true };
+  if (stream.startsWith("uid:")) return { uid: stream.slice(4) };
+  return { group: stream.slice(6) };
+}
+
+/** The stream a target's messages belong to; never called for a single client's. */
+function streamOf(target: Target): StreamName {
+  if ("uid" in target) return uidStream(target.uid);
+  if ("group" in target) return groupStream(target.group);
+  return ALL_STREAM;
 }

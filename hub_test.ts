@@ -78,12 +78,12 @@ function hub(maxQueueBytes = 1024 * 1024, slowConsumerTimeout?: number) {
   return { hub: h, logger, metrics, errors };
 }
 
-test("a write that throws marks the message failed and calls the error hook", () => {
+test("a write that throws marks the message failed and calls the error hook", async () => {
   const { hub: h, logger, metrics, errors } = hub();
   const socket = new ScriptedSocket();
   const client = h.connect({ uid: "u" }, "text", socket);
   socket.broken = true;
-  const result = h.sendToUid("u", "lost");
+  const result = await h.sendToUid("u", "lost");
   assert.equal(result.delivered, 0);
   assert.equal(result.connections, 1);
   assert.equal(logger.records.get(result.id)!.status, "failed");
@@ -96,24 +96,24 @@ test("a write that throws marks the message failed and calls the error hook", ()
   }]);
 });
 
-test("one good tab is enough for delivered, whatever happens to the others", () => {
+test("one good tab is enough for delivered, whatever happens to the others", async () => {
   const { hub: h, logger } = hub();
   const bad = new ScriptedSocket();
   bad.broken = true;
   h.connect({ uid: "u" }, "text", bad);
   h.connect({ uid: "u" }, "text", new ScriptedSocket());
-  const result = h.sendToUid("u", "x");
+  const result = await h.sendToUid("u", "x");
   assert.equal(result.delivered, 1);
   assert.equal(logger.records.get(result.id)!.status, "delivered");
 });
 
-test("queued frames are counted in pending exactly, written in order, and settle the status", () => {
+test("queued frames are counted in pending exactly, written in order, and settle the status", async () => {
   const { hub: h, logger } = hub();
   const socket = new ScriptedSocket();
   const client = h.connect({ uid: "u" }, "json", socket);
   socket.stalled = true;
-  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES)); // written, and now the buffer is full
-  const ids = [h.sendToUid("u", "a").id, h.sendToUid("u", "b").id];
+  await h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES)); // written, and now the buffer is full
+  const ids = [(await h.sendToUid("u", "a")).id, (await h.sendToUid("u", "b")).id];
   assert.equal(h.pending, 2);
   assert.equal(logger.records.get(ids[0])!.status, "accepted");
   socket.flow();
@@ -123,13 +123,13 @@ test("queued frames are counted in pending exactly, written in order, and settle
   assert.equal(logger.records.get(ids[1])!.status, "delivered");
 });
 
-test("closing a client with a queue drops it: pending returns to 0, the message is dropped", () => {
+test("closing a client with a queue drops it: pending returns to 0, the message is dropped", async () => {
   const { hub: h, logger, metrics, errors } = hub();
   const socket = new ScriptedSocket();
   const client = h.connect({ uid: "u" }, "text", socket);
   socket.stalled = true;
-  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
-  const { id } = h.sendToUid("u", "never");
+  await h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
+  const { id } = await h.sendToUid("u", "never");
   h.disconnected(client);
   assert.equal(h.pending, 0);
   assert.equal(h.connections, 0);
@@ -150,15 +150,15 @@ test("a connection behind for a moment is kept; one that stays behind is cut off
   const socket = new ScriptedSocket();
   const client = h.connect({ uid: "u" }, "text", socket);
   socket.stalled = true;
-  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES)); // written, and now the buffer is full
-  h.sendToUid("u", "y".repeat(MAX_QUEUE)); // queued: more than MAX_QUEUE_BYTES behind
+  await h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES)); // written, and now the buffer is full
+  await h.sendToUid("u", "y".repeat(MAX_QUEUE)); // queued: more than MAX_QUEUE_BYTES behind
   assert.equal(socket.closedWith, undefined, "not cut off the moment it falls behind");
   socket.flow();
   client.drain(); // it caught up: its time behind starts again from nothing
   assert.equal(h.pending, 0);
   socket.stalled = true;
   socket.buffered = HIGH_WATER_BYTES;
-  const { id } = h.sendToUid("u", "z".repeat(MAX_QUEUE));
+  const { id } = await h.sendToUid("u", "z".repeat(MAX_QUEUE));
   assert.equal(socket.closedWith, undefined);
   // It stays behind: the timer it started cuts it off, and what waited is dropped.
   assert.deepEqual(await socket.closed, [4008, "slow consumer"]);
@@ -168,20 +168,20 @@ test("a connection behind for a moment is kept; one that stays behind is cut off
   assert.equal(metrics.messagesDropped, 1, `message ${id} dropped`);
 });
 
-test("past four times MAX_QUEUE_BYTES a connection is cut off at once, whatever its time", () => {
+test("past four times MAX_QUEUE_BYTES a connection is cut off at once, whatever its time", async () => {
   const { hub: h } = hub(MAX_QUEUE, 60_000);
   const socket = new ScriptedSocket();
   h.connect({ uid: "u" }, "text", socket);
   socket.stalled = true;
-  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
-  h.sendToUid("u", "y".repeat(2 * MAX_QUEUE));
+  await h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
+  await h.sendToUid("u", "y".repeat(2 * MAX_QUEUE));
   assert.equal(socket.closedWith, undefined);
-  h.sendToUid("u", "y".repeat(2 * MAX_QUEUE));
+  await h.sendToUid("u", "y".repeat(2 * MAX_QUEUE));
   assert.deepEqual(socket.closedWith, [4008, "slow consumer"]);
   assert.equal(h.connections, 0);
 });
 
-test("a fan-out encodes the message once per format, not once per connection", () => {
+test("a fan-out encodes the message once per format, not once per connection", async () => {
   const { hub: h } = hub();
   const sockets = Array.from({ length: 50 }, () => new ScriptedSocket());
   sockets.forEach((s, i) => h.connect({ uid: "many" }, i % 2 ? "json" : "text", s));
@@ -194,42 +194,44 @@ test("a fan-out encodes the message once per format, not once per connection", (
     calls++;
     return originalStringify(...args);
   }) as typeof JSON.stringify;
+  let sent: Promise<unknown>;
   try {
-    h.sendToUid("many", "hello");
+    sent = h.sendToUid("many", "hello"); // without a history store, pushed before it returns
   } finally {
     JSON.stringify = originalStringify;
   }
+  await sent;
   assert.equal(calls, 1);
   const frames = new Set(sockets.map((s) => s.sent.at(-1)));
   assert.equal(frames.size, 2, "one text frame and one json frame, shared");
 });
 
-test("ids continue after the last stored id when it is ahead of the clock", () => {
+test("ids continue after the last stored id when it is ahead of the clock", async () => {
   const logger = new MemoryLogger();
   const ahead = Date.now() * 1000 + 1_000_000_000;
   logger.lastId = () => ahead;
   const h = new Hub({ logger, metrics: new Metrics(), maxQueueBytes: 1024 });
-  assert.equal(h.sendToUid("x", "y").id, ahead + 1);
+  assert.equal((await h.sendToUid("x", "y")).id, ahead + 1);
 });
 
-test("the runtime's buffer is read about once per HIGH_WATER_BYTES written, not once per push", () => {
+test("the runtime's buffer is read about once per HIGH_WATER_BYTES written, not once per push", async () => {
   const { hub: h } = hub();
   const socket = new ScriptedSocket();
   h.connect({ uid: "u" }, "text", socket);
   const message = "m".repeat(100);
-  for (let i = 0; i < 1000; i++) h.sendToUid("u", message); // 100 KB in all
+  for (let i = 0; i < 1000; i++) await h.sendToUid("u", message); // 100 KB in all
   assert.equal(socket.sent.length, 1000);
   assert.ok(socket.reads >= 1 && socket.reads <= 2, `${socket.reads} reads`);
 });
 
-test("a backed-up client waits for the runtime's drain call and runs no timer of its own", () => {
+test("a backed-up client waits for the runtime's drain call and runs no timer of its own", async () => {
   const { hub: h } = hub();
   const socket = new ScriptedSocket();
   const client = h.connect({ uid: "u" }, "text", socket);
   socket.stalled = true;
-  h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
-  h.sendToUid("u", "a");
-  h.sendToUid("u", "b");
+  await h.sendToUid("u", "x".repeat(HIGH_WATER_BYTES));
+  await h.sendToUid("u", "a");
+  await h.sendToUid("u", "b");
   assert.equal(socket.asks, 1, "the client asked the runtime once when its queue began");
   // Bun fires drain while its buffer empties; each call finding no room asks again, no more.
   for (let i = 0; i < 100; i++) client.drain();

@@ -15,6 +15,7 @@ import { type DeliveryErrorHandler, Hub } from "./hub.ts";
 import { MessageIds } from "./message/ids.ts";
 import { type MessageLogger, NullLogger } from "./message/logger.ts";
 import { SqliteLogger } from "./message/sqlite.ts";
+import { SqliteHistory } from "./engine/history_sqlite.ts";
 import { StdoutLogger } from "./message/stdout.ts";
 import { Metrics } from "./metrics.ts";
 import type { Listening } from "./runtime/contract.ts";
@@ -76,7 +77,14 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   const onLogError = (err: unknown) =>
     console.error(`message log: ${err instanceof Error ? err.message : err}`);
   let logger: MessageLogger | undefined, ids: MessageIds;
+  let history: SqliteHistory | undefined;
   try {
+    if (config.historySize > 0) {
+      history = new SqliteHistory(join(dataDir.dir, "history.db"), {
+        size: config.historySize,
+        ttl: config.historyTtl,
+      });
+    }
     logger = config.messageLogger === "sqlite"
       ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
       : config.messageLogger === "stdout"
@@ -91,6 +99,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     }
   } catch (err) {
     logger?.close();
+    await history?.close();
     dataDir.release();
     throw err;
   }
@@ -102,6 +111,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     maxQueueBytes: config.maxQueueBytes,
     slowConsumerTimeout: config.slowConsumerTimeout * 1000,
     maxPresenceMembers: config.maxPresenceMembers,
+    history,
     onDeliveryError: options.onDeliveryError,
   });
 
@@ -128,6 +138,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     });
   } catch (err) {
     logger.close();
+    await history?.close();
     dataDir.release();
     throw err;
   }
@@ -167,6 +178,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
           );
         }
         logger.close();
+        await history?.close();
         dataDir.release();
       })(),
   };

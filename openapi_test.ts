@@ -125,7 +125,7 @@ const json = (method: string, body: unknown): RequestInit => ({
 });
 
 test("every refusal /api gives is declared, with the Error schema, on the operation that gives it", async () => {
-  await using server = await startTestServer({ maxMessageBytes: 8, maxBatch: 1 });
+  await using server = await startTestServer({ maxMessageBytes: 8, maxBatch: 1, historySize: 0 });
   const { doc } = await fetchDoc(server);
   const bodyLimit = 1 * (8 + 1024) + 4096;
   await assertDeclared(server, doc, [

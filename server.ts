@@ -13,7 +13,7 @@ import { z } from "zod";
 import { type Authenticator, AuthError, type Identity, tokenFromRequest } from "./authenticator.ts";
 import type { Config } from "./config.ts";
 import { type Closable, connection, type ConnectionDeps } from "./connection.ts";
-import type { Hub } from "./hub.ts";
+import { type Hub, StoreUnavailableError } from "./hub.ts";
 import { requireApiKey } from "./apikey.ts";
 import { createApi } from "./api/api.ts";
 import { clientNotFoundMessage, messageTooLarge, oversize } from "./api/errors.ts";
@@ -91,6 +91,8 @@ const wsQuerySchema = z.object({
   presence: z.enum(["true", "false"], { error: "presence must be true or false" })
     .default("false").transform((v) => v === "true"),
   auth: z.enum(["frame"], { error: "auth must be frame" }).optional(),
+  since: z.string().regex(/^\d{1,16}$/, { error: "since must be a message id (a whole number)" })
+    .transform(Number).optional(),
 }).refine((q) => !q.presence || q.format === "json", {
   error: "presence events need format=json",
 });
@@ -176,7 +178,7 @@ export function createApp(deps: AppDeps): App {
   app.get("/ws", async (c) => {
     const query = wsQuerySchema.safeParse(c.req.query());
     if (!query.success) return refuse(c, 400, query.error.issues[0].message);
-    const { format, presence } = query.data;
+    const { format, presence, since } = query.data;
     const origin = c.req.header("origin");
     if (!originAllowed(origin, config.allowedOrigins)) {
       return refuse(c, 403, `origin not allowed: ${origin?.slice(0, 256)}`);
@@ -227,7 +229,7 @@ export function createApp(deps: AppDeps): App {
     sockets++;
     const response = c.env.upgrade(
       c.req.raw,
-      connection(connectionDeps, { identity, format, presence }),
+      connection(connectionDeps, { identity, format, presence, since }),
     );
     if (response === undefined) {
       socketClosed();
@@ -250,7 +252,7 @@ export function createApp(deps: AppDeps): App {
     const { uid, message } = parsed.data;
     const tooLarge = oversize(config, message);
     if (tooLarge) return messageTooLarge(c, tooLarge);
-    const { id, delivered, connections } = hub.sendToUid(uid, message);
+    const { id, delivered, connections } = await hub.sendToUid(uid, message);
     if (connections === 0) return c.json({ error: clientNotFoundMessage(uid), id, uid }, 404);
     return c.json({ id, uid, delivered }, 200);
   };
@@ -320,6 +322,11 @@ export function createApp(deps: AppDeps): App {
     // Hono's own refusals (malformed JSON, say) carry their status and a message for the caller.
     if (err instanceof HTTPException && err.status < 500) {
       return c.json({ error: err.message }, err.status);
+    }
+    // The history store could not keep a message: nothing was pushed, and a retry may succeed.
+    if (err instanceof StoreUnavailableError) {
+      console.error(`${c.req.method} ${c.req.path}: ${err.message}`);
+      return c.json({ error: err.message }, 503);
     }
     console.error(`error on ${c.req.method} ${c.req.path}: ${err}`);
     return c.json({ error: "internal error" }, 500);

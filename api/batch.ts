@@ -33,7 +33,9 @@ const BatchResult = z.union([SendResultSchema, z.object({ error: z.string() })])
 
 export function batchRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: RouteDeps) {
   /** Sends one item to its target; an offline target answers `connections: 0`, not an error. */
-  const publish = (item: z.infer<typeof BatchItem>): SendResult | { error: string } => {
+  const publish = (
+    item: z.infer<typeof BatchItem>,
+  ): SendResult | Promise<SendResult> | { error: string } => {
     const big = oversize(config, item.message);
     if (big) return { error: big };
     if (item.uid !== undefined) return hub.sendToUid(item.uid, item.message);
@@ -68,6 +70,11 @@ export function batchRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: R
         ...refusals(400, 413, 415),
       },
     }),
-    (c) => c.json({ results: c.req.valid("json").messages.map(publish) }, 200),
+    // One after another, so that the items keep their order in every stream.
+    async (c) => {
+      const results = [];
+      for (const item of c.req.valid("json").messages) results.push(await publish(item));
+      return c.json({ results }, 200);
+    },
   );
 }

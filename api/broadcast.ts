@@ -24,11 +24,11 @@ export function broadcastRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody 
         ...refusals(400, 413, 415),
       },
     }),
-    (c) => {
+    async (c) => {
       const { message } = c.req.valid("json");
       const big = oversize(config, message);
       if (big) return messageTooLarge(c, big);
-      return c.json(hub.broadcast(message), 200);
+      return c.json(await hub.broadcast(message), 200);
     },
   );
 }

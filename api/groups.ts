@@ -61,9 +61,14 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
     summary: "Send to every member of a group",
     param: "group",
     schema: GroupName,
-    delivered: "how many connections took it",
-    offline: { description: "the group has no members", answer: groupNotFound },
+    delivered: "how many connections took it (0, with `connections` 0, when the group has no " +
+      "members while history is kept: the message is kept for members that resume)",
+    offline: {
+      description: "the group has no members (only with HISTORY_SIZE=0)",
+      answer: groupNotFound,
+    },
     send: (group, message) => hub.sendToGroup(group, message),
+    keptOffline: hub.keepsHistory,
   });
 
   api.openapi(

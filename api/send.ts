@@ -28,7 +28,12 @@ export interface SendRoute {
   delivered: string;
   /** The 404's description, and its answer for the target that had no connection. */
   offline: { description: string; answer(c: Context, target: string): Response };
-  send(target: string, message: string): SendResult;
+  send(target: string, message: string): SendResult | Promise<SendResult>;
+  /**
+   * Whether a send to a target without connections is kept all the same (a group's stream, while
+   * history is on): then it answers 200 with `connections: 0` rather than 404.
+   */
+  keptOffline?: boolean;
 }
 
 /** Adds `route` to `api`. */
@@ -51,13 +56,15 @@ export function sendRoute(
         ...refusals(400, 413, 415),
       },
     }),
-    (c) => {
+    async (c) => {
       const target = c.req.valid("param")[route.param];
       const { message } = c.req.valid("json");
       const big = oversize(config, message);
       if (big) return messageTooLarge(c, big);
-      const result = route.send(target, message);
-      if (result.connections === 0) return route.offline.answer(c, target) as never;
+      const result = await route.send(target, message);
+      if (result.connections === 0 && !route.keptOffline) {
+        return route.offline.answer(c, target) as never;
+      }
       return c.json(result, 200);
     },
   );

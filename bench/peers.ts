@@ -95,7 +95,10 @@ const PRODUCT_LIMITS_OFF: Record<string, string> = {
   MAX_REQUESTS_PER_KEY: "0",
 };
 
-/** deno-pusher's flags in the bench, on either runtime: no message log, a throwaway state dir. */
+/**
+ * deno-pusher's flags in the bench, on either runtime: no message log, no history, a throwaway
+ * state dir.
+ */
 function productFlags(port: number, secret: string, dataDir: string): string[] {
   return [
     "--port",
@@ -104,6 +107,8 @@ function productFlags(port: number, secret: string, dataDir: string): string[] {
     secret,
     "--message-logger",
     "none",
+    "--history-size",
+    "0",
     "--data-dir",
     dataDir,
   ];
