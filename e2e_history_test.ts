@@ -114,3 +114,23 @@ test("HISTORY_SIZE=0 keeps nothing: a group without members answers 404 and sinc
     await back.client[Symbol.asyncDispose]();
   });
 });
+
+test("a resuming tab that asked for presence gets its welcome first, then the replay, then presence", async () => {
+  await withProgram([], async (port) => {
+    const seen = (await post(port, "/send", { uid: "fay", message: "old" })).body.id;
+    await post(port, "/api/groups/g/send", { message: "missed" });
+    const back = await connectClient(
+      `ws://127.0.0.1:${port}/ws?format=json&presence=true&since=${seen}&token=${await token(
+        "fay",
+        { groups: ["g"] },
+      )}`,
+    );
+    const welcome = await back.nextJson();
+    assert.deepEqual([welcome.type, welcome.replayed], ["welcome", 1]);
+    assert.equal((await back.nextJson()).data, "missed");
+    const other = await tab(port, "gus");
+    assert.deepEqual(await back.nextJson(), { type: "join", group: "g", uid: "gus" });
+    await other.client[Symbol.asyncDispose]();
+    await back[Symbol.asyncDispose]();
+  });
+});

@@ -278,6 +278,11 @@ export class Hub {
       welcome(outcome);
       resume.flush();
       this.#resuming.delete(client);
+      // Presence events start after the welcome, which comes first; they are not kept, so the
+      // ones of the replay's moment are not told (GET /api/groups/{group}/members tells all).
+      if (client.presence) {
+        for (const name of client.groups) this.#groups.get(name)?.watchers.add(client);
+      }
     });
   }
 
@@ -496,7 +501,8 @@ export class Hub {
       this.#groups.set(name, group = { members: new Set(), watchers: new Set(), uids: new Map() });
     }
     group.members.add(client);
-    if (client.presence) group.watchers.add(client);
+    // A resuming client watches only once its welcome is out (see #resume).
+    if (client.presence && !this.#resuming.has(client)) group.watchers.add(client);
     client.groups.add(name);
     const uid = client.uid;
     if (uid === undefined) return;

@@ -70,11 +70,16 @@ export function batchRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: R
         ...refusals(400, 413, 415),
       },
     }),
-    // One after another, so that the items keep their order in every stream.
+    // Issued without waiting for one another: the broker gives them ids in this order and pushes
+    // them in that order, and their history appends share one commit. A message to one client id
+    // is pushed at once, so it waits for the messages before it first.
     async (c) => {
-      const results = [];
-      for (const item of c.req.valid("json").messages) results.push(await publish(item));
-      return c.json({ results }, 200);
+      const results: ReturnType<typeof publish>[] = [];
+      for (const item of c.req.valid("json").messages) {
+        if (item.client !== undefined) await Promise.all(results);
+        results.push(publish(item));
+      }
+      return c.json({ results: await Promise.all(results) }, 200);
     },
   );
 }
