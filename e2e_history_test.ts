@@ -134,3 +134,28 @@ test("a resuming tab that asked for presence gets its welcome first, then the re
     await back[Symbol.asyncDispose]();
   });
 });
+
+test("the backend reads a stream's history in pages by id, and learns when it was trimmed", async () => {
+  await withProgram(["--history-size", "3"], async (port) => {
+    const ids = [];
+    for (const message of ["a", "b", "c", "d"]) {
+      ids.push((await post(port, "/api/groups/news/send", { message })).body.id);
+    }
+    const get = async (path: string) =>
+      await (await fetch(`http://127.0.0.1:${port}/api${path}`)).json();
+    const first = await get("/groups/news/history?limit=2");
+    assert.deepEqual(first.items.map((m: { data: string }) => m.data), ["b", "c"]);
+    assert.equal(first.recovered, false, "a was trimmed (HISTORY_SIZE 3)");
+    const rest = await get(`/groups/news/history?since=${first.next}&limit=2`);
+    assert.deepEqual(rest.items.map((m: { id: number }) => m.id), [ids[3]]);
+    assert.deepEqual([rest.recovered, rest.next], [true, null]);
+    assert.deepEqual(await get("/uids/nobody/history"), { items: [], recovered: true, next: null });
+    const all = await get("/broadcast/history");
+    assert.deepEqual(all.items, []);
+  });
+  await withProgram(["--history-size", "0"], async (port) => {
+    const res = await fetch(`http://127.0.0.1:${port}/api/uids/x/history`);
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error, "no history is kept (HISTORY_SIZE=0)");
+  });
+});

@@ -15,7 +15,7 @@ import type { DeliveryStatus, MessageLogger } from "./message/logger.ts";
 import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
 import { MemoryBroker } from "./engine/broker_memory.ts";
-import type { HistoryStore } from "./engine/history.ts";
+import type { HistoryPage, HistoryStore } from "./engine/history.ts";
 import { Resume, type ResumeOutcome } from "./engine/resume.ts";
 import {
   ALL_STREAM,
@@ -147,6 +147,14 @@ export class Hub {
   /** Whether messages are kept for clients that resume (HISTORY_SIZE > 0). */
   get keepsHistory(): boolean {
     return this.#history !== undefined;
+  }
+
+  /**
+   * A page of what `stream` keeps after message `since`, oldest first (see engine/history.ts);
+   * undefined when no history is kept.
+   */
+  history(stream: StreamName, since: number, limit: number): Promise<HistoryPage> | undefined {
+    return this.#history?.read(stream, since, limit);
   }
 
   /** Connections now. */

@@ -13,6 +13,7 @@ import { broadcastRoutes } from "./broadcast.ts";
 import { clientRoutes } from "./clients.ts";
 import { bodyTooLarge, invalid, maxBodyBytes, unsupportedType } from "./errors.ts";
 import { groupRoutes } from "./groups.ts";
+import { historyRoutes } from "./history.ts";
 import type { Env, RouteDeps } from "./schemas.ts";
 import { uidRoutes } from "./uids.ts";
 
@@ -46,6 +47,7 @@ export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> 
   clientRoutes(api, routes);
   uidRoutes(api, routes);
   groupRoutes(api, routes);
+  historyRoutes(api, routes);
 
   api.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
