@@ -149,7 +149,18 @@ test("the backend reads a stream's history in pages by id, and learns when it wa
     const rest = await get(`/groups/news/history?since=${first.next}&limit=2`);
     assert.deepEqual(rest.items.map((m: { id: number }) => m.id), [ids[3]]);
     assert.deepEqual([rest.recovered, rest.next], [true, null]);
-    assert.deepEqual(await get("/uids/nobody/history"), { items: [], recovered: true, next: null });
+    // From the beginning of time: the file holds nothing sent before it was made, and says so.
+    assert.deepEqual(await get("/uids/nobody/history"), {
+      items: [],
+      recovered: false,
+      next: null,
+    });
+    const since = ids[3];
+    assert.deepEqual(await get(`/uids/nobody/history?since=${since}`), {
+      items: [],
+      recovered: true,
+      next: null,
+    });
     const all = await get("/broadcast/history");
     assert.deepEqual(all.items, []);
   });

@@ -79,18 +79,21 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   let logger: MessageLogger | undefined, ids: MessageIds;
   let history: SqliteHistory | undefined;
   try {
-    if (config.historySize > 0) {
-      history = new SqliteHistory(join(dataDir.dir, "history.db"), {
-        size: config.historySize,
-        ttl: config.historyTtl,
-      });
-    }
     logger = config.messageLogger === "sqlite"
       ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
       : config.messageLogger === "stdout"
       ? new StdoutLogger(config.logFlushMs, onLogError, options.stdout)
       : new NullLogger();
     ids = new MessageIds(dataDir.dir, { floor: logger.lastId(), now: options.clock });
+    if (config.historySize > 0) {
+      history = new SqliteHistory(join(dataDir.dir, "history.db"), {
+        size: config.historySize,
+        ttl: config.historyTtl,
+        // A new file holds nothing sent before it: clients resuming from then are told so.
+        floor: ids.last,
+        onError: (err) => console.error(`history: ${err.message}`),
+      });
+    }
     if (logger instanceof SqliteLogger && logger.interrupted > 0) {
       console.error(
         `message log: ${logger.interrupted} message(s) the last run left accepted (it ended ` +

@@ -14,7 +14,7 @@
  * disk only at checkpoints. No busy timeout: a write runs on the event loop, so a file locked by
  * another process fails the batch at once instead of stalling every connection.
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { clearInterval, setInterval } from "node:timers";
@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS history (
 );
 -- The sweep finds expired rows without reading the whole table.
 CREATE INDEX IF NOT EXISTS history_ts ON history (ts);
+-- What the whole file answers for: ids at or below floor were never kept in it (it was made, or
+-- made again after a deletion, when they had been handed out already).
+CREATE TABLE IF NOT EXISTS history_file (
+  floor INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history_streams (
   stream  TEXT    PRIMARY KEY,
   kept    INTEGER NOT NULL, -- rows of the stream in history: a size trim needs no count(*)
@@ -66,7 +71,7 @@ CREATE TABLE IF NOT EXISTS history_streams (
 `;
 
 /** The schema's version, kept in SQLite's user_version. */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 /** What a SQLite store is built from. */
 export interface SqliteHistoryOptions extends HistoryBounds {
@@ -76,8 +81,16 @@ export interface SqliteHistoryOptions extends HistoryBounds {
   sweepMs?: number;
   /** Appends that make a batch commit at once, 1 or more. Default MAX_BATCH_ROWS. */
   maxBatchRows?: number;
-  /** Told when a timed sweep fails (it is tried again at the next one). Default: nothing. */
+  /**
+   * Told when a timed sweep fails (it is tried again at the next one), and when the file was found
+   * deleted or replaced and made again. Default: nothing.
+   */
   onError?: (err: Error) => void;
+  /**
+   * The last message id handed out before this store opened: a file made now holds nothing at or
+   * below it, so a reader from an older id is told recovered=false. Default 0.
+   */
+  floor?: number;
 }
 
 /** How the store's writes are going. Counters only grow. */
@@ -126,8 +139,14 @@ export class SqliteHistory implements HistoryStore {
   readonly #now: () => number;
   readonly #maxBatchRows: number;
   readonly #onError: (err: Error) => void;
-  readonly #db: DatabaseSync;
-  readonly #sql: Statements;
+  #db!: DatabaseSync;
+  #sql!: Statements;
+  /** See SqliteHistoryOptions.floor; as the file keeps it. */
+  #floor = 0;
+  /** The open file as `device:inode`, to notice it deleted or replaced. */
+  #file: string | undefined;
+  /** The highest id appended since the store opened: the floor of a file made again. */
+  #lastAppended = 0;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
   #batch: Batch | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -150,20 +169,7 @@ export class SqliteHistory implements HistoryStore {
     this.#now = options.now ?? Date.now;
     this.#maxBatchRows = maxBatchRows;
     this.#onError = options.onError ?? (() => {});
-    try {
-      if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-      this.#db = new DatabaseSync(path);
-    } catch (err) {
-      throw new Error(`cannot open the history file ${path}: ${errorMessage(err)}`, { cause: err });
-    }
-    try {
-      this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
-      migrate(this.#db, SCHEMA, SCHEMA_VERSION);
-      this.#sql = this.#prepare();
-    } catch (err) {
-      this.#db.close();
-      throw new Error(`cannot open the history file ${path}: ${errorMessage(err)}`, { cause: err });
-    }
+    this.#open(options.floor ?? 0);
     const sweepMs = options.sweepMs ?? HISTORY_SWEEP_MS;
     if (sweepMs > 0) {
       this.#sweeper = setInterval(() => {
@@ -176,6 +182,62 @@ export class SqliteHistory implements HistoryStore {
       // The sweep frees disk space; it is no reason to keep a process alive.
       this.#sweeper.unref();
     }
+  }
+
+  /** Opens the file (creating it, and its folder), recording `floor` if it is new. */
+  #open(floor: number): void {
+    const path = this.#path;
+    try {
+      if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+      this.#db = new DatabaseSync(path);
+    } catch (err) {
+      throw new Error(`cannot open the history file ${path}: ${errorMessage(err)}`, { cause: err });
+    }
+    try {
+      this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+      migrate(this.#db, SCHEMA, SCHEMA_VERSION);
+      this.#sql = this.#prepare();
+      const row = this.#db.prepare("SELECT floor FROM history_file").get() as
+        | { floor: number }
+        | undefined;
+      if (row) this.#floor = row.floor;
+      else {
+        this.#db.prepare("INSERT INTO history_file (floor) VALUES (?)").run(floor);
+        this.#floor = floor;
+      }
+      this.#file = this.#identity();
+    } catch (err) {
+      this.#db.close();
+      throw new Error(`cannot open the history file ${path}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  /** The file at the store's path as `device:inode`, or undefined if there is none. */
+  #identity(): string | undefined {
+    if (this.#path === ":memory:") return ":memory:";
+    const stat = statSync(this.#path, { throwIfNoEntry: false });
+    return stat && `${stat.dev}:${stat.ino}`;
+  }
+
+  /**
+   * Makes the file again when it was deleted or replaced since it was opened: SQLite would go on
+   * writing into the deleted file, where nobody finds it after a restart. The new file holds
+   * nothing at or below the last id appended, and says so (recovered=false to readers from there).
+   */
+  #checkFile(): void {
+    if (this.#identity() === this.#file) return;
+    try {
+      this.#db.close();
+    } catch {
+      // Closed already.
+    }
+    this.#open(Math.max(this.#floor, this.#lastAppended));
+    this.#onError(
+      new Error(
+        `history file ${this.#path} was deleted or replaced while the server ran; a new one was ` +
+          `made, and clients resuming from before it are told recovered=false`,
+      ),
+    );
   }
 
   #prepare(): Statements {
@@ -233,7 +295,7 @@ export class SqliteHistory implements HistoryStore {
       this.#flush();
       try {
         const expired = this.#newestExpired(stream);
-        const mark = Math.max(this.#stateOf(stream).trimmed, expired);
+        const mark = Math.max(this.#stateOf(stream).trimmed, expired, this.#floor);
         const rows = this.#sql.page.all(stream, Math.max(since, mark), limit + 1) as {
           id: number;
           data: string;
@@ -306,7 +368,9 @@ export class SqliteHistory implements HistoryStore {
     if (!batch) return;
     const n = batch.rows.length;
     try {
+      this.#checkFile();
       this.#transaction(`commit ${n} append${n === 1 ? "" : "s"}`, () => this.#write(batch.rows));
+      for (const row of batch.rows) this.#lastAppended = Math.max(this.#lastAppended, row.id);
       this.#stats.batches++;
       batch.done.resolve();
     } catch (err) {

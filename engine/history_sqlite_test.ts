@@ -3,7 +3,7 @@
  * can show (a restart, group commit, a commit the file refuses).
  */
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
@@ -123,11 +123,36 @@ test("sqlite: a file written by a newer build is refused, naming the file", () =
   using file = temporaryFile("history.db");
   mkdirSync(dirname(file.path));
   const db = new DatabaseSync(file.path);
-  db.exec("PRAGMA user_version = 2");
+  db.exec("PRAGMA user_version = 3");
   db.close();
   assert.throws(
     () => new SqliteHistory(file.path, { size: 10, ttl: 10, sweepMs: 0 }),
     (err: Error) =>
-      err.message.includes(file.path) && /schema 2 is newer than this build's/.test(err.message),
+      err.message.includes(file.path) && /schema 3 is newer than this build's/.test(err.message),
   );
+});
+
+test("sqlite: a new file answers for nothing before its floor: a reader from an older id is told recovered=false", async () => {
+  await using h = openStore({ size: 10, ttl: 3600, floor: 100 });
+  await h.store.append(pub(101));
+  const old = await h.store.read(ALICE, 50, 10);
+  assert.deepEqual([old.publications.map((p) => p.id), old.recovered], [[101], false]);
+  const fresh = await h.store.read(ALICE, 100, 10);
+  assert.deepEqual([fresh.publications.map((p) => p.id), fresh.recovered], [[101], true]);
+});
+
+test("sqlite: a file deleted while the store runs is made again, said, and answers recovered=false from before", async () => {
+  const told: Error[] = [];
+  await using h = openStore({ size: 10, ttl: 3600, onError: (e) => told.push(e) });
+  await h.store.append(pub(1));
+  await h.store.append(pub(2));
+  for (const suffix of ["", "-wal", "-shm"]) rmSync(h.path + suffix, { force: true });
+  await h.store.append(pub(3));
+  assert.equal(told.length, 1);
+  assert.match(told[0].message, /was deleted or replaced while the server ran/);
+  assert.ok(told[0].message.includes(h.path));
+  assert.deepEqual(inFile(h.path, "SELECT id FROM history"), [{ id: 3 }], "the new file has it");
+  const page = await h.store.read(ALICE, 0, 10);
+  assert.deepEqual([page.publications.map((p) => p.id), page.recovered], [[3], false]);
+  assert.equal((await h.store.read(ALICE, 2, 10)).recovered, true);
 });

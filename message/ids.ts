@@ -64,6 +64,11 @@ export class MessageIds implements IdSource {
     return ++this.#last;
   }
 
+  /** The last id handed out; before the first, the one the ids start after. */
+  get last(): number {
+    return this.#last;
+  }
+
   #reserve(): void {
     const mark = this.#last + this.#block;
     if (!Number.isSafeInteger(mark)) {
