@@ -207,6 +207,13 @@ export const SETTINGS = {
     default: "86400",
     help: "seconds a kept message stays in history",
   },
+  "idempotency-ttl": {
+    env: "IDEMPOTENCY_TTL",
+    schema: seconds(1, 7 * 86400),
+    default: "600",
+    help: "seconds a send's answer is kept for a retry with the same Idempotency-Key " +
+      "(in <data-dir>/idempotency.db)",
+  },
   "max-message-bytes": {
     env: "MAX_MESSAGE_BYTES",
     schema: int(1, 16 * 1024 * 1024),

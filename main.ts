@@ -16,6 +16,7 @@ import { MessageIds } from "./message/ids.ts";
 import { type MessageLogger, NullLogger } from "./message/logger.ts";
 import { SqliteLogger } from "./message/sqlite.ts";
 import { SqliteHistory } from "./engine/history_sqlite.ts";
+import { IDEMPOTENCY_FILE, SqliteIdempotency } from "./idempotency/sqlite.ts";
 import { StdoutLogger } from "./message/stdout.ts";
 import { Metrics } from "./metrics.ts";
 import type { Listening } from "./runtime/contract.ts";
@@ -78,6 +79,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     console.error(`message log: ${err instanceof Error ? err.message : err}`);
   let logger: MessageLogger | undefined, ids: MessageIds;
   let history: SqliteHistory | undefined;
+  let idempotency: SqliteIdempotency | undefined;
   try {
     logger = config.messageLogger === "sqlite"
       ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
@@ -94,6 +96,10 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         onError: (err) => console.error(`history: ${err.message}`),
       });
     }
+    idempotency = new SqliteIdempotency(join(dataDir.dir, IDEMPOTENCY_FILE), {
+      ttl: config.idempotencyTtl,
+      onError: (err) => console.error(`idempotency: ${err.message}`),
+    });
     if (logger instanceof SqliteLogger && logger.interrupted > 0) {
       console.error(
         `message log: ${logger.interrupted} message(s) the last run left accepted (it ended ` +
@@ -103,6 +109,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   } catch (err) {
     logger?.close();
     await history?.close();
+    await idempotency?.close();
     dataDir.release();
     throw err;
   }
@@ -128,7 +135,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         `MAX_CONNECTIONS defaults to ${maxConnections}; set it to stay below the limit`,
     );
   }
-  const app = createApp({ config, hub, metrics, authenticator, maxConnections });
+  const app = createApp({ config, hub, metrics, authenticator, maxConnections, idempotency });
   let listening: Listening;
   try {
     listening = await serve(app, {
@@ -142,6 +149,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   } catch (err) {
     logger.close();
     await history?.close();
+    await idempotency?.close();
     dataDir.release();
     throw err;
   }
@@ -182,6 +190,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         }
         logger.close();
         await history?.close();
+        await idempotency?.close();
         dataDir.release();
       })(),
   };

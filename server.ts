@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { z } from "zod";
 import { type Authenticator, AuthError, type Identity, tokenFromRequest } from "./authenticator.ts";
@@ -21,6 +21,8 @@ import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { originAllowed } from "./origin.ts";
 import { addressKey, Bucket, RateLimiter } from "./ratelimit.ts";
 import type { RuntimeEnv, Served } from "./runtime/contract.ts";
+import { idempotent } from "./idempotency/middleware.ts";
+import type { IdempotencyStore } from "./idempotency/store.ts";
 
 export type { RuntimeEnv };
 
@@ -34,6 +36,8 @@ export interface AppDeps {
   maxConnections: number;
   /** Where operator lines go (refused handshakes); stderr by default. */
   log?: (line: string) => void;
+  /** Where Idempotency-Key answers are kept; without one the header is ignored. */
+  idempotency?: IdempotencyStore;
 }
 
 /** The app and the state the adapters and main.ts need to see. */
@@ -238,6 +242,10 @@ export function createApp(deps: AppDeps): App {
     return response;
   });
 
+  const idem: MiddlewareHandler = deps.idempotency
+    ? idempotent(deps.idempotency)
+    : async (_c, next) => await next();
+
   const send = async (c: Context<Env>) => {
     const fields: Record<string, unknown> = { ...c.req.query() };
     if (c.req.method === "POST") {
@@ -266,10 +274,10 @@ export function createApp(deps: AppDeps): App {
         413,
       ),
   });
-  app.get("/send", apiKey, send);
-  app.post("/send", apiKey, sendBodyLimit, send);
+  app.get("/send", apiKey, idem, send);
+  app.post("/send", apiKey, sendBodyLimit, idem, send);
   app.use("/api/*", apiKey);
-  app.route("/api", createApi({ config, hub }));
+  app.route("/api", createApi({ config, hub, idempotent: idem }));
 
   async function readBody(c: Context<Env>): Promise<Record<string, unknown> | Response> {
     const type = c.req.header("content-type")?.split(";")[0].trim().toLowerCase() ?? "";

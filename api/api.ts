@@ -4,6 +4,7 @@
  * serves the OpenAPI document at /api/openapi.json, which the same zod schemas generate.
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { Config } from "../config.ts";
@@ -24,7 +25,9 @@ import { uidRoutes } from "./uids.ts";
 const SERVER_URL = "/api";
 
 /** Builds the /api sub-app. It trusts that the API key middleware (apikey.ts) ran before it. */
-export function createApi(deps: { config: Config; hub: Hub }): OpenAPIHono<Env> {
+export function createApi(
+  deps: { config: Config; hub: Hub; idempotent: MiddlewareHandler },
+): OpenAPIHono<Env> {
   const { config } = deps;
   const api = new OpenAPIHono<Env>({
     defaultHook: (result, c) => result.success ? undefined : invalid(c, result.error.issues),

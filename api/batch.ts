@@ -9,6 +9,7 @@ import {
   ClientId,
   type Env,
   GroupName,
+  IdempotencyHeaders,
   json,
   jsonBody,
   type RouteDeps,
@@ -31,7 +32,10 @@ const BatchItem = z.object({
 const BatchResult = z.union([SendResultSchema, z.object({ error: z.string() })])
   .openapi("BatchResult");
 
-export function batchRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: RouteDeps) {
+export function batchRoutes(
+  api: OpenAPIHono<Env>,
+  { config, hub, limitBody, idempotent }: RouteDeps,
+) {
   /** Sends one item to its target; an offline target answers `connections: 0`, not an error. */
   const publish = (
     item: z.infer<typeof BatchItem>,
@@ -50,8 +54,9 @@ export function batchRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: R
       path: "/batch",
       operationId: "publishBatch",
       summary: "Publish many messages to many targets in one request",
-      middleware: limitBody,
+      middleware: [limitBody, idempotent] as const,
       request: {
+        headers: IdempotencyHeaders,
         body: jsonBody(
           z.object({
             messages: z.array(BatchItem).min(1, "messages is empty").max(
@@ -67,7 +72,7 @@ export function batchRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: R
           "one result per message, in order: a send result (connections 0 when the target was " +
             "offline), or an error for an oversized message",
         ),
-        ...refusals(400, 413, 415),
+        ...refusals(400, 409, 413, 415, 422),
       },
     }),
     // Issued without waiting for one another: the broker gives them ids in this order and pushes

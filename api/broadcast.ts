@@ -3,6 +3,7 @@ import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { messageTooLarge, oversize, refusals } from "./errors.ts";
 import {
   type Env,
+  IdempotencyHeaders,
   json,
   jsonBody,
   MessageBody,
@@ -10,18 +11,21 @@ import {
   SendResultSchema,
 } from "./schemas.ts";
 
-export function broadcastRoutes(api: OpenAPIHono<Env>, { config, hub, limitBody }: RouteDeps) {
+export function broadcastRoutes(
+  api: OpenAPIHono<Env>,
+  { config, hub, limitBody, idempotent }: RouteDeps,
+) {
   api.openapi(
     createRoute({
       method: "post",
       path: "/broadcast",
       operationId: "broadcast",
       summary: "Broadcast to every connection",
-      middleware: limitBody,
-      request: { body: jsonBody(MessageBody) },
+      middleware: [limitBody, idempotent] as const,
+      request: { headers: IdempotencyHeaders, body: jsonBody(MessageBody) },
       responses: {
         200: json(SendResultSchema, "accepted; `delivered` says how many connections took it"),
-        ...refusals(400, 413, 415),
+        ...refusals(400, 409, 413, 415, 422),
       },
     }),
     async (c) => {

@@ -74,6 +74,8 @@ const REFUSALS = {
     "the body is over the request limit, or a message to send is over MAX_MESSAGE_BYTES",
   ),
   415: declare("the body is not application/json"),
+  409: declare("a request with this Idempotency-Key is still running; retry later"),
+  422: declare("this Idempotency-Key was sent with another request"),
 };
 
 /** What every route can answer: apikey.ts's refusals, which run before any route. */

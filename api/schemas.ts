@@ -17,6 +17,8 @@ export interface RouteDeps {
   hub: Hub;
   /** Refuses a body over the request limit with 413; every route that reads a body runs it. */
   limitBody: MiddlewareHandler;
+  /** The Idempotency-Key check every send route runs after limitBody (idempotency/middleware.ts). */
+  idempotent: MiddlewareHandler;
 }
 
 const name = (what: string, example: string) =>
@@ -71,4 +73,13 @@ export const json = <T extends z.ZodType>(schema: T, description: string) => ({
 export const jsonBody = <T extends z.ZodType>(schema: T) => ({
   content: { "application/json": { schema } },
   required: true,
+});
+
+/** The optional Idempotency-Key header of the send routes (idempotency/middleware.ts checks it). */
+export const IdempotencyHeaders = z.object({
+  "idempotency-key": z.string().optional().openapi({
+    description:
+      "1–256 printable ASCII characters, e.g. a UUID: a retry with the same key within " +
+      "IDEMPOTENCY_TTL gets the first answer again, with `duplicate: true`, and pushes nothing",
+  }),
 });

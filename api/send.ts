@@ -9,6 +9,7 @@ import type { SendResult } from "../hub.ts";
 import { messageTooLarge, notFound, oversize, refusals } from "./errors.ts";
 import {
   type Env,
+  IdempotencyHeaders,
   json,
   jsonBody,
   MessageBody,
@@ -39,7 +40,7 @@ export interface SendRoute {
 /** Adds `route` to `api`. */
 export function sendRoute(
   api: OpenAPIHono<Env>,
-  { config, limitBody }: RouteDeps,
+  { config, limitBody, idempotent }: RouteDeps,
   route: SendRoute,
 ) {
   api.openapi(
@@ -48,12 +49,16 @@ export function sendRoute(
       path: route.path,
       operationId: route.operationId,
       summary: route.summary,
-      middleware: limitBody,
-      request: { params: z.object({ [route.param]: route.schema }), body: jsonBody(MessageBody) },
+      middleware: [limitBody, idempotent] as const,
+      request: {
+        params: z.object({ [route.param]: route.schema }),
+        headers: IdempotencyHeaders,
+        body: jsonBody(MessageBody),
+      },
       responses: {
         200: json(SendResultSchema, `accepted; \`delivered\` says ${route.delivered}`),
         404: notFound(route.offline.description),
-        ...refusals(400, 413, 415),
+        ...refusals(400, 409, 413, 415, 422),
       },
     }),
     async (c) => {
