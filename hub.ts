@@ -127,6 +127,11 @@ export class Hub {
   readonly #results = new Map<number, SendResult>();
   /** Clients replaying history: live messages go through their resume until it has flushed. */
   readonly #resuming = new Map<Client, Resume>();
+  /**
+   * The message behind each live publication handed to a resume, so that what a resume passes on
+   * later shares its frames instead of being encoded again for every resuming client.
+   */
+  readonly #liveMessages = new WeakMap<Publication, Message>();
   /** Frames waiting in client queues, all clients together. */
   #pending = 0;
 
@@ -282,7 +287,7 @@ export class Hub {
     });
     this.#resuming.set(client, resume);
     resume.read().catch(() => ({ recovered: false, replayed: 0 })).then((outcome) => {
-      if (client.closed) return;
+      if (client.closed || this.#resuming.get(client) !== resume) return;
       welcome(outcome);
       resume.flush();
       this.#resuming.delete(client);
@@ -291,20 +296,28 @@ export class Hub {
       if (client.presence) {
         for (const name of client.groups) this.#groups.get(name)?.watchers.add(client);
       }
+    }).catch((err) => {
+      // Never an unhandled rejection (it would end a Deno process): the client is closed instead.
+      console.error(`resume of client ${client.id}: ${err}`);
+      this.close(client, 1011, "resume failed");
     });
   }
 
-  /** A message read back from history, for one client: its status in the log is long settled. */
+  /**
+   * The message a resume passes on to one client: a live one shares the frames of the message
+   * every other connection got; one read back from history is built for it (its log row is long
+   * settled either way).
+   */
   #replayed(publication: Publication): Message {
-    const message = new Message(
+    const live = this.#liveMessages.get(publication);
+    if (live) return live.resent();
+    return new Message(
       publication.id,
       targetOf(publication.stream),
       publication.data,
       publication.ts,
-    );
-    message.status = "delivered";
-    message.outstanding = 1;
-    return message;
+    )
+      .resent();
   }
 
   /** The socket of `client` closed (either side): it leaves the hub. Idempotent. */
@@ -451,6 +464,7 @@ export class Hub {
     // settle the message while later recipients have yet to take it.
     message.outstanding = clients.length;
     let delivered = 0;
+    let publication: Publication | undefined; // one for every resuming client
     for (const client of clients) {
       const resume = this.#resuming.get(client);
       // A message to one client id is kept nowhere, so it has no place in a replay: it goes out
@@ -460,7 +474,11 @@ export class Hub {
         continue;
       }
       // Replaying: the resume passes it on after the replay, in order. Counted as taken.
-      resume.live({ id, stream: streamOf(target), data, ts: message.ts });
+      if (!publication) {
+        publication = { id, stream: streamOf(target), data, ts: message.ts };
+        this.#liveMessages.set(publication, message);
+      }
+      resume.live(publication);
       message.outstanding--;
       delivered++;
     }

@@ -8,6 +8,7 @@ import { test } from "node:test";
 import { HIGH_WATER_BYTES, type Socket } from "./client.ts";
 import { Hub } from "./hub.ts";
 import type { DeliveryStatus, MessageLogger, MessageRecord } from "./message/logger.ts";
+import { Message } from "./message/message.ts";
 import { Metrics } from "./metrics.ts";
 
 /** A socket whose network the test stalls and lets flow, and whose writes it can break. */
@@ -243,4 +244,15 @@ test("a backed-up client waits for the runtime's drain call and runs no timer of
   assert.deepEqual(socket.sent.slice(1), ["a", "b"]);
   assert.equal(h.pending, 0);
   assert.equal(socket.asks, 101, "an empty queue asks for nothing");
+});
+
+test("a message resent to a resuming client shares the frames of the original: encoded once", () => {
+  const original = new Message(7, { group: "g" }, "hi", 1000);
+  const copies = [original.resent(), original.resent().resent()];
+  for (const copy of copies) {
+    assert.equal(copy.json, original.json, "the same frame object, not an equal one");
+    assert.equal(copy.text, original.text);
+    assert.deepEqual([copy.id, copy.status, copy.outstanding], [7, "delivered", 1]);
+  }
+  assert.equal(original.status, "accepted", "the original's outcome is its own");
 });

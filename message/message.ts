@@ -43,6 +43,8 @@ export function targetKey(target: Target): string {
 export class Message {
   #text: Frame | undefined;
   #json: Frame | undefined;
+  /** The message this one repeats (see `resent`), whose frames it shares. */
+  #original: Message | undefined;
   /** Connections that took the message and have not written or dropped it yet. */
   outstanding = 0;
   /** Connections it was written to. */
@@ -60,13 +62,28 @@ export class Message {
     if (dataBytes !== undefined) this.#text = { data, bytes: dataBytes };
   }
 
+  /**
+   * The same message for one more connection whose delivery is not this message's to settle (a
+   * client that resumes gets it after its replay): a new outcome to track, the same frames, so a
+   * message is still encoded once per format however many resuming clients get it.
+   */
+  resent(): Message {
+    const copy = new Message(this.id, this.target, this.data, this.ts);
+    copy.#original = this.#original ?? this;
+    copy.status = "delivered"; // its log row is the original's business
+    copy.outstanding = 1;
+    return copy;
+  }
+
   /** The go-pusher frame: exactly the message. */
   get text(): Frame {
+    if (this.#original) return this.#original.text;
     return this.#text ??= { data: this.data, bytes: utf8Length(this.data) };
   }
 
   /** The JSON envelope `{type:"message", id, data, ts}`, plus `group` for a group's message. */
   get json(): Frame {
+    if (this.#original) return this.#original.json;
     if (!this.#json) {
       const envelope: Record<string, unknown> = {
         type: "message",
