@@ -46,7 +46,7 @@ export const CLOSE_TIMEOUT_MS = 5_000;
 /** The parts of the `ws` socket this adapter uses (the package ships no types). */
 interface WsSocket {
   readonly bufferedAmount: number;
-  send(data: string): void;
+  send(data: Buffer, options: { binary: false }): void;
   ping(): void;
   close(code: number, reason: string): void;
   terminate(): void;
@@ -220,6 +220,20 @@ class Heartbeat {
   }
 }
 
+/**
+ * `text` as UTF-8, encoded once for a whole fan-out: the hub hands the same frame string to every
+ * recipient in turn, and `ws` would encode a string again for each of them.
+ */
+let lastText: string | undefined;
+let lastBytes = Buffer.alloc(0);
+function utf8(text: string): Buffer {
+  if (text !== lastText) {
+    lastText = text;
+    lastBytes = Buffer.from(text);
+  }
+  return lastBytes;
+}
+
 /** Wires one upgraded `ws` socket to the core's handlers. */
 function adopt(ws: WsSocket, handlers: SocketHandlers, heartbeat: Heartbeat): void {
   const tcp = (ws as unknown as { _socket: TcpSocket })._socket;
@@ -232,14 +246,14 @@ function adopt(ws: WsSocket, handlers: SocketHandlers, heartbeat: Heartbeat): vo
   const socket: Socket = {
     send(data) {
       if (!open) throw new Error("socket is not open");
-      ws.send(data);
+      ws.send(utf8(data), { binary: false });
     },
     bufferedAmount: () => ws.bufferedAmount,
     whenDrained() {
       if (!open || drainAsked) return;
       drainAsked = true;
       // The TCP socket's drain comes once its write buffer has emptied; a buffer already below
-      // the mark is answered on the next turn, never from inside the client's own call.
+      // the mark is answered once the client's own call has returned, never from inside it.
       if (ws.bufferedAmount < HIGH_WATER_BYTES) queueMicrotask(onDrain);
       else tcp.once("drain", onDrain);
     },
