@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { connectClient, programToken as token, type TestClient, withProgram } from "./testkit.ts";
+import {
+  connectClient,
+  programToken as token,
+  rawUpgrade,
+  type TestClient,
+  withProgram,
+} from "./testkit.ts";
 
 /** POSTs `body` to `path` on the program; answers the status and the JSON. */
 async function post(port: number, path: string, body: Record<string, unknown>) {
@@ -168,5 +174,15 @@ test("the backend reads a stream's history in pages by id, and learns when it wa
     const res = await fetch(`http://127.0.0.1:${port}/api/uids/x/history`);
     assert.equal(res.status, 404);
     assert.equal((await res.json()).error, "no history is kept (HISTORY_SIZE=0)");
+  });
+});
+
+test("a since that is not a message id is refused before the upgrade with 400", async () => {
+  await withProgram([], async (port) => {
+    for (const since of ["abc", "-1", "9999999999999999"]) {
+      const res = await rawUpgrade(port, `/ws?since=${since}&token=${await token("hal")}`);
+      assert.equal(res.status, 400, since);
+      assert.equal(JSON.parse(res.body).error, "since must be a message id (a whole number)");
+    }
   });
 });

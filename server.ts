@@ -96,7 +96,9 @@ const wsQuerySchema = z.object({
     .default("false").transform((v) => v === "true"),
   auth: z.enum(["frame"], { error: "auth must be frame" }).optional(),
   since: z.string().regex(/^\d{1,16}$/, { error: "since must be a message id (a whole number)" })
-    .transform(Number).optional(),
+    .transform(Number).refine(Number.isSafeInteger, {
+      error: "since must be a message id (a whole number)",
+    }).optional(),
 }).refine((q) => !q.presence || q.format === "json", {
   error: "presence events need format=json",
 });

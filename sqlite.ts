@@ -61,3 +61,18 @@ export function migrate(db: DatabaseSync, schema: string, version: number): void
   if (found === version) return;
   db.exec(`${schema} PRAGMA user_version = ${version};`);
 }
+
+/**
+ * Closes `db`; resolves, or rejects with `cannot close the <file>: <cause>` (`file` as the store
+ * names itself, `history file /var/lib/deno-pusher/history.db`).
+ */
+export function closeDatabase(db: DatabaseSync, file: string): Promise<void> {
+  try {
+    db.close();
+  } catch (err) {
+    return Promise.reject(
+      new Error(`cannot close the ${file}: ${errorMessage(err)}`, { cause: err }),
+    );
+  }
+  return Promise.resolve();
+}

@@ -28,7 +28,7 @@ import {
   type HistoryStore,
 } from "./history.ts";
 import type { Publication, StreamName } from "./stream.ts";
-import { errorMessage, migrate, transaction } from "../sqlite.ts";
+import { closeDatabase, errorMessage, migrate, transaction } from "../sqlite.ts";
 
 /**
  * Milliseconds a batch waits for more appends after its first: long enough to gather a burst into
@@ -347,16 +347,7 @@ export class SqliteHistory implements HistoryStore {
     this.#flush();
     clearInterval(this.#sweeper);
     this.#closed = true;
-    try {
-      this.#db.close();
-    } catch (err) {
-      return Promise.reject(
-        new Error(`cannot close the history file ${this.#path}: ${errorMessage(err)}`, {
-          cause: err,
-        }),
-      );
-    }
-    return Promise.resolve();
+    return closeDatabase(this.#db, `history file ${this.#path}`);
   }
 
   /** Commits the waiting batch, if any, and settles its appends. */

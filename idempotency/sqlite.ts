@@ -14,7 +14,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { errorMessage, migrate, transaction } from "../sqlite.ts";
+import { closeDatabase, errorMessage, migrate, transaction } from "../sqlite.ts";
 import { type KeptAnswer, keyOf, LocalIdempotencyStore } from "./local.ts";
 import type { IdempotencyOptions, IdempotencyStats } from "./store.ts";
 
@@ -201,16 +201,7 @@ export class SqliteIdempotency extends LocalIdempotencyStore {
 
   protected shutdown(): Promise<void> {
     this.#flush();
-    try {
-      this.#db.close();
-    } catch (err) {
-      return Promise.reject(
-        new Error(`cannot close the idempotency file ${this.#path}: ${errorMessage(err)}`, {
-          cause: err,
-        }),
-      );
-    }
-    return Promise.resolve();
+    return closeDatabase(this.#db, `idempotency file ${this.#path}`);
   }
 
   /** Commits the waiting batch, if any, and settles its finishes. */
