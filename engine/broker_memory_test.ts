@@ -40,6 +40,14 @@ class HeldHistory implements HistoryStore {
     return this.kept.read(stream, since, limit);
   }
 
+  wrote(uid: string, id: number): void {
+    this.kept.wrote(uid, id);
+  }
+
+  writtenThrough(uid: string): number {
+    return this.kept.writtenThrough(uid);
+  }
+
   close(): Promise<void> {
     return this.kept.close();
   }

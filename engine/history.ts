@@ -77,6 +77,22 @@ export interface HistoryStore {
   read(stream: StreamName, since: number, limit: number): Promise<HistoryPage>;
 
   /**
+   * Notes that message `id` of `uid`'s stream was written to one of `uid`'s sockets. The mailbox
+   * (OFFLINE_TTL) mails a uid's next connection only what lies above the highest such id, so that
+   * nothing it was written is mailed again. Kept in memory at once, and as durable as the store
+   * makes anything soon after (SQLite: with the next commit, at most MARK_FLUSH_MS later), so a
+   * crash may forget the last marks: a message can then be mailed twice, never not at all. Never
+   * throws; a mark that cannot be written is tried again with the next commit.
+   */
+  wrote(uid: string, id: number): void;
+
+  /**
+   * The highest id `wrote` noted for `uid` less than HISTORY_TTL ago, or 0 when there is none:
+   * a mark older than that no longer matters, since everything it could hide has expired.
+   */
+  writtenThrough(uid: string): number;
+
+  /**
    * Writes what is pending, then releases the store's resources and timers. Appends it could not
    * write reject, as they would have; `close` itself resolves. After it, appends and reads reject.
    */
@@ -88,6 +104,66 @@ export interface HistoryStore {
  * within HISTORY_TTL plus this. A sweep costs one pass over what expired since the last.
  */
 export const HISTORY_SWEEP_MS = 60_000;
+
+/**
+ * Milliseconds a written mark (`wrote`) may wait for a commit when no append comes to take it
+ * along: what a crash can make the mailbox forget.
+ */
+export const MARK_FLUSH_MS = 100;
+
+/** Where a uid's written mark stands: the id, and when it was noted (ms since the epoch). */
+export interface WrittenMark {
+  id: number;
+  at: number;
+}
+
+/**
+ * The written marks of uids, in memory, as both stores keep them: raised only, and forgotten once
+ * older than the history's TTL (`forget`).
+ */
+export class WrittenMarks {
+  readonly #marks = new Map<string, WrittenMark>();
+
+  constructor(private readonly ttlMs: number, private readonly now: () => number) {}
+
+  /** Raises `uid`'s mark to `id`; answers whether it moved. */
+  raise(uid: string, id: number): boolean {
+    const mark = this.#marks.get(uid);
+    if (mark && mark.id >= id) return false;
+    this.#marks.set(uid, { id, at: this.now() });
+    return true;
+  }
+
+  /** Sets a mark as a file kept it. */
+  load(uid: string, mark: WrittenMark): void {
+    this.#marks.set(uid, mark);
+  }
+
+  get(uid: string): WrittenMark | undefined {
+    return this.#marks.get(uid);
+  }
+
+  /** See HistoryStore.writtenThrough. */
+  through(uid: string): number {
+    const mark = this.#marks.get(uid);
+    return mark && mark.at >= this.now() - this.ttlMs ? mark.id : 0;
+  }
+
+  /** The uids with a mark. */
+  uids(): IterableIterator<string> {
+    return this.#marks.keys();
+  }
+
+  /** Forgets the marks older than the TTL; answers how many. */
+  forget(): number {
+    const cutoff = this.now() - this.ttlMs;
+    let n = 0;
+    for (const [uid, mark] of this.#marks) {
+      if (mark.at < cutoff) this.#marks.delete(uid), n++;
+    }
+    return n;
+  }
+}
 
 /** Throws a RangeError, saying what is allowed, when `bounds` cannot be a store's bounds. */
 export function checkBounds(bounds: HistoryBounds): void {

@@ -252,6 +252,23 @@ export function historyContract(name: string, open: OpenHistory): void {
     await assert.rejects(h.store.append({ ...pub(1), ts: NaN }), /ts must be milliseconds/);
   });
 
+  test(`${name}: a uid's written mark only rises, is kept apart per uid, and is forgotten after HISTORY_TTL`, async () => {
+    await using h = open({ size: 10, ttl: 60, now: t.now });
+    assert.equal(h.store.writtenThrough("alice"), 0, "nothing written yet");
+    h.store.wrote("alice", 5);
+    h.store.wrote("alice", 3); // a slower socket of alice writes an older one
+    h.store.wrote("bob", 4);
+    assert.equal(h.store.writtenThrough("alice"), 5);
+    assert.equal(h.store.writtenThrough("bob"), 4);
+    t.advance(30_000);
+    h.store.wrote("bob", 7);
+    t.advance(31_000);
+    assert.equal(h.store.writtenThrough("alice"), 0, "alice's mark is older than the TTL");
+    assert.equal(h.store.writtenThrough("bob"), 7);
+    h.sweep?.();
+    assert.equal(h.store.writtenThrough("bob"), 7, "the sweep forgets only expired marks");
+  });
+
   test(`${name}: a closed store refuses appends and reads`, async () => {
     await using h = open({ size: 10, ttl: 10, now: t.now });
     await h.store.append(pub(1));

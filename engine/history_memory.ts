@@ -11,6 +11,7 @@ import {
   type HistoryBounds,
   type HistoryPage,
   type HistoryStore,
+  WrittenMarks,
 } from "./history.ts";
 import type { Publication, StreamName } from "./stream.ts";
 
@@ -84,6 +85,7 @@ export class MemoryHistory implements HistoryStore {
   readonly #ttlMs: number;
   readonly #now: () => number;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
+  readonly #marks: WrittenMarks;
   #closed = false;
 
   /** Throws a RangeError when the bounds are out of range (see HistoryBounds). */
@@ -92,6 +94,7 @@ export class MemoryHistory implements HistoryStore {
     this.#size = options.size;
     this.#ttlMs = options.ttl * 1000;
     this.#now = options.now ?? Date.now;
+    this.#marks = new WrittenMarks(this.#ttlMs, this.#now);
     const sweepMs = options.sweepMs ?? HISTORY_SWEEP_MS;
     if (sweepMs > 0) {
       this.#sweeper = setInterval(() => this.sweep(), sweepMs);
@@ -132,10 +135,22 @@ export class MemoryHistory implements HistoryStore {
     });
   }
 
-  /** Trims the expired publications of every stream; the timer calls it every `sweepMs`. */
+  wrote(uid: string, id: number): void {
+    if (!this.#closed) this.#marks.raise(uid, id);
+  }
+
+  writtenThrough(uid: string): number {
+    return this.#marks.through(uid);
+  }
+
+  /**
+   * Trims the expired publications of every stream, and forgets expired written marks; the timer
+   * calls it every `sweepMs`.
+   */
   sweep(): void {
     const cutoff = this.#now() - this.#ttlMs;
     for (const kept of this.#streams.values()) this.#expire(kept, cutoff);
+    this.#marks.forget();
   }
 
   close(): Promise<void> {

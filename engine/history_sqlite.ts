@@ -26,6 +26,8 @@ import {
   type HistoryBounds,
   type HistoryPage,
   type HistoryStore,
+  MARK_FLUSH_MS,
+  WrittenMarks,
 } from "./history.ts";
 import type { Publication, StreamName } from "./stream.ts";
 import { closeDatabase, errorMessage, migrate, transaction } from "../sqlite.ts";
@@ -68,10 +70,16 @@ CREATE TABLE IF NOT EXISTS history_streams (
   kept    INTEGER NOT NULL, -- rows of the stream in history: a size trim needs no count(*)
   trimmed INTEGER NOT NULL  -- the trim mark: the highest id ever trimmed, 0 when none
 );
+-- The mailbox's written marks (HistoryStore.wrote), one per uid, forgotten after HISTORY_TTL.
+CREATE TABLE IF NOT EXISTS history_marks (
+  uid TEXT    PRIMARY KEY,
+  id  INTEGER NOT NULL, -- the highest id of uid:<uid> written to one of its sockets
+  at  INTEGER NOT NULL  -- when it was noted, milliseconds since the epoch
+);
 `;
 
-/** The schema's version, kept in SQLite's user_version. */
-const SCHEMA_VERSION = 2;
+/** The schema's version, kept in SQLite's user_version. 3 added history_marks. */
+const SCHEMA_VERSION = 3;
 
 /** What a SQLite store is built from. */
 export interface SqliteHistoryOptions extends HistoryBounds {
@@ -117,7 +125,9 @@ type Statements = Record<
   | "nthOldest"
   | "firstFresh"
   | "page"
-  | "expiredStreams",
+  | "expiredStreams"
+  | "saveMark"
+  | "forgetMarks",
   StatementSync
 >;
 
@@ -149,6 +159,9 @@ export class SqliteHistory implements HistoryStore {
   #lastAppended = 0;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
   #batch: Batch | undefined;
+  readonly #marks: WrittenMarks;
+  /** Uids whose mark moved since the last commit. */
+  #dirtyMarks = new Set<string>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   readonly #stats: SqliteHistoryStats = { batches: 0, failedBatches: 0 };
@@ -169,6 +182,7 @@ export class SqliteHistory implements HistoryStore {
     this.#now = options.now ?? Date.now;
     this.#maxBatchRows = maxBatchRows;
     this.#onError = options.onError ?? (() => {});
+    this.#marks = new WrittenMarks(this.#ttlMs, this.#now);
     this.#open(options.floor ?? 0);
     const sweepMs = options.sweepMs ?? HISTORY_SWEEP_MS;
     if (sweepMs > 0) {
@@ -205,6 +219,9 @@ export class SqliteHistory implements HistoryStore {
         this.#db.prepare("INSERT INTO history_file (floor) VALUES (?)").run(floor);
         this.#floor = floor;
       }
+      const marks = this.#db.prepare("SELECT uid, id, at FROM history_marks WHERE at >= ?")
+        .all(this.#now() - this.#ttlMs) as { uid: string; id: number; at: number }[];
+      for (const { uid, id, at } of marks) this.#marks.load(uid, { id, at });
       this.#file = this.#identity();
     } catch (err) {
       this.#db.close();
@@ -232,6 +249,8 @@ export class SqliteHistory implements HistoryStore {
       // Closed already.
     }
     this.#open(Math.max(this.#floor, this.#lastAppended));
+    // The new file lacks the marks this store still knows.
+    this.#dirtyMarks = new Set(this.#marks.uids());
     this.#onError(
       new Error(
         `history file ${this.#path} was deleted or replaced while the server ran; a new one was ` +
@@ -269,6 +288,11 @@ export class SqliteHistory implements HistoryStore {
       expiredStreams: db.prepare(
         "SELECT DISTINCT stream FROM history INDEXED BY history_ts WHERE ts < ? LIMIT ?",
       ),
+      saveMark: db.prepare(
+        `INSERT INTO history_marks (uid, id, at) VALUES (?, ?, ?)
+         ON CONFLICT (uid) DO UPDATE SET id = max(id, excluded.id), at = excluded.at`,
+      ),
+      forgetMarks: db.prepare("DELETE FROM history_marks WHERE at < ?"),
     };
   }
 
@@ -317,13 +341,27 @@ export class SqliteHistory implements HistoryStore {
     });
   }
 
+  wrote(uid: string, id: number): void {
+    if (this.#closed || !this.#marks.raise(uid, id)) return;
+    this.#dirtyMarks.add(uid);
+    this.#timer ??= setTimeout(() => this.#flush(), MARK_FLUSH_MS);
+  }
+
+  writtenThrough(uid: string): number {
+    return this.#marks.through(uid);
+  }
+
   /**
-   * Trims the expired publications of up to SWEEP_STREAMS streams in one transaction; the timer
-   * calls it every `sweepMs`. Throws, naming the file, when the transaction fails.
+   * Trims the expired publications of up to SWEEP_STREAMS streams in one transaction, and forgets
+   * expired written marks; the timer calls it every `sweepMs`. Throws, naming the file, when the
+   * transaction fails.
    */
   sweep(): void {
     this.#checkOpen();
     const cutoff = this.#now() - this.#ttlMs;
+    if (this.#marks.forget() > 0) {
+      this.#transaction("forget expired marks", () => this.#sql.forgetMarks.run(cutoff));
+    }
     const streams = this.#sql.expiredStreams.all(cutoff, SWEEP_STREAMS) as { stream: string }[];
     if (streams.length === 0) return;
     this.#transaction(`trim ${streams.length} streams by age`, () => {
@@ -347,26 +385,46 @@ export class SqliteHistory implements HistoryStore {
     this.#flush();
     clearInterval(this.#sweeper);
     this.#closed = true;
+    clearTimeout(this.#timer); // marks that could not be written are lost: mailed again later
     return closeDatabase(this.#db, `history file ${this.#path}`);
   }
 
-  /** Commits the waiting batch, if any, and settles its appends. */
+  /**
+   * Commits the waiting batch, if any, with the marks that moved, and settles its appends. Marks
+   * that could not be written wait for the next commit.
+   */
   #flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const batch = this.#batch;
     this.#batch = undefined;
-    if (!batch) return;
-    const n = batch.rows.length;
+    const marks = this.#dirtyMarks;
+    if (!batch && marks.size === 0) return;
+    this.#dirtyMarks = new Set();
+    const n = batch?.rows.length ?? 0;
     try {
       this.#checkFile();
-      this.#transaction(`commit ${n} append${n === 1 ? "" : "s"}`, () => this.#write(batch.rows));
-      for (const row of batch.rows) this.#lastAppended = Math.max(this.#lastAppended, row.id);
-      this.#stats.batches++;
-      batch.done.resolve();
+      this.#transaction(`commit ${n} append${n === 1 ? "" : "s"}`, () => {
+        if (batch) this.#write(batch.rows);
+        for (const uid of marks) {
+          const mark = this.#marks.get(uid);
+          if (mark) this.#sql.saveMark.run(uid, mark.id, mark.at);
+        }
+      });
+      for (const row of batch?.rows ?? []) {
+        this.#lastAppended = Math.max(this.#lastAppended, row.id);
+      }
+      if (batch) this.#stats.batches++;
+      batch?.done.resolve();
     } catch (err) {
-      this.#stats.failedBatches++;
-      batch.done.reject(err);
+      for (const uid of marks) this.#dirtyMarks.add(uid);
+      if (this.#dirtyMarks.size > 0 && !this.#closed) {
+        this.#timer ??= setTimeout(() => this.#flush(), MARK_FLUSH_MS);
+      }
+      if (batch) {
+        this.#stats.failedBatches++;
+        batch.done.reject(err);
+      } else this.#onError(err as Error);
     }
   }
 

@@ -10,7 +10,7 @@ import { test } from "node:test";
 import { historyContract } from "./history_contract.ts";
 import { SqliteHistory, type SqliteHistoryOptions } from "./history_sqlite.ts";
 import { type Publication, uidStream } from "./stream.ts";
-import { inFile, storeOnTemporaryFile, temporaryFile } from "../testkit.ts";
+import { inFile, storeOnTemporaryFile, temporaryFile, until } from "../testkit.ts";
 
 /** A store on a new file; disposing of it closes the store and removes the file. */
 function openStore(options: SqliteHistoryOptions) {
@@ -123,12 +123,12 @@ test("sqlite: a file written by a newer build is refused, naming the file", () =
   using file = temporaryFile("history.db");
   mkdirSync(dirname(file.path));
   const db = new DatabaseSync(file.path);
-  db.exec("PRAGMA user_version = 3");
+  db.exec("PRAGMA user_version = 99");
   db.close();
   assert.throws(
     () => new SqliteHistory(file.path, { size: 10, ttl: 10, sweepMs: 0 }),
     (err: Error) =>
-      err.message.includes(file.path) && /schema 3 is newer than this build's/.test(err.message),
+      err.message.includes(file.path) && /schema 99 is newer than this build's/.test(err.message),
   );
 });
 
@@ -155,4 +155,43 @@ test("sqlite: a file deleted while the store runs is made again, said, and answe
   const page = await h.store.read(ALICE, 0, 10);
   assert.deepEqual([page.publications.map((p) => p.id), page.recovered], [[3], false]);
   assert.equal((await h.store.read(ALICE, 2, 10)).recovered, true);
+});
+
+test("sqlite: written marks survive a restart, also those noted after the last append", async () => {
+  using file = temporaryFile("history.db");
+  const first = new SqliteHistory(file.path, { size: 10, ttl: 3600, sweepMs: 0 });
+  await first.append(pub(1));
+  first.wrote("alice", 1);
+  await first.append(pub(2));
+  first.wrote("alice", 2);
+  first.wrote("bob", 9); // no append follows: its own commit, at close at the latest
+  await first.close();
+  const second = new SqliteHistory(file.path, { size: 10, ttl: 3600, sweepMs: 0 });
+  try {
+    assert.equal(second.writtenThrough("alice"), 2);
+    assert.equal(second.writtenThrough("bob"), 9);
+    assert.deepEqual(inFile(file.path, "SELECT uid, id FROM history_marks ORDER BY uid"), [
+      { uid: "alice", id: 2 },
+      { uid: "bob", id: 9 },
+    ]);
+  } finally {
+    await second.close();
+  }
+});
+
+test("sqlite: a mark noted with nothing to append is committed within MARK_FLUSH_MS", async () => {
+  using file = temporaryFile("history.db");
+  const store = new SqliteHistory(file.path, { size: 10, ttl: 3600, sweepMs: 0 });
+  try {
+    store.wrote("carol", 4);
+    await until(
+      () => Promise.resolve(inFile(file.path, "SELECT id FROM history_marks").length === 1),
+      "the mark in the file",
+    );
+    assert.deepEqual(inFile(file.path, "SELECT uid, id FROM history_marks"), [
+      { uid: "carol", id: 4 },
+    ]);
+  } finally {
+    await store.close();
+  }
 });

@@ -48,6 +48,14 @@ class GatedHistory implements HistoryStore {
     return this.kept.read(stream, since, limit);
   }
 
+  wrote(uid: string, id: number): void {
+    this.kept.wrote(uid, id);
+  }
+
+  writtenThrough(uid: string): number {
+    return this.kept.writtenThrough(uid);
+  }
+
   close(): Promise<void> {
     return this.kept.close();
   }
@@ -223,6 +231,8 @@ test("a read that fails: read rejects naming the stream, and flush still sends w
       stream === TEAM
         ? Promise.reject(new Error("history.db: disk I/O error"))
         : kept.read(stream, 0, 1),
+    wrote: () => {},
+    writtenThrough: () => 0,
     close: () => kept.close(),
   };
   const broker = new MemoryBroker({ ids: countFrom(0), history: failing });
