@@ -372,6 +372,7 @@ test("the OpenAPI document and the README list every operation", async () => {
     "GET /groups/{group}/history",
     "GET /groups/{group}/members",
     "GET /groups/{group}/members/count",
+    "GET /messages/{id}",
     "GET /uids",
     "GET /uids/count",
     "GET /uids/{uid}/clients",

@@ -207,6 +207,14 @@ export const SETTINGS = {
     default: "86400",
     help: "seconds a kept message stays in history",
   },
+  "offline-ttl": {
+    env: "OFFLINE_TTL",
+    schema: seconds(0, 366 * 86400),
+    default: "0",
+    help:
+      "seconds a message to an offline uid waits (202, queued) for the uid's next connection; " +
+      "0: answer 404 as go-pusher does. Needs HISTORY_SIZE > 0 and at most HISTORY_TTL",
+  },
   "idempotency-ttl": {
     env: "IDEMPOTENCY_TTL",
     schema: seconds(1, 7 * 86400),
@@ -401,10 +409,27 @@ export function configFromFlags(
   // Config's definition, which TypeScript cannot follow through the loop.
   const config = out as Config;
   checkJwtKeys(config);
+  checkMailbox(config);
   return config;
 }
 
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** The mailbox keeps its messages in history: it needs one that keeps them as long. */
+function checkMailbox(config: Config): void {
+  if (config.offlineTtl === 0) return;
+  if (config.historySize === 0) {
+    throw new ConfigError(
+      "OFFLINE_TTL needs history: the mailbox keeps its messages there; set HISTORY_SIZE > 0",
+    );
+  }
+  if (config.offlineTtl > config.historyTtl) {
+    throw new ConfigError(
+      `OFFLINE_TTL (${config.offlineTtl} s) is longer than HISTORY_TTL (${config.historyTtl} s), ` +
+        "which bounds how long the mailbox's messages are kept: raise HISTORY_TTL",
+    );
+  }
+}
 
 /** An HS* algorithm needs the secret; the others need a public key or a JWKS URL, not both. */
 function checkJwtKeys(config: Config): void {

@@ -220,7 +220,7 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
       if (state.name !== "open") return;
       const { client } = state;
       if (data === "ping") return void client.control("pong");
-      if (format === "json") answerJson(client, data, refresh);
+      if (format === "json") answerJson(client, data, refresh, hub);
     },
     close() {
       clearTimeout(expiryTimer);
@@ -257,14 +257,17 @@ function errorFrame(error: string): string {
 
 /**
  * Answers a json-format client's control frame: `{"type":"ping"}` gets `{"type":"pong"}`, an
- * auth frame refreshes the token; anything else gets an `error` frame and the connection stays.
+ * auth frame refreshes the token, `{"type":"ack","id":N}` is recorded silently (an error frame
+ * with the `id` says why one is refused); anything else gets an `error` frame and the connection
+ * stays.
  */
 function answerJson(
   client: Client,
   data: string,
   refresh: (client: Client, token: string | undefined) => void,
+  hub: Hub,
 ): void {
-  let frame: { type?: unknown; token?: unknown } | null;
+  let frame: { type?: unknown; token?: unknown; id?: unknown } | null;
   try {
     frame = JSON.parse(data);
   } catch {
@@ -273,7 +276,13 @@ function answerJson(
   }
   const type = frame?.type;
   if (type === "ping") client.control('{"type":"pong"}');
-  else if (type === "auth") {
+  else if (type === "ack") {
+    const refused = hub.ack(client, frame?.id);
+    if (refused) {
+      const id = typeof frame?.id === "number" ? frame.id : null;
+      client.control(JSON.stringify({ type: "error", error: refused, id }));
+    }
+  } else if (type === "auth") {
     refresh(client, typeof frame?.token === "string" ? frame.token : undefined);
   } else client.control(errorFrame(`unknown frame type: ${String(type).slice(0, 64)}`));
 }

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import process from "node:process";
 import { test } from "node:test";
 import { SqliteLogger } from "./message/sqlite.ts";
-import { inFile, runProgram, startProgram, stopProgram } from "./testkit.ts";
+import { DatabaseSync } from "node:sqlite";
+import { inFile, runProgram, startProgram, stopProgram, until, withProgram } from "./testkit.ts";
 
 const SECRET = "e2e-secret-0123456789abcdef0123456789";
 
@@ -85,4 +86,41 @@ test("messages a killed run left accepted are marked interrupted at the next sta
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
+});
+
+test("while the message log cannot write, sends answer 503 with no id; once it can, they go on and nothing accepted was lost", async () => {
+  await withProgram(["--log-flush-ms", "20"], async (port, started) => {
+    const url = `http://127.0.0.1:${port}`;
+    const send = async (message: string) => {
+      const res = await fetch(`${url}/send?uid=nobody&message=${message}`);
+      return { status: res.status, body: await res.json() };
+    };
+    const accepted = await send("before");
+    assert.equal(accepted.status, 404, "an offline uid, logged all the same");
+    // Another process holds the log's write lock, as a backup tool or a stray sqlite3 shell can.
+    const holder = new DatabaseSync(join(started.dir, "data", "messages.db"));
+    holder.exec("BEGIN IMMEDIATE");
+    let refused: { status: number; body: { error?: string; id?: number } } | undefined;
+    const ids: number[] = [];
+    try {
+      await until(async () => {
+        const res = await send("probe");
+        if (res.body.id !== undefined) ids.push(res.body.id);
+        if (res.status === 503) refused = res;
+        return res.status === 503;
+      }, "a 503 while the log is locked");
+    } finally {
+      holder.exec("ROLLBACK");
+      holder.close();
+    }
+    assert.match(refused!.body.error!, /^the message log cannot keep messages now: .*locked/);
+    assert.equal(refused!.body.id, undefined, "a refused send was given no id");
+    await until(async () => (await send("after")).status === 404, "sends accepted again");
+    // Every send that was answered with an id is in the log.
+    for (const id of [accepted.body.id, ...ids]) {
+      const res = await fetch(`${url}/api/messages/${id}`);
+      assert.equal(res.status, 200, `message ${id} is in the log`);
+      assert.equal((await res.json()).status, "offline");
+    }
+  });
 });

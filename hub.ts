@@ -11,7 +11,7 @@
 import type { Identity } from "./authenticator.ts";
 import { Client, type ClientEvents, CloseCode, type Format, type Socket } from "./client.ts";
 import { countFrom, type IdSource } from "./message/ids.ts";
-import type { DeliveryStatus, MessageLogger } from "./message/logger.ts";
+import type { DeliveryStatus, LoggedMessage, MessageLogger } from "./message/logger.ts";
 import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
 import { MemoryBroker } from "./engine/broker_memory.ts";
@@ -37,6 +37,8 @@ export interface SendResult {
   delivered: number;
   /** Connections the target had; 0 means it was offline (or unknown). */
   connections: number;
+  /** True when the target was an offline uid and the mailbox keeps it for its next connection. */
+  queued?: true;
 }
 
 /** A group's members, counted per uid so that presence knows a uid's first and last connection. */
@@ -82,6 +84,11 @@ export interface HubOptions {
    * (HISTORY_SIZE); none keeps nothing. A send is pushed once the store has kept it.
    */
   history?: HistoryStore;
+  /**
+   * Milliseconds a message to an offline uid waits in the mailbox for the uid's next connection
+   * (OFFLINE_TTL); 0, the default, keeps no mailbox. Needs `history`, which keeps the messages.
+   */
+  offlineTtl?: number;
 }
 
 /** Thrown by a send when the history store could not keep the message: nothing was pushed. */
@@ -119,6 +126,8 @@ export class Hub {
   readonly #events: ClientEvents;
   readonly #ids: IdSource;
   readonly #history: HistoryStore | undefined;
+  /** See HubOptions.offlineTtl; 0 when there is no mailbox. */
+  readonly #offlineTtl: number;
   /** Assigns ids to the messages of streams, has them kept, then hands them to `#deliver`. */
   readonly #broker: MemoryBroker;
   /** The id of the last publication the broker handed the hub: where a resume's replay ends. */
@@ -145,6 +154,7 @@ export class Hub {
     this.#ids = options.ids ?? countFrom(this.#logger.lastId());
     this.#events = this.#clientEvents();
     this.#history = options.history;
+    this.#offlineTtl = options.history ? options.offlineTtl ?? 0 : 0;
     this.#broker = new MemoryBroker({ ids: this.#ids, history: this.#history });
     this.#broker.subscribe((publication) => this.#deliver(publication));
   }
@@ -154,12 +164,26 @@ export class Hub {
     return this.#history !== undefined;
   }
 
+  /** Whether a message to an offline uid waits for its next connection (OFFLINE_TTL > 0). */
+  get queuesOffline(): boolean {
+    return this.#offlineTtl > 0;
+  }
+
   /**
    * A page of what `stream` keeps after message `since`, oldest first (see engine/history.ts);
    * undefined when no history is kept.
    */
   history(stream: StreamName, since: number, limit: number): Promise<HistoryPage> | undefined {
     return this.#history?.read(stream, since, limit);
+  }
+
+  /**
+   * Message `id` as the message log keeps it, with its status and counts; undefined when the log
+   * has no such message, null when the log cannot be read (MESSAGE_LOGGER other than sqlite).
+   * Throws what the log's store threw.
+   */
+  message(id: number): LoggedMessage | undefined | null {
+    return this.#logger.find ? this.#logger.find(id) : null;
   }
 
   /** Connections now. */
@@ -258,32 +282,47 @@ export class Hub {
         ...resumed,
       }));
     };
-    if (since === undefined || !this.#history) welcome();
-    else this.#resume(client, since, identity.groups ?? [], welcome);
+    if (since !== undefined && this.#history) {
+      const streams: StreamName[] = [ALL_STREAM, ...(identity.groups ?? []).map(groupStream)];
+      streams.push(uidStream(identity.uid));
+      this.#resume(client, since, streams, welcome);
+    } else if (this.#offlineTtl > 0) {
+      // The mailbox: what its uid was sent and none of its sockets was written, within OFFLINE_TTL.
+      const uid = identity.uid;
+      const mark = this.#history!.writtenThrough(uid);
+      this.#resume(client, mark, [uidStream(uid)], () => welcome(), true);
+    } else welcome();
     for (const group of identity.groups ?? []) this.#join(client, group);
     return client;
   }
 
   /**
-   * Replays to `client` what its uid, its `groups` and everyone were sent after `since`, then its
-   * live messages, with no gap and no repeat at the seam (engine/resume.ts): from now on its live
-   * messages wait in the resume until the replay is out. The welcome, with `recovered` and
-   * `replayed`, goes first.
+   * Replays to `client` what `streams` were sent after `since`, then its live messages, with no
+   * gap and no repeat at the seam (engine/resume.ts): from now on its live messages wait in the
+   * resume until the replay is out. The welcome, told what the resume found, goes first.
+   *
+   * A resume with `since` replays the connection's uid, its groups and everyone. The mailbox is a
+   * resume too, of the uid's stream only, from the uid's written mark; it passes on only what is
+   * younger than OFFLINE_TTL (older ones have expired), and settles what it writes `delivered`.
    */
   #resume(
     client: Client,
     since: number,
-    groups: readonly string[],
+    streams: StreamName[],
     welcome: (resumed: ResumeOutcome) => void,
+    mailbox = false,
   ): void {
-    const streams: StreamName[] = [ALL_STREAM, ...groups.map(groupStream)];
-    if (client.uid !== undefined) streams.push(uidStream(client.uid));
+    const horizon = this.#horizon;
+    const expired = Date.now() - this.#offlineTtl;
     const resume = new Resume({
       streams,
       since,
-      horizon: this.#horizon,
+      horizon,
       history: this.#history!,
-      deliver: (publication) => client.push(this.#replayed(publication)),
+      deliver: (publication) => {
+        if (!mailbox || publication.id > horizon) client.push(this.#replayed(publication));
+        else if (publication.ts >= expired) client.push(this.#replayed(publication, true));
+      },
     });
     this.#resuming.set(client, resume);
     resume.read().catch(() => ({ recovered: false, replayed: 0 })).then((outcome) => {
@@ -308,16 +347,18 @@ export class Hub {
    * every other connection got; one read back from history is built for it (its log row is long
    * settled either way).
    */
-  #replayed(publication: Publication): Message {
+  #replayed(publication: Publication, mailed = false): Message {
     const live = this.#liveMessages.get(publication);
     if (live) return live.resent();
-    return new Message(
+    const message = new Message(
       publication.id,
       targetOf(publication.stream),
       publication.data,
       publication.ts,
     )
       .resent();
+    message.mailed = mailed;
+    return message;
   }
 
   /** The socket of `client` closed (either side): it leaves the hub. Idempotent. */
@@ -384,6 +425,7 @@ export class Hub {
 
   /** Pushes to one connection; not kept (a client id dies with its socket). */
   sendToClient(id: string, data: string, dataBytes?: number): SendResult {
+    this.#checkLog();
     const client = this.#clients.get(id);
     return this.#publish(
       { client: id },
@@ -405,7 +447,52 @@ export class Hub {
     return this.#publishStream(ALL_STREAM, data);
   }
 
+  /**
+   * Throws StoreUnavailableError while the message log refuses writes: a send would be pushed,
+   * but its record would wait in memory with no promise of being kept.
+   */
+  #checkLog(): void {
+    const failure = this.#logger.failure;
+    if (failure) {
+      throw new StoreUnavailableError(
+        `the message log cannot keep messages now: ${failure.message}`,
+        { cause: failure },
+      );
+    }
+  }
+
+  /**
+   * A client's ack of message `id`, which it was sent: the message log records the first ack per
+   * uid and the status `acked`. Answers why it is refused, or undefined; never throws.
+   */
+  ack(client: Client, id: unknown): string | undefined {
+    if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 1) {
+      return "ack needs id: the id of a message (a whole number)";
+    }
+    if (!this.#logger.targetOf) {
+      return "acks are not recorded: the message log is off (MESSAGE_LOGGER=sqlite records them)";
+    }
+    let target: string | undefined;
+    try {
+      target = this.#logger.targetOf(id);
+    } catch (err) {
+      console.error(`ack of message ${id}: ${err instanceof Error ? err.message : err}`);
+      return "the message log cannot be read now; ack again later";
+    }
+    if (target === undefined) return `unknown message id: ${id}`;
+    const uid = client.uid;
+    const addressed = target === "all" || target === `client:${client.id}` ||
+      (uid !== undefined && target === `uid:${uid}`) ||
+      (target.startsWith("group:") && client.groups.has(target.slice(6)));
+    if (!addressed) return `message ${id} was not sent to this connection`;
+    if (uid === undefined) return "this connection has no uid to ack as";
+    this.#logger.ack(id, uid, Date.now());
+    this.#metrics.messagesAcked++;
+    return undefined;
+  }
+
   async #publishStream(stream: StreamName, data: string): Promise<SendResult> {
+    this.#checkLog();
     let publication: Publication;
     try {
       publication = await this.#broker.publish(stream, data);
@@ -456,6 +543,11 @@ export class Hub {
     // Copy first: a push can cut a slow client off, which edits the indexes.
     const clients = recipients ? [...recipients] : [];
     if (clients.length === 0) {
+      if (this.#offlineTtl > 0 && "uid" in target) {
+        this.#metrics.messagesQueued++;
+        this.#settle(message, "queued");
+        return { id, delivered: 0, connections: 0, queued: true };
+      }
       this.#metrics.messagesOffline++;
       this.#settle(message, "offline");
       return { id, delivered: 0, connections: 0 };
@@ -485,6 +577,7 @@ export class Hub {
     if (message.outstanding === 0 && message.written === 0 && delivered > 0) {
       this.#settle(message, "delivered");
     }
+    this.#logWritten(message);
     return { id, delivered, connections: clients.length };
   }
 
@@ -577,6 +670,13 @@ export class Hub {
     for (const watcher of group.watchers) watcher.control(frame);
   }
 
+  /** Once no connection holds `message` any more, logs how many it was written to. */
+  #logWritten(message: Message): void {
+    if (message.outstanding > 0 || message.written === 0 || message.writtenLogged) return;
+    message.writtenLogged = true;
+    this.#logger.addWritten(message.id, message.written);
+  }
+
   #settle(message: Message, status: DeliveryStatus): void {
     if (message.status !== "accepted") return;
     message.status = status;
@@ -593,12 +693,19 @@ export class Hub {
         message.outstanding--;
         message.written++;
         this.#settle(message, "delivered");
+        if (this.#offlineTtl > 0 && "uid" in message.target) {
+          this.#history!.wrote(message.target.uid, message.id);
+          // Out of the mailbox at last: its row said `queued` until now.
+          if (message.mailed) this.#logger.setStatus(message.id, "delivered");
+        }
+        this.#logWritten(message);
       },
       lost: (client, message, how) => {
         if (how === "failed") this.#metrics.messagesFailed++;
         else this.#metrics.messagesDropped++;
         message.outstanding--;
         if (message.outstanding === 0 && message.written === 0) this.#settle(message, how);
+        this.#logWritten(message);
         this.#onDeliveryError({
           messageId: message.id,
           target: targetKey(message.target),

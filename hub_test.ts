@@ -58,6 +58,11 @@ class MemoryLogger implements MessageLogger {
   setStatus(id: number, status: DeliveryStatus) {
     this.records.get(id)!.status = status;
   }
+  addWritten(id: number, n: number) {
+    const record = this.records.get(id)!;
+    record.written = (record.written ?? 0) + n;
+  }
+  ack() {}
   lastId() {
     return 0;
   }

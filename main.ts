@@ -122,6 +122,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     slowConsumerTimeout: config.slowConsumerTimeout * 1000,
     maxPresenceMembers: config.maxPresenceMembers,
     history,
+    offlineTtl: config.offlineTtl * 1000,
     onDeliveryError: options.onDeliveryError,
   });
 
@@ -153,6 +154,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     dataDir.release();
     throw err;
   }
+  const expiry = expireMailbox(config, logger);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host;
   let stopping: Promise<void> | undefined;
   return {
@@ -169,6 +171,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     stop: () =>
       stopping ??= (async () => {
         app.drain();
+        clearInterval(expiry);
         // Our 1001 and reason reach every socket, and their close handshakes finish, before the
         // listener stops: Deno's shutdown would otherwise close them with a reason of its own.
         const socketsClosed = app.closeAll(CloseCode.goingAway.code, CloseCode.goingAway.reason);
@@ -194,6 +197,31 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         dataDir.release();
       })(),
   };
+}
+
+/** Milliseconds between two expiries of the mailbox at most; shorter when OFFLINE_TTL is. */
+const MAILBOX_EXPIRY_MS = 10_000;
+
+/**
+ * Settles as `expired` the mailbox's messages older than OFFLINE_TTL, now and then (a mailbox
+ * message left waiting is `expired` within OFFLINE_TTL plus MAILBOX_EXPIRY_MS); none without a
+ * mailbox or a log that keeps statuses.
+ */
+function expireMailbox(
+  config: Config,
+  logger: MessageLogger,
+): ReturnType<typeof setInterval> | undefined {
+  if (config.offlineTtl === 0 || !logger.expireQueued) return undefined;
+  const ttlMs = config.offlineTtl * 1000;
+  const timer = setInterval(() => {
+    try {
+      logger.expireQueued!(Date.now() - ttlMs);
+    } catch (err) {
+      console.error(`mailbox: ${err instanceof Error ? err.message : err}`);
+    }
+  }, Math.min(MAILBOX_EXPIRY_MS, ttlMs));
+  timer.unref();
+  return timer;
 }
 
 /** The start banner; with a generated secret, a dev token and lines that work as printed. */

@@ -31,6 +31,8 @@ export interface Gauges {
 export class Metrics {
   messagesAccepted = 0;
   messagesOffline = 0;
+  messagesQueued = 0;
+  messagesAcked = 0;
   messagesSent = 0;
   messagesFailed = 0;
   messagesDropped = 0;
@@ -83,6 +85,18 @@ export class Metrics {
       "counter",
       "Messages whose target had no connection.",
       this.messagesOffline,
+    );
+    one(
+      "messages_queued_total",
+      "counter",
+      "Messages to an offline uid kept in the mailbox for its next connection (OFFLINE_TTL).",
+      this.messagesQueued,
+    );
+    one(
+      "messages_acked_total",
+      "counter",
+      "Acks from clients recorded: the first per message and uid.",
+      this.messagesAcked,
     );
     one("messages_sent_total", "counter", "Pushes written to a connection.", this.messagesSent);
     one("messages_failed_total", "counter", "Pushes whose write threw.", this.messagesFailed);

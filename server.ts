@@ -262,7 +262,9 @@ export function createApp(deps: AppDeps): App {
     const { uid, message } = parsed.data;
     const tooLarge = oversize(config, message);
     if (tooLarge) return messageTooLarge(c, tooLarge);
-    const { id, delivered, connections } = await hub.sendToUid(uid, message);
+    const { id, delivered, connections, queued } = await hub.sendToUid(uid, message);
+    // Kept for the uid's next connection (OFFLINE_TTL): accepted, not yet delivered.
+    if (queued) return c.json({ id, uid, delivered, queued }, 202);
     if (connections === 0) return c.json({ error: clientNotFoundMessage(uid), id, uid }, 404);
     return c.json({ id, uid, delivered }, 200);
   };

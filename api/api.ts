@@ -15,6 +15,7 @@ import { clientRoutes } from "./clients.ts";
 import { bodyTooLarge, invalid, maxBodyBytes, unsupportedType } from "./errors.ts";
 import { groupRoutes } from "./groups.ts";
 import { historyRoutes } from "./history.ts";
+import { messageRoutes } from "./messages.ts";
 import type { Env, RouteDeps } from "./schemas.ts";
 import { uidRoutes } from "./uids.ts";
 
@@ -51,6 +52,7 @@ export function createApi(
   uidRoutes(api, routes);
   groupRoutes(api, routes);
   historyRoutes(api, routes);
+  messageRoutes(api, routes);
 
   api.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

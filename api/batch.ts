@@ -72,7 +72,7 @@ export function batchRoutes(
           "one result per message, in order: a send result (connections 0 when the target was " +
             "offline), or an error for an oversized message",
         ),
-        ...refusals(400, 409, 413, 415, 422),
+        ...refusals(400, 409, 413, 415, 422, 503),
       },
     }),
     // Issued without waiting for one another: the broker gives them ids in this order and pushes

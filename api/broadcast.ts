@@ -25,7 +25,7 @@ export function broadcastRoutes(
       request: { headers: IdempotencyHeaders, body: jsonBody(MessageBody) },
       responses: {
         200: json(SendResultSchema, "accepted; `delivered` says how many connections took it"),
-        ...refusals(400, 409, 413, 415, 422),
+        ...refusals(400, 409, 413, 415, 422, 503),
       },
     }),
     async (c) => {

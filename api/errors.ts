@@ -76,6 +76,10 @@ const REFUSALS = {
   415: declare("the body is not application/json"),
   409: declare("a request with this Idempotency-Key is still running; retry later"),
   422: declare("this Idempotency-Key was sent with another request"),
+  503: declare(
+    "the history store or the message log cannot keep messages now (a full disk, a locked " +
+      "file): nothing was pushed; retry later",
+  ),
 };
 
 /** What every route can answer: apikey.ts's refusals, which run before any route. */

@@ -38,6 +38,10 @@ export const SendResultSchema = z.object({
     description: "connections the message was written or queued to",
   }),
   connections: z.number().int().openapi({ description: "connections the target had" }),
+  queued: z.literal(true).optional().openapi({
+    description: "present when the uid was offline and the mailbox keeps the message for its " +
+      "next connection (OFFLINE_TTL)",
+  }),
 }).openapi("SendResult");
 
 export const ClientSchema = z.object({

@@ -35,6 +35,11 @@ export interface SendRoute {
    * history is on): then it answers 200 with `connections: 0` rather than 404.
    */
   keptOffline?: boolean;
+  /**
+   * Whether an offline target may be queued in the mailbox (a uid): then such a send answers 202
+   * with `queued: true`.
+   */
+  mailbox?: boolean;
 }
 
 /** Adds `route` to `api`. */
@@ -57,8 +62,17 @@ export function sendRoute(
       },
       responses: {
         200: json(SendResultSchema, `accepted; \`delivered\` says ${route.delivered}`),
+        ...(route.mailbox
+          ? {
+            202: json(
+              SendResultSchema,
+              "the uid is offline and the mailbox (OFFLINE_TTL > 0) keeps the message for its " +
+                "next connection: `queued` is true",
+            ),
+          }
+          : {}),
         404: notFound(route.offline.description),
-        ...refusals(400, 409, 413, 415, 422),
+        ...refusals(400, 409, 413, 415, 422, 503),
       },
     }),
     async (c) => {
@@ -67,6 +81,7 @@ export function sendRoute(
       const big = oversize(config, message);
       if (big) return messageTooLarge(c, big);
       const result = await route.send(target, message);
+      if (result.queued) return c.json(result, 202);
       if (result.connections === 0 && !route.keptOffline) {
         return route.offline.answer(c, target) as never;
       }

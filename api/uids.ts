@@ -78,8 +78,12 @@ export function uidRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
     param: "uid",
     schema: Uid,
     delivered: "how many connections took it",
-    offline: { description: "the uid is offline", answer: clientNotFound },
+    offline: {
+      description: "the uid is offline (and OFFLINE_TTL is 0: no mailbox)",
+      answer: clientNotFound,
+    },
     send: (uid, message) => hub.sendToUid(uid, message),
+    mailbox: true,
   });
 
   api.openapi(

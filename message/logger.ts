@@ -8,7 +8,10 @@
  * - `delivered`: written to at least one of the target's connections;
  * - `offline`: the target had no connection (an offline uid, an unknown client or group);
  * - `failed`: every write threw;
- * - `dropped`: every connection it was queued on was cut off (slow consumer) or closed first.
+ * - `dropped`: every connection it was queued on was cut off (slow consumer) or closed first;
+ * - `queued`: its uid was offline and the mailbox keeps it (OFFLINE_TTL); it becomes `delivered`
+ *   when a connection of the uid is written it, or `expired` when OFFLINE_TTL passes first;
+ * - `acked`: a client of its target acknowledged it (`{"type":"ack","id":N}`).
  */
 export type DeliveryStatus =
   | "accepted"
@@ -16,6 +19,9 @@ export type DeliveryStatus =
   | "offline"
   | "failed"
   | "dropped"
+  | "queued"
+  | "expired"
+  | "acked"
   /** Left `accepted` by a run that ended first (a crash); set by the SQLite log when it opens. */
   | "interrupted";
 
@@ -31,6 +37,47 @@ export interface MessageRecord {
   /** Milliseconds since the epoch. */
   createdAt: number;
   status: DeliveryStatus;
+  /** Connections it was written to so far; 0 when absent. */
+  written?: number;
+  /** The uids that acked it, with when (ms since the epoch), in the order they did. */
+  acks?: [uid: string, at: number][];
+}
+
+/**
+ * What happened to a record since it was logged: a new status, more connections written, more
+ * acks. Changes of one record fold into one (see `fold`).
+ */
+export interface RecordChange {
+  status?: DeliveryStatus;
+  /** Connections written to, to add to the record's count. */
+  written: number;
+  acks: [uid: string, at: number][];
+}
+
+/** A message as the log keeps it, for GET /api/messages/{id}. */
+export interface LoggedMessage {
+  id: number;
+  uid: string | null;
+  target: string;
+  message: string;
+  createdAt: number;
+  status: DeliveryStatus;
+  /** Connections it was written to (a mailed one counts when it is written, too). */
+  written: number;
+  /** Distinct uids that acked it. */
+  acked: number;
+  /** Milliseconds since the epoch, of the last change. */
+  updatedAt: number;
+}
+
+/**
+ * The status a record moves to when `next` comes after `current`. `acked` is final; `expired`
+ * only ends a `queued` one (a mailed message that was written meanwhile stays `delivered`).
+ */
+export function nextStatus(current: DeliveryStatus, next: DeliveryStatus): DeliveryStatus {
+  if (current === "acked") return current;
+  if (next === "expired" && current !== "queued") return current;
+  return next;
 }
 
 /** Called when a logger cannot write; the message itself was still pushed. */
@@ -50,12 +97,35 @@ export interface MessageLogStats {
   backlogBytes: number;
 }
 
-/** What the hub needs from a logger. Implementations must not throw from `log` or `setStatus`. */
+/**
+ * What the hub needs from a logger. Implementations must not throw from `log`, `setStatus`,
+ * `addWritten` or `ack`.
+ */
 export interface MessageLogger {
   /** Queues a record for writing. */
   log(record: MessageRecord): void;
-  /** Queues a status change of a record logged earlier. */
+  /** Queues a status change of a record logged earlier (see `nextStatus`). */
   setStatus(id: number, status: DeliveryStatus): void;
+  /** Queues `n` more connections written to, for a record logged earlier. */
+  addWritten(id: number, n: number): void;
+  /**
+   * Queues the ack of record `id` by `uid` at `at` (ms since the epoch): the first ack per uid is
+   * kept, and the record's status becomes `acked`.
+   */
+  ack(id: number, uid: string, at: number): void;
+  /**
+   * The target (`uid:…`, `group:…`, `client:…`, `all`) of record `id`, whether written yet or
+   * waiting; undefined when the log has no such record. A logger that cannot look records up has
+   * no `targetOf`, and its server refuses acks.
+   */
+  targetOf?(id: number): string | undefined;
+  /** Record `id` with everything that happened to it so far; undefined when unknown. */
+  find?(id: number): LoggedMessage | undefined;
+  /**
+   * Settles as `expired` every `queued` record created before `before` (ms since the epoch): the
+   * mailbox's messages whose OFFLINE_TTL passed. Answers how many.
+   */
+  expireQueued?(before: number): number;
   /** The highest id recorded by earlier runs, or 0. */
   lastId(): number;
   /** Writes everything queued, now. */
@@ -64,12 +134,19 @@ export interface MessageLogger {
   close(): void;
   /** How its writes are going; a logger without this reports nothing to /metrics. */
   stats?(): MessageLogStats;
+  /**
+   * Why the store refuses writes now (its last failure), or undefined while writes go through:
+   * sends answer 503 meanwhile rather than promise a record that is not kept.
+   */
+  readonly failure?: Error | undefined;
 }
 
 /** Logs nothing: MESSAGE_LOGGER=none. */
 export class NullLogger implements MessageLogger {
   log(): void {}
   setStatus(): void {}
+  addWritten(): void {}
+  ack(): void {}
   lastId(): number {
     return 0;
   }
@@ -107,7 +184,7 @@ const ENTRY_BYTES = 128;
  */
 export abstract class BatchingLogger implements MessageLogger {
   #records = new Map<number, MessageRecord>();
-  #updates = new Map<number, DeliveryStatus>();
+  #updates = new Map<number, RecordChange>();
   #bytes = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** Flushes in a row that the store refused; sets the next wait. */
@@ -117,6 +194,8 @@ export abstract class BatchingLogger implements MessageLogger {
   /** Ids of rejected records, so that a late status change cannot touch another row (oldest out). */
   readonly #rejectedIds = new Set<number>();
   #writeErrors = 0;
+  /** See MessageLogger.failure. */
+  #failure: Error | undefined;
   #rejected = 0;
   #dropped = 0;
 
@@ -130,7 +209,7 @@ export abstract class BatchingLogger implements MessageLogger {
    * Writes one batch, all or nothing; records are new rows, updates change rows written by an
    * earlier batch. Throws what the store said.
    */
-  protected abstract write(records: MessageRecord[], updates: Map<number, DeliveryStatus>): void;
+  protected abstract write(records: MessageRecord[], updates: Map<number, RecordChange>): void;
 
   /** True when `err` is about the data written, so the same rows can never be written. */
   protected abstract isRowError(err: unknown): boolean;
@@ -146,16 +225,43 @@ export abstract class BatchingLogger implements MessageLogger {
   }
 
   setStatus(id: number, status: DeliveryStatus): void {
-    const waiting = this.#records.get(id);
-    if (waiting) waiting.status = status;
-    else if (this.#rejectedIds.has(id)) return;
-    else if (this.#updates.has(id)) this.#updates.set(id, status);
+    this.#change(id, { status, written: 0, acks: [] }, 0);
+  }
+
+  addWritten(id: number, n: number): void {
+    if (n > 0) this.#change(id, { written: n, acks: [] }, 0);
+  }
+
+  ack(id: number, uid: string, at: number): void {
+    this.#change(id, { status: "acked", written: 0, acks: [[uid, at]] }, 2 * uid.length + 16);
+  }
+
+  /** The target of a record waiting to be written, if `id` is one. */
+  protected waitingTarget(id: number): string | undefined {
+    return this.#records.get(id)?.target;
+  }
+
+  /**
+   * Folds `change` into the record if it waits, or into the change already waiting for it; `bytes`
+   * is what the change adds to the backlog besides an entry.
+   */
+  #change(id: number, change: RecordChange, bytes: number): void {
+    const waiting = this.#records.get(id) ?? this.#updates.get(id);
+    if (waiting) {
+      if (!this.#fits(bytes)) return;
+      fold(waiting, change);
+      this.#bytes += bytes;
+    } else if (this.#rejectedIds.has(id)) return;
     else {
-      if (!this.#fits(ENTRY_BYTES)) return;
-      this.#updates.set(id, status);
-      this.#bytes += ENTRY_BYTES;
+      if (!this.#fits(ENTRY_BYTES + bytes)) return;
+      this.#updates.set(id, change);
+      this.#bytes += ENTRY_BYTES + bytes;
     }
     this.#schedule();
+  }
+
+  get failure(): Error | undefined {
+    return this.#failure;
   }
 
   stats(): MessageLogStats {
@@ -176,12 +282,14 @@ export abstract class BatchingLogger implements MessageLogger {
     if (this.#records.size === 0 && this.#updates.size === 0) this.#fullReported = false;
     if (!failure) {
       this.#failures = 0;
+      this.#failure = undefined;
       return;
     }
     this.#writeErrors++;
     const wait = Math.min(this.flushMs * 2 ** this.#failures, Math.max(MAX_RETRY_MS, this.flushMs));
     this.#failures++;
     this.#timer = setTimeout(() => this.flush(), wait);
+    this.#failure = new Error(describe(failure.error), { cause: failure.error });
     this.onError(
       new Error(`${describe(failure.error)}; ${this.#waiting()} wait, next try in ${wait} ms`, {
         cause: failure.error,
@@ -208,7 +316,7 @@ export abstract class BatchingLogger implements MessageLogger {
    */
   #writeSplitting(
     records: MessageRecord[],
-    updates: [number, DeliveryStatus][],
+    updates: [number, RecordChange][],
   ): { error: unknown } | undefined {
     try {
       this.write(records, new Map(updates));
@@ -251,7 +359,10 @@ export abstract class BatchingLogger implements MessageLogger {
       const record = this.#records.get(id);
       if (record) this.#bytes -= recordBytes(record);
       this.#records.delete(id);
-    } else if (this.#updates.delete(id)) this.#bytes -= ENTRY_BYTES;
+    } else {
+      const change = this.#updates.get(id);
+      if (change && this.#updates.delete(id)) this.#bytes -= changeBytes(change);
+    }
   }
 
   /** Whether `bytes` more fit in the backlog; counts and reports the drop when not. */
@@ -282,7 +393,27 @@ export abstract class BatchingLogger implements MessageLogger {
 }
 
 function recordBytes(r: MessageRecord): number {
-  return ENTRY_BYTES + 2 * (r.message.length + r.target.length + (r.uid?.length ?? 0));
+  return ENTRY_BYTES + 2 * (r.message.length + r.target.length + (r.uid?.length ?? 0)) +
+    acksBytes(r.acks);
+}
+
+function changeBytes(change: RecordChange): number {
+  return ENTRY_BYTES + acksBytes(change.acks);
+}
+
+function acksBytes(acks: [string, number][] | undefined): number {
+  let bytes = 0;
+  for (const [uid] of acks ?? []) bytes += 2 * uid.length + 16;
+  return bytes;
+}
+
+/** Folds `change` into what waits for the same record: a record, or an earlier change. */
+function fold(into: MessageRecord | RecordChange, change: RecordChange): void {
+  if (change.status) {
+    into.status = into.status ? nextStatus(into.status, change.status) : change.status;
+  }
+  if (change.written > 0) into.written = (into.written ?? 0) + change.written;
+  if (change.acks.length > 0) (into.acks ??= []).push(...change.acks);
 }
 
 function describe(err: unknown): string {

@@ -50,6 +50,10 @@ export class Message {
   /** Connections it was written to. */
   written = 0;
   status: DeliveryStatus = "accepted";
+  /** Whether its written count has gone to the log (once no connection holds it any more). */
+  writtenLogged = false;
+  /** Replayed from the mailbox: its log row says `queued` until a connection is written it. */
+  mailed = false;
 
   constructor(
     readonly id: number,

@@ -6,7 +6,13 @@
 import { mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { BatchingLogger, type DeliveryStatus, type MessageRecord } from "./logger.ts";
+import {
+  BatchingLogger,
+  type DeliveryStatus,
+  type LoggedMessage,
+  type MessageRecord,
+  type RecordChange,
+} from "./logger.ts";
 import { errorMessage, rollback } from "../sqlite.ts";
 
 const SCHEMA = `
@@ -17,22 +23,35 @@ CREATE TABLE IF NOT EXISTS messages (
   message    TEXT    NOT NULL,
   created_at INTEGER NOT NULL, -- milliseconds since the epoch
   status     TEXT    NOT NULL
-    CHECK (status IN ('accepted', 'delivered', 'offline', 'failed', 'dropped', 'interrupted')),
+    CHECK (status IN ('accepted', 'delivered', 'offline', 'failed', 'dropped', 'interrupted',
+                      'queued', 'expired', 'acked')),
+  written    INTEGER NOT NULL DEFAULT 0, -- connections it was written to
+  acked      INTEGER NOT NULL DEFAULT 0, -- distinct uids that acked it (rows of acks)
   updated_at INTEGER NOT NULL  -- milliseconds since the epoch
 );
 CREATE INDEX IF NOT EXISTS messages_uid_id ON messages (uid, id);
 -- The rows still accepted: few at any time, and what a start after a crash looks for.
 CREATE INDEX IF NOT EXISTS messages_accepted ON messages (id) WHERE status = 'accepted';
+-- The mailbox's rows: what the expiry looks for.
+CREATE INDEX IF NOT EXISTS messages_queued ON messages (created_at) WHERE status = 'queued';
+-- The first ack of each uid for each message.
+CREATE TABLE IF NOT EXISTS acks (
+  id       INTEGER NOT NULL, -- the message
+  uid      TEXT    NOT NULL,
+  acked_at INTEGER NOT NULL, -- milliseconds since the epoch
+  PRIMARY KEY (id, uid)
+) WITHOUT ROWID;
 `;
 
 /** The schema's version, kept in SQLite's user_version. */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /**
  * Brings a database to SCHEMA_VERSION by rebuilding the table once: SQLite cannot change a CHECK
  * constraint in place. Version 0 with a table is the first schema, which had a NOT NULL uid and no
  * target: its rows are all uid messages and move over as such. Version 1 lacked the `interrupted`
- * status.
+ * status; version 2 the mailbox's and the acks' statuses, the written and acked counts and the
+ * acks table.
  */
 function migrate(db: DatabaseSync): void {
   const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
@@ -47,7 +66,11 @@ function migrate(db: DatabaseSync): void {
   const target = version === 0 ? "'uid:' || uid" : "target";
   db.exec("BEGIN");
   try {
-    if (old) db.exec("ALTER TABLE messages RENAME TO messages_old; DROP INDEX messages_uid_id;");
+    if (old) {
+      // The indexes go with the renamed table, under their names: drop them so they are made anew.
+      db.exec(`ALTER TABLE messages RENAME TO messages_old;
+        DROP INDEX IF EXISTS messages_uid_id; DROP INDEX IF EXISTS messages_accepted;`);
+    }
     db.exec(SCHEMA);
     if (old) {
       db.exec(`INSERT INTO messages (id, uid, target, message, created_at, status, updated_at)
@@ -73,6 +96,11 @@ export class SqliteLogger extends BatchingLogger {
   readonly #path: string;
   #insert!: StatementSync;
   #update!: StatementSync;
+  #insertAck!: StatementSync;
+  #countAck!: StatementSync;
+  #find!: StatementSync;
+  #target!: StatementSync;
+  #expire!: StatementSync;
   /** The open file's identity (device and inode), to notice it deleted or replaced under us. */
   #file: string | undefined;
   readonly #lastId: number;
@@ -113,9 +141,33 @@ export class SqliteLogger extends BatchingLogger {
     this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
     migrate(this.db);
     this.#insert = this.db.prepare(
-      "INSERT INTO messages (id, uid, target, message, created_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      `INSERT INTO messages (id, uid, target, message, created_at, status, written, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.#update = this.db.prepare("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?");
+    // The status moves as nextStatus() says: acked is final, expired ends only a queued row.
+    this.#update = this.db.prepare(
+      `UPDATE messages SET
+         status = CASE WHEN ?1 IS NULL OR status = 'acked' OR (?1 = 'expired' AND status <> 'queued')
+                  THEN status ELSE ?1 END,
+         written = written + ?2, updated_at = ?3
+       WHERE id = ?4`,
+    );
+    this.#insertAck = this.db.prepare(
+      `INSERT OR IGNORE INTO acks (id, uid, acked_at)
+       SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?1)`,
+    );
+    this.#countAck = this.db.prepare(
+      "UPDATE messages SET acked = acked + 1, status = 'acked', updated_at = ? WHERE id = ?",
+    );
+    this.#find = this.db.prepare(
+      `SELECT id, uid, target, message, created_at, status, written, acked, updated_at
+       FROM messages WHERE id = ?`,
+    );
+    this.#target = this.db.prepare("SELECT target FROM messages WHERE id = ?");
+    this.#expire = this.db.prepare(
+      `UPDATE messages SET status = 'expired', updated_at = ?
+       WHERE status = 'queued' AND created_at < ?`,
+    );
     this.#file = this.#identity();
   }
 
@@ -158,19 +210,81 @@ export class SqliteLogger extends BatchingLogger {
     );
   }
 
-  protected write(records: MessageRecord[], updates: Map<number, DeliveryStatus>): void {
+  protected write(records: MessageRecord[], updates: Map<number, RecordChange>): void {
     this.#checkFile();
     const now = Date.now();
+    const ack = (id: number, [uid, at]: [string, number]) => {
+      if (this.#insertAck.run(id, uid, at).changes > 0) this.#countAck.run(now, id);
+    };
     try {
       this.db.exec("BEGIN");
       for (const r of records) {
-        this.#insert.run(r.id, r.uid, r.target, r.message, r.createdAt, r.status, now);
+        this.#insert.run(
+          r.id,
+          r.uid,
+          r.target,
+          r.message,
+          r.createdAt,
+          r.status,
+          r.written ?? 0,
+          now,
+        );
+        for (const a of r.acks ?? []) ack(r.id, a);
       }
-      for (const [id, status] of updates) this.#update.run(status, now, id);
+      for (const [id, { status, written, acks }] of updates) {
+        this.#update.run(status ?? null, written, now, id);
+        for (const a of acks) ack(id, a);
+      }
       this.db.exec("COMMIT");
     } catch (err) {
       const cause = rollback(this.db, err);
       throw new Error(`${this.#path}: ${errorMessage(cause)}`, { cause });
+    }
+  }
+
+  targetOf(id: number): string | undefined {
+    const waiting = this.waitingTarget(id);
+    if (waiting !== undefined) return waiting;
+    try {
+      return (this.#target.get(id) as { target: string } | undefined)?.target;
+    } catch (err) {
+      throw new Error(`message log ${this.#path}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  /** Writes what waits first, so the answer has every change so far. */
+  find(id: number): LoggedMessage | undefined {
+    this.flush();
+    let row;
+    try {
+      row = this.#find.get(id) as Record<string, unknown> | undefined;
+    } catch (err) {
+      throw new Error(`message log ${this.#path}: ${errorMessage(err)}`, { cause: err });
+    }
+    return row && {
+      id: Number(row.id),
+      uid: row.uid as string | null,
+      target: row.target as string,
+      message: row.message as string,
+      createdAt: Number(row.created_at),
+      status: row.status as DeliveryStatus,
+      written: Number(row.written),
+      acked: Number(row.acked),
+      updatedAt: Number(row.updated_at),
+    };
+  }
+
+  expireQueued(before: number): number {
+    this.flush();
+    try {
+      return Number(this.#expire.run(Date.now(), before).changes);
+    } catch (err) {
+      throw new Error(
+        `message log ${this.#path}: cannot expire the mailbox: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
 

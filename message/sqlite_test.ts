@@ -352,7 +352,7 @@ test("messages a crashed run left accepted are marked interrupted when the log o
   assert.deepEqual(errors, []);
 });
 
-test("a log from the second schema is rebuilt once to take the interrupted status; its rows stay", () => {
+test("a log from an older schema is rebuilt once to take the newer statuses; its rows and indexes stay", () => {
   using log = temporaryLog();
   const { path } = log;
   const v1 = new DatabaseSync(path);
@@ -362,6 +362,7 @@ test("a log from the second schema is rebuilt once to take the interrupted statu
     CHECK (status IN ('accepted', 'delivered', 'offline', 'failed', 'dropped')),
     updated_at INTEGER NOT NULL);
     CREATE INDEX messages_uid_id ON messages (uid, id);
+    CREATE INDEX messages_accepted ON messages (id) WHERE status = 'accepted';
     INSERT INTO messages VALUES (7, NULL, 'group:g', 'kept', 1, 'offline', 2);
     INSERT INTO messages VALUES (8, 'u', 'uid:u', 'cut short', 3, 'accepted', 4);
     PRAGMA user_version = 1;`,
@@ -375,5 +376,17 @@ test("a log from the second schema is rebuilt once to take the interrupted statu
     { id: 7, target: "group:g", status: "offline" },
     { id: 8, target: "uid:u", status: "interrupted" },
   ]);
-  assert.deepEqual(inFile(path, "PRAGMA user_version"), [{ user_version: 2 }]);
+  assert.deepEqual(inFile(path, "PRAGMA user_version"), [{ user_version: 3 }]);
+  assert.deepEqual(
+    inFile(
+      path,
+      "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+    ),
+    [
+      { name: "messages_accepted" },
+      { name: "messages_queued" },
+      { name: "messages_uid_id" },
+    ],
+    "the rebuilt table has every index",
+  );
 });

@@ -1,5 +1,5 @@
 /** The stdout logger: one JSON line per record or status change, as go-pusher's printed them. */
-import { BatchingLogger, type DeliveryStatus, type MessageRecord } from "./logger.ts";
+import { BatchingLogger, type MessageRecord, type RecordChange } from "./logger.ts";
 
 /** Writes JSON lines through `write` (stdout by default), one batch at a time. */
 export class StdoutLogger extends BatchingLogger {
@@ -11,9 +11,23 @@ export class StdoutLogger extends BatchingLogger {
     super(flushMs, onError);
   }
 
-  protected write(records: MessageRecord[], updates: Map<number, DeliveryStatus>): void {
-    const lines = records.map((r) => JSON.stringify({ event: "message", ...r }));
-    for (const [id, status] of updates) lines.push(JSON.stringify({ event: "status", id, status }));
+  /**
+   * A record is one `message` line; a change is a `status` line (when it has a status), a
+   * `written` line (connections written to, to add) and one `ack` line per ack.
+   */
+  protected write(records: MessageRecord[], updates: Map<number, RecordChange>): void {
+    const lines: string[] = [];
+    const ack = (id: number, [uid, at]: [string, number]) =>
+      lines.push(JSON.stringify({ event: "ack", id, uid, at }));
+    for (const { acks, ...r } of records) {
+      lines.push(JSON.stringify({ event: "message", ...r }));
+      for (const a of acks ?? []) ack(r.id, a);
+    }
+    for (const [id, { status, written, acks }] of updates) {
+      if (status) lines.push(JSON.stringify({ event: "status", id, status }));
+      if (written > 0) lines.push(JSON.stringify({ event: "written", id, written }));
+      for (const a of acks) ack(id, a);
+    }
     this.out(lines.join("\n"));
   }
 
