@@ -8,21 +8,14 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   connectClient,
+  postJson,
   programToken as token,
   type TestClient,
   until,
   withProgram,
 } from "./testkit.ts";
 
-/** POSTs `body` to `path` on the program; answers the status and the JSON. */
-async function post(port: number, path: string, body: Record<string, unknown>) {
-  const res = await fetch(`http://127.0.0.1:${port}${path}`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  return { status: res.status, body: await res.json() };
-}
+const post = postJson;
 
 /** GET /api/messages/{id}: the status and the JSON. */
 async function message(port: number, id: unknown) {

@@ -427,6 +427,16 @@ export async function withProgram(
   }
 }
 
+/** POSTs `body` as JSON to `path` on the program at `port`; answers the status and the JSON. */
+export async function postJson(port: number, path: string, body: Record<string, unknown>) {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
 /** Sends `head` (request line and headers, without the blank line) and reads one answer. */
 export function rawRequest(port: number, head: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

@@ -55,13 +55,7 @@ export interface RecordChange {
 }
 
 /** A message as the log keeps it, for GET /api/messages/{id}. */
-export interface LoggedMessage {
-  id: number;
-  uid: string | null;
-  target: string;
-  message: string;
-  createdAt: number;
-  status: DeliveryStatus;
+export interface LoggedMessage extends Omit<MessageRecord, "written" | "acks"> {
   /** Connections it was written to (a mailed one counts when it is written, too). */
   written: number;
   /** Distinct uids that acked it. */
