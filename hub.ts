@@ -155,6 +155,9 @@ export class Hub {
     this.#events = this.#clientEvents();
     this.#history = options.history;
     this.#offlineTtl = options.history ? options.offlineTtl ?? 0 : 0;
+    // Every id of an earlier run is at or below where the ids start: all of it was kept before this
+    // hub was made, so a resume from any of it reads history (engine/resume.ts's horizon).
+    this.#horizon = this.#ids.last;
     this.#broker = new MemoryBroker({ ids: this.#ids, history: this.#history });
     this.#broker.subscribe((publication) => this.#deliver(publication));
   }

@@ -243,6 +243,7 @@ test("an id source that fails: publish rejects with its error and nothing is hel
         if (++n === 2) throw new Error("cannot write the message id mark data/message-ids: EROFS");
         return n;
       },
+      last: 0,
     },
     history: memoryHistory(),
   });

@@ -314,7 +314,10 @@ test("property: publishes racing a resume reach the connection once each, in id 
       async ({ before, during, back, size, pageSize }) => {
         const history = new GatedHistory(size);
         let assigned = 0;
-        const broker = new MemoryBroker({ ids: { next: () => ++assigned }, history });
+        const broker = new MemoryBroker({
+          ids: { next: () => ++assigned, last: 0 },
+          history,
+        });
         const h = hub(broker);
         /** The model: ids published to each stream, in the order the store was given them. */
         const published = new Map<StreamName, number[]>(ALL_STREAMS.map((s) => [s, []]));

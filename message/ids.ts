@@ -9,11 +9,22 @@ import { join } from "node:path";
 export interface IdSource {
   /** A safe integer greater than every id it returned before. */
   next(): number;
+  /**
+   * The last id handed out; before the first, the one ids start after, which is at or above every
+   * id an earlier run handed out.
+   */
+  readonly last: number;
 }
 
-/** Counts on from `last`, in memory only: for a hub whose ids need not outlive the process. */
-export function countFrom(last: number): IdSource {
-  return { next: () => ++last };
+/** Counts on from `start`, in memory only: for a hub whose ids need not outlive the process. */
+export function countFrom(start: number): IdSource {
+  let last = start;
+  return {
+    next: () => ++last,
+    get last() {
+      return last;
+    },
+  };
 }
 
 /** The high-water mark's file in the data directory. */

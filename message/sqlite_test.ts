@@ -266,15 +266,19 @@ test("closing while the file cannot write reports what is lost", () => {
   assert.deepEqual(rowsOf(path), []);
 });
 
-test("/metrics shows the message log's backlog and errors while its file is locked, and their end", async () => {
+test("/metrics shows the message log's backlog and errors while its file is locked (sends answer 503), and their end", async () => {
   await using server = await startTestServer({ messageLogger: "sqlite", logFlushMs: 10 });
   const path = join(server.config.dataDir, "messages.db");
   const holder = new DatabaseSync(path);
   try {
     holder.exec("BEGIN IMMEDIATE");
-    const sent = [(await server.send("u", "one")).body.id, (await server.send("u", "two")).body.id];
+    const sent = [(await server.send("u", "one")).body.id];
     await eventually(() => server.logger.stats!().writeErrors >= 1, 5000, "a failed write");
-    assert.equal(await server.metric("message_log_backlog"), 2);
+    assert.equal(await server.metric("message_log_backlog"), 1);
+    // Meanwhile sends are refused rather than promised a record that is not kept.
+    const refused = await server.send("u", "two");
+    assert.equal(refused.status, 503);
+    assert.match(String(refused.body.error), /^the message log cannot keep messages now: .*locked/);
     assert.ok(await server.metric("message_log_write_errors_total") >= 1);
     assert.equal(await server.metric("message_log_rejected_total"), 0);
     assert.equal(await server.metric("message_log_dropped_total"), 0);
