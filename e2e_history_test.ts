@@ -44,6 +44,8 @@ test("a tab that was away resumes with since: every message to its uid, its grou
     ];
     assert.deepEqual(sent.map((s) => s.status), [404, 200, 404, 200], "nobody was connected");
     assert.deepEqual(sent[1].body, { id: sent[1].body.id, delivered: 0, connections: 0 });
+    assert.deepEqual(sent[2].body, { error: "client not found: bob", id: sent[2].body.id });
+    assert.ok(sent[2].body.id > sent[1].body.id, "the 404 names the id of the message it kept");
 
     const back = await tab(port, "ann", seen);
     assert.equal(back.welcome.type, "welcome");

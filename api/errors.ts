@@ -12,6 +12,9 @@ import { json } from "./schemas.ts";
 export const ErrorSchema = z.object({
   error: z.string().openapi({ example: "client not found: 123" }),
   issues: z.array(z.unknown()).optional().openapi({ description: "zod's issues, on 400" }),
+  id: z.number().int().optional().openapi({
+    description: "on a send's 404: the message's id (it is logged, and a uid's is kept in history)",
+  }),
 }).openapi("Error");
 
 /** 400 for the first of zod's `issues`, named by its field when the message does not say it. */
@@ -26,13 +29,13 @@ export function invalid(c: Context, issues: z.core.$ZodIssue[]) {
 /** go-pusher's wording for an offline uid or an unknown client, which backends match on. */
 export const clientNotFoundMessage = (idOrUid: string) => `client not found: ${idOrUid}`;
 
-/** 404 for a client id, or for an offline uid. */
-export const clientNotFound = (c: Context, idOrUid: string) =>
-  c.json({ error: clientNotFoundMessage(idOrUid) }, 404);
+/** 404 for a client id, or for an offline uid; a send adds the message's `id` in `extra`. */
+export const clientNotFound = (c: Context, idOrUid: string, extra: { id?: number } = {}) =>
+  c.json({ error: clientNotFoundMessage(idOrUid), ...extra }, 404);
 
 /** 404 for a group that has no members (groups exist only while they have some). */
-export const groupNotFound = (c: Context, group: string) =>
-  c.json({ error: `group not found: ${group}` }, 404);
+export const groupNotFound = (c: Context, group: string, extra: { id?: number } = {}) =>
+  c.json({ error: `group not found: ${group}`, ...extra }, 404);
 
 /**
  * Why `message` is refused, when it is over MAX_MESSAGE_BYTES (UTF-8); undefined when it fits.

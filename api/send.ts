@@ -28,7 +28,11 @@ export interface SendRoute {
   /** What `delivered` counts, for the 200's description. */
   delivered: string;
   /** The 404's description, and its answer for the target that had no connection. */
-  offline: { description: string; answer(c: Context, target: string): Response };
+  offline: {
+    description: string;
+    /** The 404; `extra` holds the message's `id`, logged all the same. */
+    answer(c: Context, target: string, extra: { id: number }): Response;
+  };
   send(target: string, message: string): SendResult | Promise<SendResult>;
   /**
    * Whether a send to a target without connections is kept all the same (a group's stream, while
@@ -83,7 +87,7 @@ export function sendRoute(
       const result = await route.send(target, message);
       if (result.queued) return c.json(result, 202);
       if (result.connections === 0 && !route.keptOffline) {
-        return route.offline.answer(c, target) as never;
+        return route.offline.answer(c, target, { id: result.id }) as never;
       }
       return c.json(result, 200);
     },
