@@ -1,8 +1,10 @@
 /**
  * The SQLite history store, on `node:sqlite` (built into Deno and Bun: no dependency).
  *
- * Group commit: appends wait in a batch, and the batch is written in one transaction BATCH_MS after
- * its first append, or at once when it holds `maxBatchRows`. Every append of a batch resolves when
+ * Group commit: appends wait in a batch, and the batch is written in one transaction at the next
+ * turn of the event loop after its first append (setImmediate: every request read in the same
+ * turn joins it, and a busy server's batches grow while a commit holds the loop), or at once when
+ * it holds `maxBatchRows`. Every append of a batch resolves when
  * the batch has committed and rejects, naming the file, when it could not; nothing is dropped
  * silently. No retry happens here: the caller learns of the failure and decides (answer 503).
  * Each batch trims the streams it wrote to by size in the same transaction, so a trim mark never
@@ -17,7 +19,7 @@
 import { mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { clearInterval, setInterval } from "node:timers";
+import { clearImmediate, clearInterval, setImmediate, setInterval } from "node:timers";
 import {
   checkBounds,
   checkPublication,
@@ -33,13 +35,7 @@ import type { Publication, StreamName } from "./stream.ts";
 import { closeDatabase, errorMessage, migrate, transaction } from "../sqlite.ts";
 
 /**
- * Milliseconds a batch waits for more appends after its first: long enough to gather a burst into
- * one commit, short enough that an append's answer waits for little besides the commit itself.
- */
-export const BATCH_MS = 1;
-
-/**
- * Appends a batch may hold before it is committed without waiting for BATCH_MS: bounds the memory
+ * Appends a batch may hold before it is committed without waiting for the next turn: bounds the memory
  * of a batch and how long one commit holds the event loop (a few milliseconds for short messages).
  */
 export const MAX_BATCH_ROWS = 1000;
@@ -49,6 +45,9 @@ export const MAX_BATCH_ROWS = 1000;
  * What is left goes at the next sweep, or at the stream's next append.
  */
 export const SWEEP_STREAMS = 1000;
+
+/** Streams whose state is kept in memory at most: about 100 bytes each. */
+export const MAX_CACHED_STATES = 100_000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS history (
@@ -159,10 +158,16 @@ export class SqliteHistory implements HistoryStore {
   #lastAppended = 0;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
   #batch: Batch | undefined;
+  /**
+   * The state of streams as the file has it after the last commit: a stream's next append needs no
+   * read. Cleared when it reaches MAX_CACHED_STATES, and when the file is made again.
+   */
+  readonly #states = new Map<StreamName, StreamState>();
   readonly #marks: WrittenMarks;
   /** Uids whose mark moved since the last commit. */
   #dirtyMarks = new Set<string>();
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #immediate: ReturnType<typeof setImmediate> | undefined;
   #closed = false;
   readonly #stats: SqliteHistoryStats = { batches: 0, failedBatches: 0 };
 
@@ -248,6 +253,7 @@ export class SqliteHistory implements HistoryStore {
     } catch {
       // Closed already.
     }
+    this.#states.clear();
     this.#open(Math.max(this.#floor, this.#lastAppended));
     // The new file lacks the marks this store still knows.
     this.#dirtyMarks = new Set(this.#marks.uids());
@@ -307,7 +313,7 @@ export class SqliteHistory implements HistoryStore {
     const batch = this.#batch ??= { rows: [], done: Promise.withResolvers() };
     batch.rows.push({ id, stream, data, ts });
     if (batch.rows.length >= this.#maxBatchRows) this.#flush();
-    else this.#timer ??= setTimeout(() => this.#flush(), BATCH_MS);
+    else this.#immediate ??= setImmediate(() => this.#flush());
     return batch.done.promise;
   }
 
@@ -364,6 +370,7 @@ export class SqliteHistory implements HistoryStore {
     }
     const streams = this.#sql.expiredStreams.all(cutoff, SWEEP_STREAMS) as { stream: string }[];
     if (streams.length === 0) return;
+    const states = new Map<StreamName, StreamState>();
     this.#transaction(`trim ${streams.length} streams by age`, () => {
       for (const { stream } of streams) {
         const expired = this.#newestExpired(stream);
@@ -371,8 +378,10 @@ export class SqliteHistory implements HistoryStore {
         const state = this.#stateOf(stream);
         this.#deleteThrough(stream, expired, state);
         this.#sql.saveState.run(stream, state.kept, state.trimmed);
+        states.set(stream, state);
       }
     });
+    this.#saved(states);
   }
 
   /** How the writes are going, for /metrics and tests. */
@@ -396,21 +405,25 @@ export class SqliteHistory implements HistoryStore {
   #flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    clearImmediate(this.#immediate);
+    this.#immediate = undefined;
     const batch = this.#batch;
     this.#batch = undefined;
     const marks = this.#dirtyMarks;
     if (!batch && marks.size === 0) return;
     this.#dirtyMarks = new Set();
     const n = batch?.rows.length ?? 0;
+    let states: Map<StreamName, StreamState> | undefined;
     try {
       this.#checkFile();
       this.#transaction(`commit ${n} append${n === 1 ? "" : "s"}`, () => {
-        if (batch) this.#write(batch.rows);
+        if (batch) states = this.#write(batch.rows);
         for (const uid of marks) {
           const mark = this.#marks.get(uid);
           if (mark) this.#sql.saveMark.run(uid, mark.id, mark.at);
         }
       });
+      if (states) this.#saved(states);
       for (const row of batch?.rows ?? []) {
         this.#lastAppended = Math.max(this.#lastAppended, row.id);
       }
@@ -429,11 +442,12 @@ export class SqliteHistory implements HistoryStore {
   }
 
   /**
-   * Inserts a batch's rows and trims each stream they went to by size. Runs inside a transaction.
-   * Expired rows are left to the sweep: a read hides them already, and looking for them here would
-   * cost every append two more statements.
+   * Inserts a batch's rows and trims each stream they went to by size. Runs inside a transaction;
+   * answers the states it wrote, for the cache once committed. Expired rows are left to the sweep:
+   * a read hides them already, and looking for them here would cost every append two more
+   * statements.
    */
-  #write(rows: Publication[]): void {
+  #write(rows: Publication[]): Map<StreamName, StreamState> {
     const streams = new Map<StreamName, StreamState>();
     for (const { id, stream, data, ts } of rows) {
       let state = streams.get(stream);
@@ -451,6 +465,7 @@ export class SqliteHistory implements HistoryStore {
       }
       this.#sql.saveState.run(stream, state.kept, state.trimmed);
     }
+    return streams;
   }
 
   /**
@@ -475,9 +490,20 @@ export class SqliteHistory implements HistoryStore {
     return row.id ?? 0;
   }
 
+  /** A copy of `stream`'s state, from the cache or the file; `#saved` puts it back once committed. */
   #stateOf(stream: StreamName): StreamState {
+    const cached = this.#states.get(stream);
+    if (cached) return { ...cached };
     const row = this.#sql.state.get(stream) as StreamState | undefined;
     return { kept: row?.kept ?? 0, trimmed: row?.trimmed ?? 0 };
+  }
+
+  /** Caches the states a committed transaction wrote. */
+  #saved(states: Iterable<[StreamName, StreamState]>): void {
+    for (const [stream, state] of states) {
+      if (this.#states.size >= MAX_CACHED_STATES) this.#states.clear();
+      this.#states.set(stream, state);
+    }
   }
 
   /** Runs `body` in one transaction; throws, naming the file and `what` failed, when it fails. */

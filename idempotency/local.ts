@@ -5,7 +5,7 @@
  * not built on this.
  *
  * A consequence worth knowing: a claim is not written down. A crash after a send pushed but before
- * its answer was committed (a millisecond or so, one batch) forgets the key, and a retry after the
+ * its answer was committed (until the next turn of the event loop, one batch) forgets the key, and a retry after the
  * restart pushes again. Writing claims down would not help: after a crash, a claim without an
  * answer cannot say whether the send pushed, so a retry could only be refused for ever.
  */

@@ -3,9 +3,9 @@
  * of its own (IDEMPOTENCY_FILE in the data directory), so that a restart keeps the keys.
  *
  * Group commit, as the history store does it: answers wait in a batch, written in one transaction
- * BATCH_MS after the first or at once at `maxBatchRows`. Every `finish` of a batch resolves when the
+ * at the next turn of the event loop after the first (setImmediate) or at once at `maxBatchRows`. Every `finish` of a batch resolves when the
  * batch has committed and rejects, naming the file, when it could not; an answer waiting in a batch
- * is found by `begin` already, so a retry that comes in that millisecond is a duplicate too.
+ * is found by `begin` already, so a retry that comes before the commit is a duplicate too.
  *
  * WAL mode with synchronous=NORMAL: a committed answer survives the process being killed; a power
  * cut may take back the last commits, and a retry after it pushes again. No busy timeout: a write
@@ -14,18 +14,13 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { clearImmediate, setImmediate } from "node:timers";
 import { closeDatabase, errorMessage, migrate, transaction } from "../sqlite.ts";
 import { type KeptAnswer, keyOf, LocalIdempotencyStore } from "./local.ts";
 import type { IdempotencyOptions, IdempotencyStats } from "./store.ts";
 
 /** The store's file in the data directory. */
 export const IDEMPOTENCY_FILE = "idempotency.db";
-
-/**
- * Milliseconds a batch waits for more answers after its first: gathers a burst into one commit and
- * adds little to a send's answer, which waits for its own commit of the message anyway.
- */
-export const BATCH_MS = 1;
 
 /** Answers a batch may hold before it commits without waiting: bounds one commit's hold on the loop. */
 export const MAX_BATCH_ROWS = 1000;
@@ -94,7 +89,7 @@ export class SqliteIdempotency extends LocalIdempotencyStore {
   /** Answers of the batch to come, by keyOf; `lookup` finds them before they are written. */
   #pending = new Map<string, Pending>();
   #batch: PromiseWithResolvers<void> | undefined;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #immediate: ReturnType<typeof setImmediate> | undefined;
   /** Rows in the table, counted once at open and then kept up to date: the bound needs no count(*). */
   #rows: number;
   #evicted = 0;
@@ -181,7 +176,7 @@ export class SqliteIdempotency extends LocalIdempotencyStore {
     this.#pending.set(keyOf(scope, key), { scope, key, answer });
     const batch = this.#batch ??= Promise.withResolvers();
     if (this.#pending.size >= this.#maxBatchRows) this.#flush();
-    else this.#timer ??= setTimeout(() => this.#flush(), BATCH_MS);
+    else this.#immediate ??= setImmediate(() => this.#flush());
     return batch.promise;
   }
 
@@ -206,8 +201,8 @@ export class SqliteIdempotency extends LocalIdempotencyStore {
 
   /** Commits the waiting batch, if any, and settles its finishes. */
   #flush(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    clearImmediate(this.#immediate);
+    this.#immediate = undefined;
     const batch = this.#batch;
     const pending = [...this.#pending.values()];
     this.#batch = undefined;
