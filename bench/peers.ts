@@ -30,6 +30,8 @@ export interface PeerSpec {
   /** Which of our runtimes it is the ceiling for, or the product itself; drives the target checks. */
   role: "product" | "ceiling" | "peer";
   runtime: "deno" | "bun" | "go" | "node";
+  /** deno-pusher's configuration (product peers only). */
+  config?: ProductConfig;
   wire: WireMode;
   /** WebSocket request path up to and including the separator before `token=`. */
   wsPath: string;
@@ -85,8 +87,19 @@ async function nodePeer(
 }
 
 /**
- * deno-pusher's abuse limits are off in the bench: it opens thousands of sockets for one uid from
- * one address, which the defaults (100 per uid, 50 new per IP per second) would refuse by design.
+ * deno-pusher's two configurations in the bench. `stripped` is the one every scenario runs: no
+ * message log, no history, the abuse limits off. `durable` is the default (issue 11): the SQLite
+ * message log, history (HISTORY_SIZE 1000), the idempotency store, every limit at its default but
+ * the two the load generators would hit. Both keep their files in a throwaway data dir.
+ */
+export type ProductConfig = "stripped" | "durable";
+
+/**
+ * The stripped configuration's abuse limits, all off. The bench opens thousands of sockets from one
+ * address and calls /send tens of thousands of times a second from it, which the defaults (50 new
+ * sockets per IP per second, 5,000 requests per second per key or address) refuse by design. The
+ * per-uid and per-frame limits are off as they always were, though no scenario reaches them now:
+ * every connection has its own uid and sends no frames.
  */
 const PRODUCT_LIMITS_OFF: Record<string, string> = {
   MAX_CONNECTIONS_PER_UID: "0",
@@ -96,58 +109,94 @@ const PRODUCT_LIMITS_OFF: Record<string, string> = {
 };
 
 /**
- * deno-pusher's flags in the bench, on either runtime: no message log, no history, a throwaway
- * state dir.
+ * The durable default's limits: only what the load generators would hit is raised. The 1,000
+ * receivers connect from one address (MAX_CONNECTS_PER_IP, 50/s by default), and the closed-loop
+ * /send comes from one address without an API key (MAX_REQUESTS_PER_KEY, 5,000/s by default, would
+ * cap the measured throughput at the limiter's rate instead of the store's). One socket per uid
+ * and no client frames keep the per-uid and per-frame limits at their defaults without effect.
  */
-function productFlags(port: number, secret: string, dataDir: string): string[] {
+const DURABLE_LIMITS_RAISED: Record<string, string> = {
+  MAX_CONNECTS_PER_IP: "0",
+  MAX_REQUESTS_PER_KEY: "0",
+};
+
+/** What each configuration passes besides port, secret and data dir, for the report. */
+export const PRODUCT_CONFIGS: Record<
+  ProductConfig,
+  { flags: string[]; env: Record<string, string> }
+> = {
+  stripped: {
+    flags: ["--message-logger", "none", "--history-size", "0"],
+    env: PRODUCT_LIMITS_OFF,
+  },
+  durable: { flags: [], env: DURABLE_LIMITS_RAISED },
+};
+
+/**
+ * deno-pusher's flags in the bench, on either runtime: the configuration's own, and always a
+ * throwaway data dir (the default ./data would land in the repo or the bench's cwd).
+ */
+function productFlags(
+  config: ProductConfig,
+  port: number,
+  secret: string,
+  dataDir: string,
+): string[] {
   return [
     "--port",
     String(port),
     "--jwt-secret",
     secret,
-    "--message-logger",
-    "none",
-    "--history-size",
-    "0",
+    ...PRODUCT_CONFIGS[config].flags,
     "--data-dir",
     dataDir,
   ];
 }
 
-export const PEERS: PeerSpec[] = [
-  {
-    name: "deno-pusher (Deno)",
-    role: "product",
-    runtime: "deno",
-    wire: "ws",
-    wsPath: "/ws?",
-    async launch(t, port, secret, dataDir) {
-      if (!await exists(`${t.repo}/main.ts`)) {
-        return { skip: "main.ts not written yet" };
-      }
-      return {
-        cmd: t.deno,
-        args: [
-          "run",
-          ...(t.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${t.cpuProfDir}`] : []),
-          // As `make run`: reading /proc/self/limits (the default connection cap) needs it.
-          "--allow-all",
-          `${t.repo}/main.ts`,
-          ...productFlags(port, secret, dataDir),
-        ],
-        env: PRODUCT_LIMITS_OFF,
-        cwd: t.repo,
-      };
-    },
-  },
-  {
-    name: "deno-pusher (Bun exe)",
+/** deno-pusher on `runtime` in `config`; the stripped ones keep the names the results have used. */
+export function productPeer(
+  runtime: "deno" | "bun",
+  config: ProductConfig,
+): PeerSpec {
+  const env = PRODUCT_CONFIGS[config].env;
+  const suffix = config === "durable" ? " · durable default" : "";
+  if (runtime === "deno") {
+    return {
+      name: `deno-pusher (Deno)${suffix}`,
+      role: "product",
+      runtime: "deno",
+      config,
+      wire: "ws",
+      wsPath: "/ws?",
+      async launch(t, port, secret, dataDir) {
+        if (!await exists(`${t.repo}/main.ts`)) {
+          return { skip: "main.ts not written yet" };
+        }
+        return {
+          cmd: t.deno,
+          args: [
+            "run",
+            ...(t.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${t.cpuProfDir}`] : []),
+            // As `make run`: reading /proc/self/limits (the default connection cap) needs it.
+            "--allow-all",
+            `${t.repo}/main.ts`,
+            ...productFlags(config, port, secret, dataDir),
+          ],
+          env,
+          cwd: t.repo,
+        };
+      },
+    };
+  }
+  return {
+    name: `deno-pusher (Bun exe)${suffix}`,
     role: "product",
     runtime: "bun",
+    config,
     wire: "ws",
     wsPath: "/ws?",
     async launch(t, port, secret, dataDir) {
-      const flags = productFlags(port, secret, dataDir);
+      const flags = productFlags(config, port, secret, dataDir);
       if (t.cpuProfDir) {
         return {
           cmd: t.bun,
@@ -157,7 +206,7 @@ export const PEERS: PeerSpec[] = [
             `${t.repo}/main.ts`,
             ...flags,
           ],
-          env: PRODUCT_LIMITS_OFF,
+          env,
           cwd: t.repo,
         };
       }
@@ -167,9 +216,29 @@ export const PEERS: PeerSpec[] = [
           skip: "dist/deno-pusher missing: make build failed or skipped",
         };
       }
-      return { cmd: exe, args: flags, env: PRODUCT_LIMITS_OFF, cwd: dataDir };
+      return { cmd: exe, args: flags, env, cwd: dataDir };
     },
+  };
+}
+
+/**
+ * Issue 11's pairs: each runtime's product in both configurations. Only the /send scenario runs
+ * with them (see DurableProfile).
+ */
+export const DURABLE_PAIRS: {
+  runtime: "deno" | "bun";
+  configs: Record<ProductConfig, PeerSpec>;
+}[] = (["deno", "bun"] as const).map((runtime) => ({
+  runtime,
+  configs: {
+    stripped: productPeer(runtime, "stripped"),
+    durable: productPeer(runtime, "durable"),
   },
+}));
+
+export const PEERS: PeerSpec[] = [
+  productPeer("deno", "stripped"),
+  productPeer("bun", "stripped"),
   {
     name: "ceiling (Deno)",
     role: "ceiling",

@@ -1,6 +1,7 @@
 /**
- * The two benchmark profiles. `quick` is `make bench` (under 5 minutes for every peer on a 2-core
- * machine); `full` is `make bench-full` (every scenario of issue 6, about 35 minutes with the soak).
+ * The two benchmark profiles. `quick` is `make bench` (under 6 minutes for every peer and the
+ * durable comparison on a 2-core machine); `full` is `make bench-full` (every scenario of issue 6,
+ * about 35 minutes with the soak, and the durable comparison with longer rates).
  */
 
 export interface SoakProfile {
@@ -16,6 +17,27 @@ export interface SoakProfile {
   sampleSeconds: number;
 }
 
+/**
+ * The fixed /send rate (calls per second) at which issue 11 bounds the durable default's p99
+ * (under 10 ms; see DURABLE_P99_TARGET_MS in report.ts).
+ */
+export const DURABLE_FIXED_RATE = 5_000;
+
+/**
+ * Issue 11's comparison: deno-pusher's durable default against the stripped configuration the other
+ * scenarios run, on each runtime, with the /send scenario only (fresh process, the unicast
+ * receivers, the warm-up, then each rate). The two configurations alternate in every repeat, so
+ * noise on the shared cores falls on both alike.
+ */
+export interface DurableProfile {
+  /** /send rates (calls per second), 0 meaning closed-loop; DURABLE_FIXED_RATE must be one. */
+  rates: number[];
+  /** How long each rate runs (ms). */
+  rateDurationMs: number;
+  /** Runs of each configuration on each runtime; medians and min–max are over them. */
+  repeats: number;
+}
+
 export interface Profile {
   name: "quick" | "full";
   /** Connection counts for the idle and fan-out scenarios, ascending; connections are added. */
@@ -29,6 +51,8 @@ export interface Profile {
   /** How long each rate runs (ms). */
   rateDurationMs: number;
   soak?: SoakProfile;
+  /** The durable-default comparison of issue 11; absent: not run. */
+  durable?: DurableProfile;
   /** Hard limit on the whole run (ms); the coordinator kills everything and exits after it. */
   deadlineMs: number;
 }
@@ -53,6 +77,12 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     unicastReceivers: 1_000,
     rates: [2_000, 8_000, 0],
     rateDurationMs: 3_000,
+    // 3 repeats × 2 configurations × 2 runtimes of ~12 s each: about 2.5 of the run's minutes.
+    durable: {
+      rates: [DURABLE_FIXED_RATE, 0],
+      rateDurationMs: 3_000,
+      repeats: 3,
+    },
     deadlineMs: 8 * 60_000,
   },
   full: {
@@ -68,6 +98,11 @@ export const PROFILES: Record<Profile["name"], Profile> = {
       idleConnections: 5_000,
       rate: 1_000,
       sampleSeconds: 15,
+    },
+    durable: {
+      rates: [DURABLE_FIXED_RATE, 0],
+      rateDurationMs: 5_000,
+      repeats: 3,
     },
     deadlineMs: 90 * 60_000,
   },

@@ -1,9 +1,11 @@
 /**
  * Turns a run's results into the markdown tables `make bench` prints, the target checks of issue 6
- * (a table that says plainly where deno-pusher is behind), the load-generator CPU check, the soak
- * summary, and SVG charts: fan-out latency and memory per connection against N, and the soak.
+ * (a table that says plainly where deno-pusher is behind), issue 11's durable-default comparison,
+ * the load-generator CPU check, the soak summary, and SVG charts: fan-out latency and memory per
+ * connection against N, and the soak.
  */
 import type { FanoutResult, LevelResult, PeerResult, RateResult } from "./scenarios.ts";
+import { median, type Spread, spread } from "./stats.ts";
 
 /** A whole run as written to bench/results/*.json. */
 export interface RunResult {
@@ -14,10 +16,90 @@ export interface RunResult {
   levels: number[];
   rates: number[];
   peers: PeerResult[];
+  /** Issue 11's durable-default comparison, when it ran. */
+  durable?: DurableRun;
+}
+
+/** Issue 11's comparison as run: every repeat's raw result, and the summary drawn from them. */
+export interface DurableRun {
+  /** /send rates (calls per second), 0 meaning closed-loop. */
+  rates: number[];
+  /** The fixed rate whose p99 the issue bounds. */
+  fixedRate: number;
+  rateDurationMs: number;
+  repeats: number;
+  /** Unicast receivers, one uid each: what the /send calls target, round-robin. */
+  receivers: number;
+  /** Each configuration's settings, as the report states them. */
+  configs: { stripped: string; durable: string };
+  /** Set when the deadline cut the comparison short, saying where. */
+  stoppedEarly?: string;
+  /** Wall time of the whole comparison (s). */
+  durationS: number;
+  /**
+   * The machine's 1-minute load average when the comparison began and ended: with 2 cores, much
+   * above 2 means other work competed with the server and the load generators.
+   */
+  loadavg: { before: number; after: number };
+  /** Every run, in the order they ran; `config` and `repeat` say which it was. */
+  runs: PeerResult[];
+  summary: DurableSummary[];
+  /** The verdict line printed under the table. */
+  verdict: string;
+}
+
+/** One configuration on one runtime over the repeats: each number's median and min–max. */
+export interface DurableSide {
+  peer: string;
+  /** Answered 200s per second, closed-loop. */
+  maxRate: Spread;
+  /** Send-to-receive p99 (ms) of the closed loop. */
+  maxP99Ms: Spread;
+  /** Achieved rate (calls/s) at the fixed rate. */
+  fixedRate: Spread;
+  /** Send-to-receive p99 (ms) at the fixed rate. */
+  fixedP99Ms: Spread;
+  /** Calls answered other than 200, or failed, over every rate and repeat. */
+  failed: number;
+  /** Calls the open-loop sender shed (over its in-flight limit), over every repeat. */
+  shed: number;
+  /** Accepted messages no receiver had by the end of the run, over every rate and repeat. */
+  lost: number;
+  /** Bytes left in the data dir after the server stopped. */
+  dataDirBytes: Spread;
+  /** Runs that failed or were skipped, with why. */
+  problems: string[];
+}
+
+/** One runtime's comparison and its verdict against issue 11's targets. */
+export interface DurableSummary {
+  runtime: string;
+  stripped: DurableSide;
+  durable: DurableSide;
+  /** Median durable throughput ÷ median stripped throughput. */
+  throughputRatio: number;
+  /** Each repeat's durable ÷ stripped throughput (the two ran back to back). */
+  pairedThroughputRatio: Spread;
+  /** Median durable p99 ÷ median stripped p99, closed-loop and at the fixed rate. */
+  maxP99Ratio: number;
+  fixedP99Ratio: number;
+  /** Whether the durable default keeps DURABLE_THROUGHPUT_TARGET of the stripped throughput. */
+  throughputMet: boolean;
+  /** Whether the durable default's p99 at the fixed rate is under DURABLE_P99_TARGET_MS. */
+  latencyMet: boolean;
 }
 
 /** The issue's bound on deno-pusher against its runtime's bare ceiling (fan-out and throughput). */
 const CEILING_RATIO = 1.2;
+/** Issue 11: the durable default keeps at least this share of the stripped /send throughput. */
+export const DURABLE_THROUGHPUT_TARGET = 0.7;
+/** Issue 11: the durable default's /send p99 at the fixed rate stays under this (ms). */
+export const DURABLE_P99_TARGET_MS = 10;
+/**
+ * Share of the fixed rate a run must achieve for its p99 to be the p99 at that rate: the open-loop
+ * sender sheds calls past its in-flight limit, so a server that cannot keep up is measured at less.
+ */
+const FIXED_RATE_REACHED = 0.98;
 
 const fmt = (n: number | undefined, digits = 1) =>
   n === undefined || !Number.isFinite(n) ? "–" : n.toFixed(digits);
@@ -348,6 +430,186 @@ export function targetTable(run: RunResult): string {
   return markdown(rows);
 }
 
+/** The closed-loop run and the run at the fixed rate of one durable-comparison result. */
+function durableRates(d: DurableRun, p: PeerResult) {
+  return {
+    max: p.unicast.find((u) => u.targetRate === 0),
+    fixed: p.unicast.find((u) => u.targetRate === d.fixedRate),
+  };
+}
+
+/** One configuration on one runtime, over its repeats. */
+function durableSide(d: DurableRun, runs: PeerResult[]): DurableSide {
+  const ok = runs.filter(measured);
+  const over = (f: (p: PeerResult) => number | undefined) => spread(ok.map((p) => f(p) ?? NaN));
+  const total = (f: (u: RateResult) => number) =>
+    ok.reduce((a, p) => a + p.unicast.reduce((b, u) => b + f(u), 0), 0);
+  return {
+    peer: runs[0]?.peer ?? "–",
+    maxRate: over((p) => durableRates(d, p).max?.achievedRate),
+    maxP99Ms: over((p) => durableRates(d, p).max?.latency.p99Ms),
+    fixedRate: over((p) => durableRates(d, p).fixed?.achievedRate),
+    fixedP99Ms: over((p) => durableRates(d, p).fixed?.latency.p99Ms),
+    failed: total((u) => u.notFound + u.otherStatus + u.errors),
+    shed: total((u) => u.shed),
+    lost: total((u) => Math.max(0, u.accepted - u.received)),
+    dataDirBytes: spread(runs.map((p) => p.dataDirBytes ?? NaN)),
+    problems: runs.filter((p) => !measured(p)).map((p) =>
+      `repeat ${p.repeat ?? "?"}: ${p.skipped ?? p.error}`.replace(/\s+/g, " ")
+    ),
+  };
+}
+
+/** A share as a percentage, e.g. 0.734 → "73%". */
+const percent = (x: number) => Number.isFinite(x) ? `${Math.round(x * 100)}%` : "–";
+
+/**
+ * Issue 11's comparison per runtime (medians over the repeats, and each repeat's own ratio, the two
+ * configurations having run back to back), and the verdict line against its two targets.
+ */
+export function durableSummary(
+  d: DurableRun,
+): { summary: DurableSummary[]; verdict: string } {
+  const runtimes = [...new Set(d.runs.map((p) => p.runtime))];
+  const summary = runtimes.map((runtime): DurableSummary => {
+    const mine = d.runs.filter((p) => p.runtime === runtime);
+    const stripped = durableSide(
+      d,
+      mine.filter((p) => p.config === "stripped"),
+    );
+    const durable = durableSide(d, mine.filter((p) => p.config === "durable"));
+    const paired = [...new Set(mine.map((p) => p.repeat))].map((repeat) => {
+      const rate = (config: string) => {
+        const p = mine.find((p) => p.repeat === repeat && p.config === config);
+        return p && measured(p) ? durableRates(d, p).max?.achievedRate ?? NaN : NaN;
+      };
+      return rate("durable") / rate("stripped");
+    });
+    const throughputRatio = durable.maxRate.median / stripped.maxRate.median;
+    return {
+      runtime: stripped.peer,
+      stripped,
+      durable,
+      throughputRatio,
+      pairedThroughputRatio: spread(paired),
+      maxP99Ratio: durable.maxP99Ms.median / stripped.maxP99Ms.median,
+      fixedP99Ratio: durable.fixedP99Ms.median / stripped.fixedP99Ms.median,
+      throughputMet: throughputRatio >= DURABLE_THROUGHPUT_TARGET,
+      latencyMet: durable.fixedP99Ms.median < DURABLE_P99_TARGET_MS,
+    };
+  });
+  const target = percent(DURABLE_THROUGHPUT_TARGET);
+  const rate = d.fixedRate.toLocaleString("en-US");
+  const verdicts = summary.map((s) => {
+    const r = s.pairedThroughputRatio;
+    const straddles = r.min < DURABLE_THROUGHPUT_TARGET &&
+      r.max >= DURABLE_THROUGHPUT_TARGET;
+    const throughput = !Number.isFinite(s.throughputRatio)
+      ? "throughput not measured"
+      : `throughput ${percent(s.throughputRatio)} of stripped` +
+        (r.n > 1
+          ? ` (repeats ${percent(r.min)}–${percent(r.max)}` +
+            `${straddles ? `, on both sides of ${target}` : ""})`
+          : "") +
+        `: ${s.throughputMet ? "met" : "**NOT MET**"}`;
+    const p99 = s.durable.fixedP99Ms.median;
+    const latency = !Number.isFinite(p99)
+      ? `p99 at ${rate}/s not measured`
+      : `p99 at ${rate}/s ${fmt(p99, 2)} ms: ${s.latencyMet ? "met" : "**NOT MET**"}`;
+    return `${s.runtime}: ${throughput}; ${latency}${latencyCaveat(d, s)}.`;
+  });
+  const failing = summary.filter((s) => !s.throughputMet || !s.latencyMet).map((
+    s,
+  ) => s.runtime);
+  const overall = !summary.length
+    ? "not measured (no deno-pusher run)"
+    : failing.length
+    ? `**NOT MET** on ${failing.join(" and ")}`
+    : `met on ${summary.length > 1 ? "both runtimes" : summary[0].runtime}`;
+  const verdict = `**Verdict (issue 11: the durable default keeps ≥ ${target} of the stripped ` +
+    `/send throughput, with p99 < ${DURABLE_P99_TARGET_MS} ms at ${rate} sends/s)**: ${overall}. ` +
+    verdicts.join(" ");
+  return { summary, verdict };
+}
+
+/**
+ * Why a missed p99 target may say more about the machine than about the store: the stripped
+ * configuration missed it as well, or the fixed rate was not reached (the sender shed calls).
+ */
+function latencyCaveat(d: DurableRun, s: DurableSummary): string {
+  if (s.latencyMet) return "";
+  const notes: string[] = [];
+  const stripped = s.stripped.fixedP99Ms.median;
+  if (stripped >= DURABLE_P99_TARGET_MS) {
+    notes.push(`the stripped configuration missed it too, at ${fmt(stripped, 2)} ms`);
+  }
+  const reached = Math.min(s.stripped.fixedRate.median, s.durable.fixedRate.median);
+  if (reached < d.fixedRate * FIXED_RATE_REACHED) {
+    notes.push(`only ${fmt(reached, 0)} of the ${d.fixedRate} calls/s were achieved`);
+  }
+  return notes.length
+    ? ` (but ${notes.join(", and ")}: the machine, more than the store, set this p99)`
+    : "";
+}
+
+/** "median (min–max)", with how many repeats gave a number when some did not. */
+function spreadCell(s: Spread, repeats: number, digits: number): string {
+  if (!s.n) return "–";
+  const range = s.n > 1 ? ` (${fmt(s.min, digits)}–${fmt(s.max, digits)})` : "";
+  return `${fmt(s.median, digits)}${range}${s.n < repeats ? ` [${s.n} of ${repeats}]` : ""}`;
+}
+
+/**
+ * Issue 11's table: per runtime, the stripped row, the durable default's row under it, and their
+ * ratio; medians (min–max) over the repeats.
+ */
+export function durableTable(d: DurableRun): string {
+  const rate = count(d.fixedRate);
+  const rows = [[
+    "runtime",
+    "configuration",
+    "/send max req/s",
+    "p99 at max, ms",
+    `achieved @${rate}/s`,
+    `p99 @${rate}/s, ms`,
+    "failed / shed / lost",
+    "data dir after, MiB",
+  ]];
+  const ratio = (x: number) => Number.isFinite(x) ? `×${fmt(x, 2)}` : "–";
+  for (const s of d.summary) {
+    for (
+      const [label, side] of [["stripped", s.stripped], [
+        "durable default",
+        s.durable,
+      ]] as const
+    ) {
+      rows.push([
+        s.runtime,
+        label + (side.problems.length ? ` (${side.problems.join("; ")})` : ""),
+        spreadCell(side.maxRate, d.repeats, 0),
+        spreadCell(side.maxP99Ms, d.repeats, 2),
+        spreadCell(side.fixedRate, d.repeats, 0),
+        spreadCell(side.fixedP99Ms, d.repeats, 2),
+        `${side.failed} / ${side.shed} / ${side.lost}`,
+        fmt(side.dataDirBytes.median / 2 ** 20),
+      ]);
+    }
+    const r = s.pairedThroughputRatio;
+    rows.push([
+      s.runtime,
+      "**durable ÷ stripped**",
+      `**${ratio(s.throughputRatio)}**` +
+      (r.n > 1 ? ` (repeats ${ratio(r.min)}–${ratio(r.max)})` : ""),
+      ratio(s.maxP99Ratio),
+      "",
+      ratio(s.fixedP99Ratio),
+      "",
+      "",
+    ]);
+  }
+  return markdown(rows);
+}
+
 /**
  * Is the load generator the limit? For each peer: how much CPU the server, the load generators and
  * the whole machine used while fan-out rounds and closed-loop /send ran, in cores (CPU time / wall
@@ -390,12 +652,6 @@ export function loadgenTable(run: RunResult): string {
     ]);
   }
   return markdown(rows);
-}
-
-/** Medians are steadier than means over a few noisy samples. */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
 }
 
 /** RSS may grow by at most this share between the soak's first and last minutes to count as flat. */
@@ -708,7 +964,9 @@ export function shapeTable(run: RunResult): string {
     if (labels.length === 2) {
       const medians = labels.map((label) =>
         nums[0].map((_, j) =>
-          median(nums.filter((_, i) => runs[i].peer.endsWith(label)).map((v) => v[j] ?? NaN))
+          median(
+            nums.filter((_, i) => runs[i].peer.endsWith(label)).map((v) => v[j] ?? NaN),
+          )
         )
       );
       const ratio = medians[1].map((v, j) => v / medians[0][j]);

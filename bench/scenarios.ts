@@ -36,8 +36,8 @@ const SYNC_RETRY_MS = 100;
 /** Open-loop sender's limit on /send calls in flight; more are shed and counted. */
 const SEND_CONCURRENCY = 64;
 /** The unrecorded /send run before the measured rates: calls per second, and for how long (ms). */
-const WARMUP_RATE = 2_000;
-const WARMUP_MS = 2_000;
+export const WARMUP_RATE = 2_000;
+export const WARMUP_MS = 2_000;
 /** How long closing a set may take before the next one opens regardless (ms). */
 const CLOSE_TIMEOUT_MS = 15_000;
 /** How long receivers may lag behind the last answered /send of a rate run (ms). */
@@ -129,6 +129,10 @@ export interface PeerResult {
   peer: string;
   role: string;
   runtime: string;
+  /** deno-pusher's configuration (product peers only); see ProductConfig in peers.ts. */
+  config?: string;
+  /** Which repeat of the durable comparison this is (1-based); absent elsewhere. */
+  repeat?: number;
   skipped?: string;
   error?: string;
   startupMs?: number;
@@ -137,6 +141,8 @@ export interface PeerResult {
   unicast: RateResult[];
   soak?: SoakSample[];
   loadgenCpuMs?: number;
+  /** Bytes a product peer left in its data dir when it stopped (message log, history and so on). */
+  dataDirBytes?: number;
   /** Load-generator processes used: socket holders and /send callers. */
   loadgens?: { receivers: number; senders: number; socketsPerReceiver: number };
 }
@@ -623,7 +629,9 @@ export async function unicast(
     throw new Error(`no unicast receiver connected: ${grown.errors}`);
   }
   if (grown.failed) {
-    log(`  unicast receivers: ${grown.failed} failed to connect (${grown.errors.join("; ")})`);
+    log(
+      `  unicast receivers: ${grown.failed} failed to connect (${grown.errors.join("; ")})`,
+    );
   }
   const uidCount = profile.unicastReceivers;
   // Not recorded: lets the server finish with the level connections just closed (a collector

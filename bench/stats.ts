@@ -27,3 +27,29 @@ export function summarize(samplesUs: number[]): LatencySummary {
     maxMs: ms(sorted.length ? sorted[sorted.length - 1] : NaN),
   };
 }
+
+/** The median of `xs` (the lower middle one for an even count); NaN when empty. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+}
+
+/** A number measured in several repeats: its median and the range the repeats covered. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  /** Repeats that gave a finite value. */
+  n: number;
+}
+
+/** The median and min–max of the finite values of `xs`; NaN everywhere when there are none. */
+export function spread(xs: readonly number[]): Spread {
+  const finite = xs.filter(Number.isFinite);
+  return {
+    median: median(finite),
+    min: finite.length ? Math.min(...finite) : NaN,
+    max: finite.length ? Math.max(...finite) : NaN,
+    n: finite.length,
+  };
+}
