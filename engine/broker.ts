@@ -9,7 +9,7 @@
  * hub is given the same HistoryStore. So the read contract (pages, `recovered`) lives in one place,
  * and a broker on one backend can sit beside a history on another.
  */
-import type { Publication, StreamName } from "./stream.ts";
+import type { Publication, Sender, StreamName } from "./stream.ts";
 
 /**
  * Called with each publication the broker carries. It runs inside the broker's delivery loop, so
@@ -38,7 +38,7 @@ export interface Broker {
    * subscriber ever sees that publication, and its id is skipped), with the id source's error when
    * no id could be assigned, and with an Error after `close`.
    */
-  publish(stream: StreamName, data: string): Promise<Publication>;
+  publish(stream: StreamName, data: string, from?: Sender): Promise<Publication>;
 
   /**
    * Hands `handler` every publication delivered from now on, until the returned function is

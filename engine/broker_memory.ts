@@ -5,7 +5,7 @@
 import type { IdSource } from "../message/ids.ts";
 import type { Broker, PublicationHandler } from "./broker.ts";
 import type { HistoryStore } from "./history.ts";
-import type { Publication, StreamName } from "./stream.ts";
+import { frozen, type Publication, type Sender, type StreamName } from "./stream.ts";
 
 /** What a memory broker is built from. */
 export interface MemoryBrokerOptions {
@@ -62,18 +62,13 @@ export class MemoryBroker implements Broker {
     this.#onError = options.onError ?? logSubscriberError;
   }
 
-  publish(stream: StreamName, data: string): Promise<Publication> {
+  publish(stream: StreamName, data: string, from?: Sender): Promise<Publication> {
     // The executor runs now: ids are assigned, and appends called, in the order publish is called.
     return new Promise<Publication>((resolve, reject) => {
       if (this.#closed) {
         throw new Error(`the broker is closed; nothing more is published to ${stream}`);
       }
-      const publication: Publication = Object.freeze({
-        id: this.#ids.next(),
-        stream,
-        data,
-        ts: this.#now(),
-      });
+      const publication = frozen({ id: this.#ids.next(), stream, data, ts: this.#now(), from });
       const issued: Issued = {
         publication,
         settled: !this.#history,

@@ -252,6 +252,15 @@ export function historyContract(name: string, open: OpenHistory): void {
     await assert.rejects(h.store.append({ ...pub(1), ts: NaN }), /ts must be milliseconds/);
   });
 
+  test(`${name}: a client's own publication is read back with its sender; a backend's has none`, async () => {
+    await using h = open({ size: 10, ttl: 60, now: t.now });
+    const from = { uid: "ann", client: "c-1" };
+    await appendAll(h.store, [{ ...pub(1, CHAT), from }, pub(2, CHAT)]);
+    const page = await h.store.read(CHAT, 0, 10);
+    assert.deepEqual(page.publications, [{ ...pub(1, CHAT), from }, pub(2, CHAT)]);
+    assert.equal("from" in page.publications[1], false);
+  });
+
   test(`${name}: a uid's written mark only rises, is kept apart per uid, and is forgotten after HISTORY_TTL`, async () => {
     await using h = open({ size: 10, ttl: 60, now: t.now });
     assert.equal(h.store.writtenThrough("alice"), 0, "nothing written yet");

@@ -13,7 +13,7 @@ import {
   type HistoryStore,
   WrittenMarks,
 } from "./history.ts";
-import type { Publication, StreamName } from "./stream.ts";
+import { frozen, type Publication, type StreamName } from "./stream.ts";
 
 /** What a memory store is built from. */
 export interface MemoryHistoryOptions extends HistoryBounds {
@@ -107,11 +107,11 @@ export class MemoryHistory implements HistoryStore {
     return Promise.try(() => {
       this.#checkOpen();
       checkPublication(publication);
-      const { id, stream, data, ts } = publication;
+      const { stream } = publication;
       let kept = this.#streams.get(stream);
       if (!kept) this.#streams.set(stream, kept = new Kept());
       // A copy, frozen: what the caller does with its object later cannot change history.
-      kept.add(Object.freeze({ id, stream, data, ts }));
+      kept.add(frozen(publication));
       this.#expire(kept);
       while (kept.length > this.#size) kept.dropOldest();
     });

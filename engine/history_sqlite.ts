@@ -31,7 +31,7 @@ import {
   MARK_FLUSH_MS,
   WrittenMarks,
 } from "./history.ts";
-import type { Publication, StreamName } from "./stream.ts";
+import { frozen, type Publication, type StreamName } from "./stream.ts";
 import { closeDatabase, errorMessage, migrate, transaction } from "../sqlite.ts";
 
 /**
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS history (
   id     INTEGER NOT NULL, -- the message id, increasing across all streams
   data   TEXT    NOT NULL,
   ts     INTEGER NOT NULL, -- milliseconds since the epoch
+  from_uid    TEXT,        -- who sent it over its socket (a client's publish or send), else NULL
+  from_client TEXT,
   PRIMARY KEY (stream, id)
 );
 -- The sweep finds expired rows without reading the whole table.
@@ -77,8 +79,23 @@ CREATE TABLE IF NOT EXISTS history_marks (
 );
 `;
 
-/** The schema's version, kept in SQLite's user_version. 3 added history_marks. */
-const SCHEMA_VERSION = 3;
+/**
+ * The schema's version, kept in SQLite's user_version. 3 added history_marks; 4 the sender columns
+ * (`upgrade` adds them to an older file's table).
+ */
+const SCHEMA_VERSION = 4;
+
+/** Adds to a file of an older schema what SCHEMA cannot add (columns of an existing table). */
+function upgrade(db: DatabaseSync): void {
+  const { user_version: found } = db.prepare("PRAGMA user_version").get() as {
+    user_version: number;
+  };
+  if (found > 0 && found < 4) {
+    // migrate() then makes what else is missing and records the version.
+    db.exec(`ALTER TABLE history ADD COLUMN from_uid TEXT;
+      ALTER TABLE history ADD COLUMN from_client TEXT;`);
+  }
+}
 
 /** What a SQLite store is built from. */
 export interface SqliteHistoryOptions extends HistoryBounds {
@@ -214,6 +231,7 @@ export class SqliteHistory implements HistoryStore {
     }
     try {
       this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+      upgrade(this.#db);
       migrate(this.#db, SCHEMA, SCHEMA_VERSION);
       this.#sql = this.#prepare();
       const row = this.#db.prepare("SELECT floor FROM history_file").get() as
@@ -269,7 +287,8 @@ export class SqliteHistory implements HistoryStore {
     const db = this.#db;
     return {
       insert: db.prepare(
-        "INSERT OR IGNORE INTO history (stream, id, data, ts) VALUES (?, ?, ?, ?)",
+        `INSERT OR IGNORE INTO history (stream, id, data, ts, from_uid, from_client)
+         VALUES (?, ?, ?, ?, ?, ?)`,
       ),
       state: db.prepare("SELECT kept, trimmed FROM history_streams WHERE stream = ?"),
       saveState: db.prepare(
@@ -288,7 +307,8 @@ export class SqliteHistory implements HistoryStore {
         "SELECT id FROM history WHERE stream = ? AND ts >= ? ORDER BY id LIMIT 1",
       ),
       page: db.prepare(
-        "SELECT id, data, ts FROM history WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+        `SELECT id, data, ts, from_uid, from_client FROM history
+         WHERE stream = ? AND id > ? ORDER BY id LIMIT ?`,
       ),
       // Without INDEXED BY, SQLite answers DISTINCT by reading the whole primary key in order.
       expiredStreams: db.prepare(
@@ -309,9 +329,8 @@ export class SqliteHistory implements HistoryStore {
     } catch (err) {
       return Promise.reject(err);
     }
-    const { id, stream, data, ts } = publication;
     const batch = this.#batch ??= { rows: [], done: Promise.withResolvers() };
-    batch.rows.push({ id, stream, data, ts });
+    batch.rows.push(frozen(publication));
     if (batch.rows.length >= this.#maxBatchRows) this.#flush();
     else this.#immediate ??= setImmediate(() => this.#flush());
     return batch.done.promise;
@@ -330,9 +349,17 @@ export class SqliteHistory implements HistoryStore {
           id: number;
           data: string;
           ts: number;
+          from_uid: string | null;
+          from_client: string | null;
         }[];
-        const publications = rows.slice(0, limit).map(({ id, data, ts }) =>
-          Object.freeze({ id, stream, data, ts })
+        const publications = rows.slice(0, limit).map(({ id, data, ts, from_uid, from_client }) =>
+          frozen({
+            id,
+            stream,
+            data,
+            ts,
+            from: from_uid === null ? undefined : { uid: from_uid, client: from_client ?? "" },
+          })
         );
         return {
           publications,
@@ -449,12 +476,15 @@ export class SqliteHistory implements HistoryStore {
    */
   #write(rows: Publication[]): Map<StreamName, StreamState> {
     const streams = new Map<StreamName, StreamState>();
-    for (const { id, stream, data, ts } of rows) {
+    for (const { id, stream, data, ts, from } of rows) {
       let state = streams.get(stream);
       if (!state) streams.set(stream, state = this.#stateOf(stream));
       // At or below the mark, it was trimmed already: keeping it again would hide that.
       if (id > state.trimmed) {
-        state.kept += Number(this.#sql.insert.run(stream, id, data, ts).changes);
+        state.kept += Number(
+          this.#sql.insert.run(stream, id, data, ts, from?.uid ?? null, from?.client ?? null)
+            .changes,
+        );
       }
     }
     for (const [stream, state] of streams) {

@@ -195,3 +195,26 @@ test("sqlite: a mark noted with nothing to append is committed within MARK_FLUSH
     await store.close();
   }
 });
+
+test("sqlite: a file of schema 3 gains the sender columns and keeps its rows", async () => {
+  using file = temporaryFile("history.db");
+  mkdirSync(dirname(file.path));
+  const v3 = new DatabaseSync(file.path);
+  v3.exec(`CREATE TABLE history (stream TEXT NOT NULL, id INTEGER NOT NULL, data TEXT NOT NULL,
+    ts INTEGER NOT NULL, PRIMARY KEY (stream, id));
+    INSERT INTO history VALUES ('uid:alice', 7, 'kept', ${Date.now()});
+    PRAGMA user_version = 3;`);
+  v3.close();
+  const store = new SqliteHistory(file.path, { size: 10, ttl: 3600, sweepMs: 0 });
+  try {
+    await store.append({ ...pub(8), from: { uid: "bob", client: "c-2" } });
+    const page = await store.read(ALICE, 0, 10);
+    assert.deepEqual(page.publications.map((p) => [p.id, p.data, p.from]), [
+      [7, "kept", undefined],
+      [8, "message 8", { uid: "bob", client: "c-2" }],
+    ]);
+    assert.deepEqual(inFile(file.path, "PRAGMA user_version"), [{ user_version: 4 }]);
+  } finally {
+    await store.close();
+  }
+});

@@ -21,6 +21,13 @@ export function groupStream(name: string): StreamName {
   return `group:${name}`;
 }
 
+/** The connection a client's own publication came from (a `publish` or `send` frame). */
+export interface Sender {
+  readonly uid: string;
+  /** The client id of the connection. */
+  readonly client: string;
+}
+
 /** One message as the engine keeps it. */
 export interface Publication {
   /** The message id (message/ids.ts): a positive safe integer, increasing across all streams. */
@@ -30,4 +37,16 @@ export interface Publication {
   readonly data: string;
   /** When it was accepted, in milliseconds since the epoch; HISTORY_TTL counts from here. */
   readonly ts: number;
+  /** Who sent it, when a client did over its socket; absent for a backend's message. */
+  readonly from?: Sender;
+}
+
+/** A copy of `publication` that nobody can change, with `from` only when it has one. */
+export function frozen(publication: Publication): Publication {
+  const { id, stream, data, ts, from } = publication;
+  return Object.freeze(
+    from
+      ? { id, stream, data, ts, from: Object.freeze({ uid: from.uid, client: from.client }) }
+      : { id, stream, data, ts },
+  );
 }
