@@ -13,6 +13,7 @@ import {
   SignJWT,
 } from "jose";
 import type { JwtAlg } from "./config.ts";
+import { checkPatterns, PERMISSION_CLAIMS, type PermissionClaim } from "./permissions.ts";
 
 /** Who a verified token belongs to. */
 export interface Identity {
@@ -23,6 +24,8 @@ export interface Identity {
   groups?: string[];
   /** Shown to the members of its groups: the token's optional `info` claim, any JSON value. */
   info?: unknown;
+  /** The token's optional `subscribe`, `publish` and `send` claims (see permissions.ts). */
+  permissions?: Partial<Record<PermissionClaim, string[]>>;
 }
 
 /** Most groups a token may name, and the longest group name, in characters. */
@@ -149,7 +152,13 @@ export class Authenticator {
         `token groups claim must be an array of at most ${MAX_TOKEN_GROUPS} non-empty strings`,
       );
     }
-    return { uid, exp: payload.exp, groups, info: payload.info };
+    const permissions: Partial<Record<PermissionClaim, string[]>> = {};
+    for (const claim of PERMISSION_CLAIMS) {
+      const problem = checkPatterns(claim, payload[claim]);
+      if (problem) throw new AuthError(problem);
+      if (payload[claim] !== undefined) permissions[claim] = payload[claim] as string[];
+    }
+    return { uid, exp: payload.exp, groups, info: payload.info, permissions };
   }
 
   /**

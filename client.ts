@@ -10,6 +10,7 @@
  */
 import { type Message, utf8Length } from "./message/message.ts";
 import { HARD_QUEUE_FACTOR, HIGH_WATER_BYTES, type Socket } from "./runtime/contract.ts";
+import { type Permissions, permissionsOf } from "./permissions.ts";
 
 export { HARD_QUEUE_FACTOR, HIGH_WATER_BYTES, type Socket };
 
@@ -93,6 +94,8 @@ export interface ClientOptions {
   info?: unknown;
   /** Whether it asked for presence events (join/leave) of its groups; json format only. */
   presence?: boolean;
+  /** What it may ask over its socket (its token's claims); by default nothing. */
+  permissions?: Permissions;
 }
 
 /** One connection. */
@@ -109,6 +112,8 @@ export class Client {
   readonly format: Format;
   readonly info: unknown;
   readonly presence: boolean;
+  /** What it may ask over its socket; a refreshed token replaces them (connection.ts). */
+  permissions: Permissions;
   /** Milliseconds since the epoch. */
   readonly connectedAt = Date.now();
   private readonly socket: Socket;
@@ -139,6 +144,7 @@ export class Client {
     this.slowConsumerTimeout = options.slowConsumerTimeout;
     this.info = options.info;
     this.presence = options.presence ?? false;
+    this.permissions = options.permissions ?? permissionsOf();
   }
 
   /** Whether the client has been closed or cut off; a closed client writes nothing more. */

@@ -14,6 +14,8 @@ import type { Hub } from "./hub.ts";
 import { utf8Length } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
 import { Bucket } from "./ratelimit.ts";
+import { answerFrame, errorFrame } from "./frames.ts";
+import { permissionsOf } from "./permissions.ts";
 import type { Socket, SocketHandlers } from "./runtime/contract.ts";
 
 export type { SocketHandlers };
@@ -171,6 +173,7 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
       }
       refreshApplied = seq;
       expireAt(who.exp);
+      current.permissions = permissionsOf(who.permissions);
       current.control(JSON.stringify({ type: "auth", ok: true, exp: who.exp ?? null }));
     } catch (err) {
       metrics.authFailures++;
@@ -220,7 +223,7 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
       if (state.name !== "open") return;
       const { client } = state;
       if (data === "ping") return void client.control("pong");
-      if (format === "json") answerJson(client, data, refresh, hub);
+      if (format === "json") answerFrame(client, data, { hub, config, refresh });
     },
     close() {
       clearTimeout(expiryTimer);
@@ -249,40 +252,4 @@ function authFrame(data: string): { token: string; since?: number } | undefined 
   } catch {
     return undefined;
   }
-}
-
-function errorFrame(error: string): string {
-  return JSON.stringify({ type: "error", error });
-}
-
-/**
- * Answers a json-format client's control frame: `{"type":"ping"}` gets `{"type":"pong"}`, an
- * auth frame refreshes the token, `{"type":"ack","id":N}` is recorded silently (an error frame
- * with the `id` says why one is refused); anything else gets an `error` frame and the connection
- * stays.
- */
-function answerJson(
-  client: Client,
-  data: string,
-  refresh: (client: Client, token: string | undefined) => void,
-  hub: Hub,
-): void {
-  let frame: { type?: unknown; token?: unknown; id?: unknown } | null;
-  try {
-    frame = JSON.parse(data);
-  } catch {
-    client.control(errorFrame("frame is not valid JSON"));
-    return;
-  }
-  const type = frame?.type;
-  if (type === "ping") client.control('{"type":"pong"}');
-  else if (type === "ack") {
-    const refused = hub.ack(client, frame?.id);
-    if (refused) {
-      const id = typeof frame?.id === "number" ? frame.id : null;
-      client.control(JSON.stringify({ type: "error", error: refused, id }));
-    }
-  } else if (type === "auth") {
-    refresh(client, typeof frame?.token === "string" ? frame.token : undefined);
-  } else client.control(errorFrame(`unknown frame type: ${String(type).slice(0, 64)}`));
 }

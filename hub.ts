@@ -14,6 +14,7 @@ import { countFrom, type IdSource } from "./message/ids.ts";
 import type { DeliveryStatus, LoggedMessage, MessageLogger } from "./message/logger.ts";
 import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
+import { permissionsOf } from "./permissions.ts";
 import { MemoryBroker } from "./engine/broker_memory.ts";
 import type { HistoryPage, HistoryStore } from "./engine/history.ts";
 import { Resume, type ResumeOutcome } from "./engine/resume.ts";
@@ -21,6 +22,7 @@ import {
   ALL_STREAM,
   groupStream,
   type Publication,
+  type Sender,
   type StreamName,
   uidStream,
 } from "./engine/stream.ts";
@@ -39,6 +41,12 @@ export interface SendResult {
   connections: number;
   /** True when the target was an offline uid and the mailbox keeps it for its next connection. */
   queued?: true;
+}
+
+/** One uid of a group's presence: the uid, and the token `info` of one of its connections there. */
+export interface Member {
+  uid: string;
+  info: unknown;
 }
 
 /** A group's members, counted per uid so that presence knows a uid's first and last connection. */
@@ -272,6 +280,7 @@ export class Hub {
       slowConsumerTimeout: this.#slowConsumerTimeout,
       info: identity.info,
       presence,
+      permissions: permissionsOf(identity.permissions),
     });
     this.#attach(client);
     const welcome = (resumed?: ResumeOutcome) => {
@@ -358,6 +367,8 @@ export class Hub {
       targetOf(publication.stream),
       publication.data,
       publication.ts,
+      undefined,
+      publication.from,
     )
       .resent();
     message.mailed = mailed;
@@ -401,6 +412,40 @@ export class Hub {
   /** Adds `client` to `group`, creating the group. Idempotent. */
   join(client: Client, group: string): void {
     if (!client.closed) this.#join(client, group);
+  }
+
+  /**
+   * `client` joins `group` by itself (a `join` frame) and hears the group's `join` and `leave`
+   * events from now on. Answers the group's presence taken at the same instant as the join, its own
+   * uid included, so that no event falls between the snapshot and the events after it; null when
+   * the group is over MAX_PRESENCE_MEMBERS, whose presence is not told (see `#presence`).
+   */
+  joinBySocket(client: Client, name: string): Member[] | null {
+    if (client.closed) return [];
+    this.#join(client, name);
+    const group = this.#groups.get(name)!;
+    group.watchers.add(client);
+    return this.#snapshot(group);
+  }
+
+  /**
+   * The presence of `group`: one entry per uid with a connection in it (unbound connections are
+   * not shown); [] for a group without members, null when it is over MAX_PRESENCE_MEMBERS.
+   */
+  presence(name: string): Member[] | null {
+    const group = this.#groups.get(name);
+    return group ? this.#snapshot(group) : [];
+  }
+
+  #snapshot(group: Group): Member[] | null {
+    const cap = this.#maxPresenceMembers;
+    if (cap > 0 && group.members.size > cap) return null;
+    const members = new Map<string, Member>();
+    for (const client of group.members) {
+      const uid = client.uid;
+      if (uid !== undefined && !members.has(uid)) members.set(uid, { uid, info: client.info });
+    }
+    return [...members.values()];
   }
 
   /** Removes `client` from `group`; an emptied group disappears. Idempotent. */
@@ -494,11 +539,28 @@ export class Hub {
     return undefined;
   }
 
-  async #publishStream(stream: StreamName, data: string): Promise<SendResult> {
+  /**
+   * A client's own message to `group` (a `publish` frame), from `from`: every member gets it with
+   * `from`, the sending connection only when `from.echo`. The caller has checked that it may.
+   * Rejects as sendToGroup does.
+   */
+  publishFrom(from: Sender, group: string, data: string): Promise<SendResult> {
+    return this.#publishStream(groupStream(group), data, from);
+  }
+
+  /**
+   * A client's own message to `uid` (a `send` frame), from `from`: every connection of `uid` gets it
+   * with `from`, but the sending one itself (unless `from.echo`). Rejects as sendToUid does.
+   */
+  sendFrom(from: Sender, uid: string, data: string): Promise<SendResult> {
+    return this.#publishStream(uidStream(uid), data, from);
+  }
+
+  async #publishStream(stream: StreamName, data: string, from?: Sender): Promise<SendResult> {
     this.#checkLog();
     let publication: Publication;
     try {
-      publication = await this.#broker.publish(stream, data);
+      publication = await this.#broker.publish(stream, data, from);
     } catch (err) {
       throw new StoreUnavailableError(
         `the history store cannot keep messages now: ${err instanceof Error ? err.message : err}`,
@@ -519,12 +581,14 @@ export class Hub {
       : "group" in target
       ? this.#groups.get(target.group)?.members
       : this.#clients.values();
-    this.#results.set(
-      publication.id,
-      this.#publish(target, recipients, publication.id, publication.data, publication.ts),
-    );
+    const { id, data, ts, from } = publication;
+    this.#results.set(id, this.#publish(target, recipients, id, data, ts, undefined, from));
   }
 
+  /**
+   * Pushes message `id` to `recipients`, and logs it. A client's own message (`from`) skips the
+   * connection it came from, unless it asked for an echo.
+   */
   #publish(
     target: Target,
     recipients: Iterable<Client> | undefined,
@@ -532,8 +596,9 @@ export class Hub {
     data: string,
     ts: number,
     dataBytes?: number,
+    from?: Sender,
   ): SendResult {
-    const message = new Message(id, target, data, ts, dataBytes);
+    const message = new Message(id, target, data, ts, dataBytes, from);
     this.#metrics.messagesAccepted++;
     this.#logger.log({
       id,
@@ -544,7 +609,8 @@ export class Hub {
       status: "accepted",
     });
     // Copy first: a push can cut a slow client off, which edits the indexes.
-    const clients = recipients ? [...recipients] : [];
+    let clients = recipients ? [...recipients] : [];
+    if (from && !from.echo) clients = clients.filter((c) => c.id !== from.client);
     if (clients.length === 0) {
       if (this.#offlineTtl > 0 && "uid" in target) {
         this.#metrics.messagesQueued++;

@@ -25,6 +25,9 @@ const HistoryPageSchema = z.object({
     id: z.number().int(),
     data: z.string(),
     ts: z.number().int().openapi({ description: "when it was accepted, ms since the epoch" }),
+    from: z.object({ uid: z.string(), client: z.string() }).optional().openapi({
+      description: "who sent it over its socket (a publish or send frame); absent for a backend's",
+    }),
   })),
   recovered: z.boolean().openapi({
     description: "false when some of the stream's messages after `since` were trimmed " +
@@ -65,7 +68,9 @@ function historyRoute(
       const { since, limit } = c.req.valid("query");
       const page = await hub.history(route.stream(c), since, limit);
       if (!page) return c.json({ error: HISTORY_OFF }, 404) as never;
-      const items = page.publications.map(({ id, data, ts }) => ({ id, data, ts }));
+      const items = page.publications.map(({ id, data, ts, from }) =>
+        from ? { id, data, ts, from: { uid: from.uid, client: from.client } } : { id, data, ts }
+      );
       return c.json({ items, recovered: page.recovered, next: page.next }, 200);
     },
   );

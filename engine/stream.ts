@@ -26,6 +26,11 @@ export interface Sender {
   readonly uid: string;
   /** The client id of the connection. */
   readonly client: string;
+  /**
+   * Whether that connection gets its own publication too (a `publish` frame's `echo`). Live only:
+   * a store keeps who sent it, not this, and a replay goes to every connection it is for.
+   */
+  readonly echo?: boolean;
 }
 
 /** One message as the engine keeps it. */
@@ -44,9 +49,8 @@ export interface Publication {
 /** A copy of `publication` that nobody can change, with `from` only when it has one. */
 export function frozen(publication: Publication): Publication {
   const { id, stream, data, ts, from } = publication;
-  return Object.freeze(
-    from
-      ? { id, stream, data, ts, from: Object.freeze({ uid: from.uid, client: from.client }) }
-      : { id, stream, data, ts },
-  );
+  if (!from) return Object.freeze({ id, stream, data, ts });
+  const { uid, client, echo } = from;
+  const sender = echo === undefined ? { uid, client } : { uid, client, echo };
+  return Object.freeze({ id, stream, data, ts, from: Object.freeze(sender) });
 }

@@ -3,6 +3,7 @@
  * and tracking how its delivery ends.
  */
 import type { DeliveryStatus } from "./logger.ts";
+import type { Sender } from "../engine/stream.ts";
 
 /** One encoded frame and its size in UTF-8 bytes (what it costs a connection's queue). */
 export interface Frame {
@@ -62,6 +63,8 @@ export class Message {
     /** Milliseconds since the epoch, when it was accepted. */
     readonly ts: number,
     dataBytes?: number,
+    /** The connection that sent it (a client's `publish` or `send` frame); none for a backend's. */
+    readonly from?: Sender,
   ) {
     if (dataBytes !== undefined) this.#text = { data, bytes: dataBytes };
   }
@@ -72,7 +75,7 @@ export class Message {
    * message is still encoded once per format however many resuming clients get it.
    */
   resent(): Message {
-    const copy = new Message(this.id, this.target, this.data, this.ts);
+    const copy = new Message(this.id, this.target, this.data, this.ts, undefined, this.from);
     copy.#original = this.#original ?? this;
     copy.status = "delivered"; // its log row is the original's business
     copy.outstanding = 1;
@@ -85,7 +88,10 @@ export class Message {
     return this.#text ??= { data: this.data, bytes: utf8Length(this.data) };
   }
 
-  /** The JSON envelope `{type:"message", id, data, ts}`, plus `group` for a group's message. */
+  /**
+   * The JSON envelope `{type:"message", id, data, ts}`, plus `group` for a group's message and
+   * `from: {uid, client}` for a client's.
+   */
   get json(): Frame {
     if (this.#original) return this.#original.json;
     if (!this.#json) {
@@ -96,6 +102,7 @@ export class Message {
         ts: this.ts,
       };
       if ("group" in this.target) envelope.group = this.target.group;
+      if (this.from) envelope.from = { uid: this.from.uid, client: this.from.client };
       const data = JSON.stringify(envelope);
       this.#json = { data, bytes: utf8Length(data) };
     }

@@ -1,0 +1,207 @@
+/**
+ * Clients that talk, told against the program as users run it (main.ts on this runtime, or the
+ * executable under `make test-bin`): with `subscribe`, `publish` and `send` in their tokens, two
+ * people join a room, see each other, exchange room and direct messages with acks; without those
+ * claims every such frame is refused and the connection stays open.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import {
+  connectClient,
+  postJson,
+  programToken as token,
+  type TestClient,
+  withProgram,
+} from "./testkit.ts";
+
+/** Claims that let a client do everything in rooms `room-*` and message anyone. */
+const TALKER = { subscribe: ["room-*"], publish: ["room-*"], send: ["*"] };
+
+/** A json tab of `uid` with `claims`: the socket and its client id. */
+async function tab(port: number, uid: string, claims: Record<string, unknown> = {}) {
+  const client = await connectClient(
+    `ws://127.0.0.1:${port}/ws?format=json&token=${await token(uid, claims)}`,
+  );
+  const welcome = await client.nextJson();
+  assert.equal(welcome.type, "welcome");
+  return { client, id: welcome.client as string };
+}
+
+/** Sends `frame` and answers the next frame the tab gets. */
+async function ask(client: TestClient, frame: Record<string, unknown>) {
+  client.ws.send(JSON.stringify(frame));
+  return await client.nextJson();
+}
+
+test("two people with the claims join a room, see each other, and exchange room and direct messages with acks", async () => {
+  await withProgram([], async (port) => {
+    const ann = await tab(port, "ann", { ...TALKER, info: { name: "Ann" } });
+    const bob = await tab(port, "bob", { ...TALKER, info: { name: "Bob" } });
+
+    assert.deepEqual(await ask(ann.client, { type: "join", group: "room-1", ref: 1 }), {
+      type: "joined",
+      ref: 1,
+      group: "room-1",
+      members: [{ uid: "ann", info: { name: "Ann" } }],
+    });
+    assert.deepEqual(await ask(bob.client, { type: "join", group: "room-1", ref: "b1" }), {
+      type: "joined",
+      ref: "b1",
+      group: "room-1",
+      members: [{ uid: "ann", info: { name: "Ann" } }, { uid: "bob", info: { name: "Bob" } }],
+    });
+    // Joining subscribed ann to the room's presence: she hears bob come.
+    assert.deepEqual(await ann.client.nextJson(), {
+      type: "join",
+      group: "room-1",
+      uid: "bob",
+      info: { name: "Bob" },
+    });
+
+    // A room message: the sender gets an ack with the id, everyone else the message with `from`.
+    const ack = await ask(bob.client, { type: "publish", group: "room-1", data: "hi", ref: 3 });
+    assert.deepEqual(ack, { type: "ack", ref: 3, id: ack.id });
+    const hi = await ann.client.nextJson();
+    assert.equal(typeof hi.ts, "number");
+    assert.deepEqual(hi, {
+      type: "message",
+      id: ack.id,
+      data: "hi",
+      ts: hi.ts,
+      group: "room-1",
+      from: { uid: "bob", client: bob.id },
+    });
+
+    // With echo, the sender gets its own message too, after its ack or before it.
+    bob.client.ws.send(
+      JSON.stringify({ type: "publish", group: "room-1", data: "me too", echo: true, ref: 4 }),
+    );
+    const two = [await bob.client.nextJson(), await bob.client.nextJson()];
+    const echoed = two.find((f) => f.type === "message")!;
+    const acked = two.find((f) => f.type === "ack")!;
+    assert.deepEqual([echoed.data, echoed.id, acked.ref], ["me too", acked.id, 4]);
+    assert.equal((await ann.client.nextJson()).data, "me too");
+
+    // A direct message: an ack with how many connections of bob took it.
+    const direct = await ask(ann.client, { type: "send", uid: "bob", data: "psst", ref: 5 });
+    assert.deepEqual(direct, { type: "ack", ref: 5, id: direct.id, delivered: 1 });
+    const got = await bob.client.nextJson();
+    assert.deepEqual([got.data, got.from, got.group], [
+      "psst",
+      { uid: "ann", client: ann.id },
+      undefined,
+    ]);
+
+    assert.deepEqual(await ask(ann.client, { type: "presence", group: "room-1", ref: 6 }), {
+      type: "presence",
+      ref: 6,
+      group: "room-1",
+      members: [{ uid: "ann", info: { name: "Ann" } }, { uid: "bob", info: { name: "Bob" } }],
+    });
+    assert.deepEqual(await ask(bob.client, { type: "leave", group: "room-1", ref: 7 }), {
+      type: "left",
+      ref: 7,
+      group: "room-1",
+    });
+    assert.deepEqual(await ann.client.nextJson(), { type: "leave", group: "room-1", uid: "bob" });
+
+    // Client messages are messages like any other: kept in history with who sent them.
+    const history = await (await fetch(`http://127.0.0.1:${port}/api/groups/room-1/history`))
+      .json();
+    assert.deepEqual(history.items.map((m: { data: string; from: unknown }) => [m.data, m.from]), [
+      ["hi", { uid: "bob", client: bob.id }],
+      ["me too", { uid: "bob", client: bob.id }],
+    ]);
+    await ann.client[Symbol.asyncDispose]();
+    await bob.client[Symbol.asyncDispose]();
+  });
+});
+
+test("without the claims every new frame is refused with its ref, and the connection stays open", async () => {
+  await withProgram([], async (port) => {
+    const cy = await tab(port, "cy", { groups: ["room-1"] });
+    const refusals: [Record<string, unknown>, string][] = [
+      [
+        { type: "join", group: "room-1" },
+        "not allowed to join room-1 (the token's subscribe claim)",
+      ],
+      [
+        { type: "leave", group: "room-1" },
+        "not allowed to leave room-1 (the token's subscribe claim)",
+      ],
+      [
+        { type: "publish", group: "room-1", data: "x" },
+        "not allowed to publish to room-1 (the token's publish claim)",
+      ],
+      [
+        { type: "send", uid: "dee", data: "x" },
+        "not allowed to send to dee (the token's send claim)",
+      ],
+      [
+        { type: "presence", group: "room-2" },
+        "not allowed to see room-2: not a member, nor in the subscribe claim",
+      ],
+    ];
+    let ref = 0;
+    for (const [frame, error] of refusals) {
+      ref++;
+      assert.deepEqual(await ask(cy.client, { ...frame, ref }), { type: "error", ref, error });
+    }
+    // A member may see its own group's presence without any claim.
+    assert.deepEqual(await ask(cy.client, { type: "presence", group: "room-1" }), {
+      type: "presence",
+      group: "room-1",
+      members: [{ uid: "cy" }], // no info claim, no info
+    });
+    assert.deepEqual(await ask(cy.client, { type: "ping", ref: "still" }), {
+      type: "pong",
+      ref: "still",
+    });
+    await cy.client[Symbol.asyncDispose]();
+  });
+});
+
+test("what a client with the claims is still refused: not a member, an offline uid, a name or message out of bounds, an unknown frame", async () => {
+  await withProgram(["--max-message-bytes", "16"], async (port) => {
+    const dee = await tab(port, "dee", { ...TALKER, subscribe: ["room-1"] });
+    const cases: [Record<string, unknown>, string | RegExp][] = [
+      [{ type: "publish", group: "room-1", data: "x" }, "not a member of room-1: join it first"],
+      [{ type: "leave", group: "room-1" }, "not a member of room-1"],
+      [
+        { type: "join", group: "room-2" },
+        "not allowed to join room-2 (the token's subscribe claim)",
+      ],
+      [{ type: "join", group: "" }, "group is required"],
+      [{ type: "join", group: "g".repeat(257) }, "group is longer than 256 characters"],
+      [{ type: "send", uid: "ed", data: 5 }, "data must be a string"],
+      [{ type: "send", uid: "ed", data: "x".repeat(17) }, /^message is 17 bytes; the limit is 16/],
+      [{ type: "dance" }, "unknown frame type: dance"],
+    ];
+    let ref = 0;
+    for (const [frame, error] of cases) {
+      ref++;
+      const answer = await ask(dee.client, { ...frame, ref });
+      assert.equal(answer.type, "error", JSON.stringify(frame));
+      assert.equal(answer.ref, ref);
+      if (typeof error === "string") assert.equal(answer.error, error);
+      else assert.match(String(answer.error), error);
+    }
+    // An offline uid: /send's 404, with the id of the message, which is logged all the same.
+    const offline = await ask(dee.client, { type: "send", uid: "ed", data: "x", ref: "o" });
+    assert.equal(offline.error, "client not found: ed");
+    assert.equal(typeof offline.id, "number");
+    assert.equal(offline.ref, "o");
+    await dee.client[Symbol.asyncDispose]();
+  });
+  await withProgram(["--offline-ttl", "60"], async (port) => {
+    const dee = await tab(port, "dee", TALKER);
+    const queued = await ask(dee.client, { type: "send", uid: "ed", data: "later", ref: 1 });
+    assert.deepEqual(queued, { type: "ack", ref: 1, id: queued.id, delivered: 0, queued: true });
+    const ed = await connectClient(`ws://127.0.0.1:${port}/ws?token=${await token("ed")}`);
+    assert.equal(await ed.next(), "later", "the mailbox hands it to ed's next connection");
+    await ed[Symbol.asyncDispose]();
+    await dee.client[Symbol.asyncDispose]();
+    const status = await postJson(port, "/api/uids/ed/send", { message: "x" });
+    assert.equal(status.status, 202);
+  });
+});
