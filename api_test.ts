@@ -360,6 +360,7 @@ test("the OpenAPI document and the README list every operation", async () => {
     "DELETE /clients/{id}/uid",
     "DELETE /groups/{group}",
     "DELETE /groups/{group}/clients/{id}",
+    "DELETE /groups/{group}/locks/{key}",
     "DELETE /groups/{group}/uids/{uid}",
     "DELETE /uids/{uid}",
     "GET /broadcast/history",
@@ -370,8 +371,10 @@ test("the OpenAPI document and the README list every operation", async () => {
     "GET /groups",
     "GET /groups/count",
     "GET /groups/{group}/history",
+    "GET /groups/{group}/locks",
     "GET /groups/{group}/members",
     "GET /groups/{group}/members/count",
+    "GET /groups/{group}/settings",
     "GET /messages/{id}",
     "GET /uids",
     "GET /uids/count",
@@ -385,6 +388,7 @@ test("the OpenAPI document and the README list every operation", async () => {
     "POST /uids/{uid}/send",
     "PUT /clients/{id}/uid",
     "PUT /groups/{group}/clients/{id}",
+    "PUT /groups/{group}/settings",
     "PUT /groups/{group}/uids/{uid}",
   ]);
   const readme = readFileSync(new URL("./README.md", import.meta.url), "utf8");

@@ -234,6 +234,19 @@ export const SETTINGS = {
     default: "100",
     help: "most messages one POST /api/batch may carry; more gets 400",
   },
+  "max-group-members": {
+    env: "MAX_GROUP_MEMBERS",
+    schema: int(0, 10_000_000),
+    default: "0",
+    help: "connections a group may hold (a join past it: group is full); 0: no limit; " +
+      "PUT /api/groups/{group}/settings sets one group's",
+  },
+  "max-locks-per-connection": {
+    env: "MAX_LOCKS_PER_CONNECTION",
+    schema: int(0, 100_000),
+    default: "16",
+    help: "keys one connection may lock at once, all groups together; 0: no limit",
+  },
   "max-presence-members": {
     env: "MAX_PRESENCE_MEMBERS",
     schema: int(0, 1_000_000),

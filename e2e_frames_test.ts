@@ -43,12 +43,14 @@ test("two people with the claims join a room, see each other, and exchange room 
       ref: 1,
       group: "room-1",
       members: [{ uid: "ann", info: { name: "Ann" } }],
+      locks: [],
     });
     assert.deepEqual(await ask(bob.client, { type: "join", group: "room-1", ref: "b1" }), {
       type: "joined",
       ref: "b1",
       group: "room-1",
       members: [{ uid: "ann", info: { name: "Ann" } }, { uid: "bob", info: { name: "Bob" } }],
+      locks: [],
     });
     // Joining subscribed ann to the room's presence: she hears bob come.
     assert.deepEqual(await ann.client.nextJson(), {
@@ -203,5 +205,154 @@ test("what a client with the claims is still refused: not a member, an offline u
     await dee.client[Symbol.asyncDispose]();
     const status = await postJson(port, "/api/uids/ed/send", { message: "x" });
     assert.equal(status.status, 202);
+  });
+});
+
+test("locks: a member locks a key, the others see it and are refused it, and it is released by unlock, by leaving, by closing, by its ttl, or by the API", async () => {
+  await withProgram(["--max-locks-per-connection", "2"], async (port) => {
+    const ann = await tab(port, "ann", TALKER);
+    const bob = await tab(port, "bob", TALKER);
+    await ask(ann.client, { type: "join", group: "room-1" });
+    await ask(bob.client, { type: "join", group: "room-1" });
+    await ann.client.nextJson(); // bob's join
+
+    const locked = await ask(ann.client, { type: "lock", group: "room-1", key: "q3", ref: 1 });
+    assert.deepEqual(locked, {
+      type: "locked",
+      ref: 1,
+      group: "room-1",
+      key: "q3",
+      expiresAt: null,
+    });
+    const holder = { uid: "ann", client: ann.id };
+    assert.deepEqual(await bob.client.nextJson(), {
+      type: "lock",
+      group: "room-1",
+      key: "q3",
+      holder,
+      expiresAt: null,
+    });
+    assert.deepEqual(await ask(bob.client, { type: "lock", group: "room-1", key: "q3", ref: 2 }), {
+      type: "error",
+      ref: 2,
+      error: `q3 in room-1 is locked by ann (client ${ann.id})`,
+    });
+    assert.deepEqual(await ask(bob.client, { type: "unlock", group: "room-1", key: "q3" }), {
+      type: "error",
+      error: "q3 in room-1 is locked by another connection",
+    });
+    assert.deepEqual(await ask(bob.client, { type: "lock", group: "room-2", key: "x" }), {
+      type: "error",
+      error: "not a member of room-2: join it first",
+    });
+    // A late joiner's snapshot holds the locks.
+    const cy = await tab(port, "cy", TALKER);
+    const joined = await ask(cy.client, { type: "join", group: "room-1" });
+    assert.deepEqual(joined.locks, [{ key: "q3", holder, expiresAt: null }]);
+    await ann.client.nextJson(); // cy's join
+    await bob.client.nextJson();
+    const api = await (await fetch(`http://127.0.0.1:${port}/api/groups/room-1/locks`)).json();
+    assert.deepEqual(api, { items: [{ key: "q3", holder, expiresAt: null }] });
+
+    // MAX_LOCKS_PER_CONNECTION.
+    await ask(ann.client, { type: "lock", group: "room-1", key: "q4" });
+    await bob.client.nextJson();
+    await cy.client.nextJson();
+    assert.deepEqual(await ask(ann.client, { type: "lock", group: "room-1", key: "q5" }), {
+      type: "error",
+      error: "this connection holds 2 locks already (MAX_LOCKS_PER_CONNECTION)",
+    });
+
+    // Released by unlock: the others are told.
+    assert.deepEqual(
+      await ask(ann.client, { type: "unlock", group: "room-1", key: "q4", ref: 9 }),
+      {
+        type: "unlocked",
+        ref: 9,
+        group: "room-1",
+        key: "q4",
+      },
+    );
+    const unlockQ4 = { type: "unlock", group: "room-1", key: "q4" };
+    assert.deepEqual(await bob.client.nextJson(), unlockQ4);
+    assert.deepEqual(await cy.client.nextJson(), unlockQ4);
+
+    // Released when its holder closes: bob may take it then.
+    await ann.client[Symbol.asyncDispose]();
+    const afterClose = [await bob.client.nextJson(), await bob.client.nextJson()];
+    assert.deepEqual(afterClose, [
+      { type: "unlock", group: "room-1", key: "q3" },
+      { type: "leave", group: "room-1", uid: "ann" },
+    ]);
+    await cy.client.nextJson();
+    await cy.client.nextJson();
+    assert.equal(
+      (await ask(bob.client, { type: "lock", group: "room-1", key: "q3" })).type,
+      "locked",
+    );
+    await cy.client.nextJson(); // bob's lock
+
+    // Released when its holder leaves, by the API, and by its ttl.
+    await ask(bob.client, { type: "leave", group: "room-1" });
+    assert.deepEqual([await cy.client.nextJson(), await cy.client.nextJson()], [
+      { type: "unlock", group: "room-1", key: "q3" },
+      { type: "leave", group: "room-1", uid: "bob" },
+    ]);
+    await ask(cy.client, { type: "lock", group: "room-1", key: "q7" });
+    const broken = await fetch(`http://127.0.0.1:${port}/api/groups/room-1/locks/q7`, {
+      method: "DELETE",
+    });
+    assert.deepEqual(await broken.json(), { group: "room-1", key: "q7", released: true });
+    assert.deepEqual(await cy.client.nextJson(), { type: "unlock", group: "room-1", key: "q7" });
+    const again = await fetch(`http://127.0.0.1:${port}/api/groups/room-1/locks/q7`, {
+      method: "DELETE",
+    });
+    assert.deepEqual([again.status, (await again.json()).error], [404, "lock not found: q7"]);
+    const brief = await ask(cy.client, { type: "lock", group: "room-1", key: "q8", ttl: 0.2 });
+    assert.equal(typeof brief.expiresAt, "number");
+    assert.deepEqual(await cy.client.nextJson(), { type: "unlock", group: "room-1", key: "q8" });
+    await bob.client[Symbol.asyncDispose]();
+    await cy.client[Symbol.asyncDispose]();
+  });
+});
+
+test("capacity: a full group refuses a join frame, an API join answers 409, and a token naming it connects without it", async () => {
+  await withProgram(["--max-group-members", "2"], async (port) => {
+    const a = await tab(port, "a", TALKER);
+    const b = await tab(port, "b", TALKER);
+    const c = await tab(port, "c", TALKER);
+    await ask(a.client, { type: "join", group: "room-1" });
+    await ask(b.client, { type: "join", group: "room-1" });
+    assert.deepEqual(await ask(c.client, { type: "join", group: "room-1", ref: 1 }), {
+      type: "error",
+      ref: 1,
+      error: "group is full",
+    });
+    const viaApi = await fetch(`http://127.0.0.1:${port}/api/groups/room-1/clients/${c.id}`, {
+      method: "PUT",
+    });
+    assert.equal(viaApi.status, 409);
+    assert.equal((await viaApi.json()).error, "group is full: room-1 holds 2 of 2 members");
+    const late = await connectClient(
+      `ws://127.0.0.1:${port}/ws?format=json&token=${await token("d", {
+        groups: ["room-1", "room-2"],
+      })}`,
+    );
+    const welcome = await late.nextJson();
+    assert.deepEqual(welcome.full, ["room-1"], "the welcome lists what it could not join");
+    const joinedNow = await (await fetch(`http://127.0.0.1:${port}/api/groups/room-2/members`))
+      .json();
+    assert.equal(joinedNow.total, 1, "the group with room was joined");
+
+    // One group's own bound, set through the API.
+    const put = await fetch(`http://127.0.0.1:${port}/api/groups/room-1/settings`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ maxMembers: 3 }),
+    });
+    assert.deepEqual(await put.json(), { group: "room-1", maxMembers: 3, own: true, members: 2 });
+    assert.equal((await ask(c.client, { type: "join", group: "room-1" })).type, "joined");
+    await late[Symbol.asyncDispose]();
+    for (const t of [a, b, c]) await t.client[Symbol.asyncDispose]();
   });
 });

@@ -11,6 +11,7 @@ import {
   programToken as token,
   rawUpgrade,
   type TestClient,
+  until,
   withProgram,
 } from "./testkit.ts";
 
@@ -27,6 +28,14 @@ async function tab(port: number, uid: string, since?: number) {
 
 const next = (client: TestClient) => client.nextJson();
 
+/** Waits until the server has seen every connection of `uid` close (the client saw it first). */
+const offline = (port: number, uid: string) =>
+  until(
+    async () =>
+      !(await (await fetch(`http://127.0.0.1:${port}/api/uids/${uid}/online`)).json()).online,
+    `${uid} offline`,
+  );
+
 test("a tab that was away resumes with since: every message to its uid, its group and everyone, in order, then live ones", async () => {
   await withProgram([], async (port) => {
     const first = await tab(port, "ann");
@@ -34,6 +43,7 @@ test("a tab that was away resumes with since: every message to its uid, its grou
     const seen = (await post(port, "/api/uids/ann/send", { message: "before" })).body.id;
     assert.equal((await next(first.client)).data, "before");
     await first.client[Symbol.asyncDispose]();
+    await offline(port, "ann");
 
     // Away: one message to each of its streams, and one to someone else.
     const sent = [

@@ -14,13 +14,16 @@
  * | `publish`  | `publish` allows it; a member          | `ack` with the message id         |
  * | `send`     | `send` allows the uid                  | `ack` with the id and `delivered` |
  * | `presence` | a member, or `subscribe` allows it     | `presence` with the members       |
+ * | `lock`     | a member; the key free or its own      | `locked`                          |
+ * | `unlock`   | its own lock                           | `unlocked`                        |
  */
 import { z } from "zod";
 import { oversize } from "./api/errors.ts";
-import { GroupName, Uid } from "./api/schemas.ts";
+import { GroupName, LockKey, Uid } from "./api/schemas.ts";
 import type { Client } from "./client.ts";
 import type { Config } from "./config.ts";
-import { type Hub, StoreUnavailableError } from "./hub.ts";
+import { GROUP_FULL, type Hub, StoreUnavailableError } from "./hub.ts";
+import { MAX_LOCK_TTL } from "./locks.ts";
 
 /** A `ref` as a client may pick it: a string of at most 64 characters, or a number. */
 const Ref = z.union([z.string().max(64, "ref is longer than 64 characters"), z.number()], {
@@ -28,6 +31,9 @@ const Ref = z.union([z.string().max(64, "ref is longer than 64 characters"), z.n
 }).optional();
 
 const data = z.string({ error: "data must be a string" });
+
+/** A lock's key: a name as the API takes names, 1 to 256 characters. */
+const Key = LockKey;
 
 /** The request frames of the table above but `ping`, `auth` and `ack`. */
 const Request = z.discriminatedUnion("type", [
@@ -42,11 +48,20 @@ const Request = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("send"), uid: Uid, data, ref: Ref }),
   z.object({ type: z.literal("presence"), group: GroupName, ref: Ref }),
+  z.object({
+    type: z.literal("lock"),
+    group: GroupName,
+    key: Key,
+    ttl: z.number({ error: "ttl must be a number of seconds" }).positive("ttl must be over 0")
+      .max(MAX_LOCK_TTL, `ttl must be at most ${MAX_LOCK_TTL} seconds`).optional(),
+    ref: Ref,
+  }),
+  z.object({ type: z.literal("unlock"), group: GroupName, key: Key, ref: Ref }),
 ]);
 type Request = z.infer<typeof Request>;
 
 /** The frame types of Request, for telling an unknown type from a malformed frame. */
-const REQUEST_TYPES = new Set(["join", "leave", "publish", "send", "presence"]);
+const REQUEST_TYPES = new Set(["join", "leave", "publish", "send", "presence", "lock", "unlock"]);
 
 /** What answering frames needs besides the client. */
 export interface FrameDeps {
@@ -116,8 +131,9 @@ async function request(
       if (!permissions.subscribe.allows(req.group)) {
         return refused(`not allowed to join ${req.group} (the token's subscribe claim)`);
       }
-      const members = hub.joinBySocket(client, req.group);
-      return void client.control(answer("joined", ref, { group: req.group, members }));
+      const joined = hub.joinBySocket(client, req.group);
+      if (joined === GROUP_FULL) return refused(GROUP_FULL);
+      return void client.control(answer("joined", ref, { group: req.group, ...joined }));
     }
     case "leave": {
       if (!permissions.subscribe.allows(req.group)) {
@@ -161,6 +177,18 @@ async function request(
       if (queued) return void client.control(answer("ack", ref, { id, delivered, queued }));
       if (connections === 0) return refused(`client not found: ${req.uid}`, { id });
       return void client.control(answer("ack", ref, { id, delivered }));
+    }
+    case "lock": {
+      const lock = hub.lock(client, req.group, req.key, req.ttl);
+      if (typeof lock === "string") return refused(lock);
+      return void client.control(
+        answer("locked", ref, { group: req.group, key: req.key, expiresAt: lock.expiresAt }),
+      );
+    }
+    case "unlock": {
+      const why = hub.unlock(client, req.group, req.key);
+      if (why) return refused(why);
+      return void client.control(answer("unlocked", ref, { group: req.group, key: req.key }));
     }
   }
 }

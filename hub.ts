@@ -15,6 +15,7 @@ import type { DeliveryStatus, LoggedMessage, MessageLogger } from "./message/log
 import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
 import { permissionsOf } from "./permissions.ts";
+import { DEFAULT_MAX_LOCKS_PER_CONNECTION, type Lock, Locks } from "./locks.ts";
 import { MemoryBroker } from "./engine/broker_memory.ts";
 import type { HistoryPage, HistoryStore } from "./engine/history.ts";
 import { Resume, type ResumeOutcome } from "./engine/resume.ts";
@@ -97,7 +98,22 @@ export interface HubOptions {
    * (OFFLINE_TTL); 0, the default, keeps no mailbox. Needs `history`, which keeps the messages.
    */
   offlineTtl?: number;
+  /** Members (connections) a group may have unless its settings say otherwise; 0: no bound. */
+  maxGroupMembers?: number;
+  /** Keys one connection may lock at once (DEFAULT_MAX_LOCKS_PER_CONNECTION); 0: no bound. */
+  maxLocksPerConnection?: number;
 }
+
+/** A lock as frames and the API show it. */
+export interface LockView {
+  key: string;
+  holder: { uid: string | null; client: string };
+  /** Milliseconds since the epoch; null when it lasts until released. */
+  expiresAt: number | null;
+}
+
+/** Why a `join` was refused: the group holds its maximum of members. */
+export const GROUP_FULL = "group is full";
 
 /** Thrown by a send when the history store could not keep the message: nothing was pushed. */
 export class StoreUnavailableError extends Error {}
@@ -151,6 +167,10 @@ export class Hub {
   readonly #liveMessages = new WeakMap<Publication, Message>();
   /** Frames waiting in client queues, all clients together. */
   #pending = 0;
+  readonly #maxGroupMembers: number;
+  /** Per-group bounds set through the API, over MAX_GROUP_MEMBERS; kept while the server runs. */
+  readonly #capacities = new Map<string, number>();
+  readonly #locks: Locks;
 
   constructor(options: HubOptions) {
     this.#logger = options.logger;
@@ -163,6 +183,11 @@ export class Hub {
     this.#events = this.#clientEvents();
     this.#history = options.history;
     this.#offlineTtl = options.history ? options.offlineTtl ?? 0 : 0;
+    this.#maxGroupMembers = options.maxGroupMembers ?? 0;
+    this.#locks = new Locks(
+      options.maxLocksPerConnection ?? DEFAULT_MAX_LOCKS_PER_CONNECTION,
+      (lock) => this.#released([lock]),
+    );
     // Every id of an earlier run is at or below where the ids start: all of it was kept before this
     // hub was made, so a resume from any of it reads history (engine/resume.ts's horizon).
     this.#horizon = this.#ids.last;
@@ -283,6 +308,12 @@ export class Hub {
       permissions: permissionsOf(identity.permissions),
     });
     this.#attach(client);
+    // A group of the token that is full is not joined, and the welcome says so.
+    const groups: string[] = [];
+    const full: string[] = [];
+    for (const name of new Set(identity.groups ?? [])) {
+      (this.#hasRoom(name, 1) ? groups : full).push(name);
+    }
     const welcome = (resumed?: ResumeOutcome) => {
       if (format !== "json") return;
       client.control(JSON.stringify({
@@ -292,10 +323,11 @@ export class Hub {
         uid: identity.uid,
         format,
         ...resumed,
+        ...(full.length > 0 ? { full } : {}),
       }));
     };
     if (since !== undefined && this.#history) {
-      const streams: StreamName[] = [ALL_STREAM, ...(identity.groups ?? []).map(groupStream)];
+      const streams: StreamName[] = [ALL_STREAM, ...groups.map(groupStream)];
       streams.push(uidStream(identity.uid));
       this.#resume(client, since, streams, welcome);
     } else if (this.#offlineTtl > 0) {
@@ -304,7 +336,7 @@ export class Hub {
       const mark = this.#history!.writtenThrough(uid);
       this.#resume(client, mark, [uidStream(uid)], () => welcome(), true);
     } else welcome();
-    for (const group of identity.groups ?? []) this.#join(client, group);
+    for (const group of groups) this.#join(client, group);
     return client;
   }
 
@@ -420,12 +452,106 @@ export class Hub {
    * uid included, so that no event falls between the snapshot and the events after it; null when
    * the group is over MAX_PRESENCE_MEMBERS, whose presence is not told (see `#presence`).
    */
-  joinBySocket(client: Client, name: string): Member[] | null {
-    if (client.closed) return [];
+  joinBySocket(
+    client: Client,
+    name: string,
+  ): { members: Member[] | null; locks: LockView[] } | typeof GROUP_FULL {
+    if (client.closed) return { members: [], locks: [] };
+    if (!client.groups.has(name) && !this.#hasRoom(name, 1)) return GROUP_FULL;
     this.#join(client, name);
     const group = this.#groups.get(name)!;
     group.watchers.add(client);
-    return this.#snapshot(group);
+    return { members: this.#snapshot(group), locks: this.locks(name) };
+  }
+
+  /**
+   * Members (connections) `group` may have: its own bound set through the API, else
+   * MAX_GROUP_MEMBERS; 0 for no bound.
+   */
+  capacity(group: string): number {
+    return this.#capacities.get(group) ?? this.#maxGroupMembers;
+  }
+
+  /** Whether `group` has a bound of its own (set through the API). */
+  hasOwnCapacity(group: string): boolean {
+    return this.#capacities.has(group);
+  }
+
+  /** Sets `group`'s own bound (0: none), or with null goes back to MAX_GROUP_MEMBERS. */
+  setCapacity(group: string, maxMembers: number | null): void {
+    if (maxMembers === null) this.#capacities.delete(group);
+    else this.#capacities.set(group, maxMembers);
+  }
+
+  /** Whether `newcomers` more connections fit in `group`. */
+  #hasRoom(group: string, newcomers: number): boolean {
+    const cap = this.capacity(group);
+    return cap === 0 || (this.#groups.get(group)?.members.size ?? 0) + newcomers <= cap;
+  }
+
+  /**
+   * Whether `clients` may all join `group` now: those not yet in it fit under its capacity. The API
+   * asks before it joins them, so a join is all or nothing.
+   */
+  hasRoomFor(clients: readonly Client[], group: string): boolean {
+    return this.#hasRoom(group, clients.filter((c) => !c.groups.has(group)).length);
+  }
+
+  /**
+   * `client` locks `key` in `group`, of which it must be a member, for `ttl` seconds (none: until
+   * it unlocks, leaves or closes). The other members are told (`lock` event). Answers the lock, or
+   * why not, in words for the client.
+   */
+  lock(client: Client, group: string, key: string, ttl?: number): LockView | string {
+    if (!client.groups.has(group)) return `not a member of ${group}: join it first`;
+    const taken = this.#locks.take(client, group, key, ttl);
+    if ("heldBy" in taken) {
+      const by = taken.heldBy;
+      return `${key} in ${group} is locked by ${
+        by.uid ?? "an unbound connection"
+      } (client ${by.id})`;
+    }
+    if ("tooMany" in taken) {
+      return `this connection holds ${taken.tooMany} locks already (MAX_LOCKS_PER_CONNECTION)`;
+    }
+    const view = lockView(taken);
+    this.#tellMembers(group, { type: "lock", group, ...view }, client);
+    return view;
+  }
+
+  /** `client` releases its lock on `key` in `group`; the other members are told. Why not, or "". */
+  unlock(client: Client, group: string, key: string): string {
+    const lock = this.#locks.get(group, key);
+    if (!lock) return `${key} in ${group} is not locked`;
+    if (lock.holder !== client) return `${key} in ${group} is locked by another connection`;
+    this.#locks.release(group, key);
+    this.#tellMembers(group, { type: "unlock", group, key }, client);
+    return "";
+  }
+
+  /** The locks of `group`, oldest first. */
+  locks(group: string): LockView[] {
+    return this.#locks.of(group).map(lockView);
+  }
+
+  /** Breaks the lock on `key` in `group` (the API); every member is told. False when none. */
+  breakLock(group: string, key: string): boolean {
+    const lock = this.#locks.release(group, key);
+    if (lock) this.#released([lock]);
+    return lock !== undefined;
+  }
+
+  /** Tells every member of the locks' group of their release. */
+  #released(locks: Lock[]): void {
+    for (const { group, key } of locks) this.#tellMembers(group, { type: "unlock", group, key });
+  }
+
+  /** One frame to every member of `group` but `except`, encoded once. */
+  #tellMembers(group: string, event: Record<string, unknown>, except?: Client): void {
+    const members = this.#groups.get(group)?.members;
+    if (!members) return;
+    const frame = JSON.stringify(event);
+    for (const member of members) if (member !== except) member.control(frame);
   }
 
   /**
@@ -711,6 +837,8 @@ export class Hub {
     if (!group || !group.members.delete(client)) return;
     group.watchers.delete(client);
     client.groups.delete(name);
+    // Its locks go with it; the members that stay are told.
+    this.#released(this.#locks.releaseMember(client, name));
     const uid = client.uid;
     if (uid !== undefined) {
       const count = group.uids.get(uid)! - 1;
@@ -802,4 +930,9 @@ function streamOf(target: Target): StreamName {
   if ("uid" in target) return uidStream(target.uid);
   if ("group" in target) return groupStream(target.group);
   return ALL_STREAM;
+}
+
+/** A lock as frames and the API show it. */
+function lockView({ key, holder, expiresAt }: Lock): LockView {
+  return { key, holder: { uid: holder.uid ?? null, client: holder.id }, expiresAt };
 }

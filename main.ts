@@ -123,6 +123,8 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     maxPresenceMembers: config.maxPresenceMembers,
     history,
     offlineTtl: config.offlineTtl * 1000,
+    maxGroupMembers: config.maxGroupMembers,
+    maxLocksPerConnection: config.maxLocksPerConnection,
     onDeliveryError: options.onDeliveryError,
   });
 

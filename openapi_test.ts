@@ -196,7 +196,7 @@ test("the API key's refusals (401, 403, 429) are declared on every operation", a
   const { doc } = await fetchDoc(keyed, { "x-api-key": "k" });
   const operations = Object.values(doc.paths as Record<string, Record<string, Doc>>)
     .flatMap((methods) => Object.values(methods));
-  assert.equal(operations.length, 30);
+  assert.equal(operations.length, 34);
   for (const op of operations) {
     for (const status of ["401", "403", "429"]) {
       assert.ok(op.responses[status], `${op.operationId} does not declare ${status}`);

@@ -68,7 +68,8 @@ export function unsupportedType(c: Context) {
   return c.json({ error: `unsupported content type ${type}: send application/json` }, 415);
 }
 
-const declare = (description: string) => json(ErrorSchema, description);
+/** The documented answer of an error a route gives: `description` says when. */
+export const declare = (description: string) => json(ErrorSchema, description);
 
 /** The documented answer of each refusal a route can give besides 404 (see `notFound`). */
 const REFUSALS = {

@@ -5,14 +5,46 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { sendRoute } from "./send.ts";
 import type { Client } from "../client.ts";
-import { clientNotFound, groupNotFound, notFound, refusals } from "./errors.ts";
+import type { Context } from "hono";
+import { clientNotFound, declare, groupNotFound, notFound, refusals } from "./errors.ts";
 import { collection, pageOf, PageQuery, pageView } from "./pages.ts";
-import { ClientId, type Env, GroupName, json, type RouteDeps, Uid } from "./schemas.ts";
+import {
+  ClientId,
+  type Env,
+  GroupName,
+  json,
+  jsonBody,
+  LockKey,
+  type RouteDeps,
+  Uid,
+} from "./schemas.ts";
 
 const GroupParam = { params: z.object({ group: GroupName }) };
 const ClientInGroup = { params: z.object({ group: GroupName, id: ClientId }) };
 const UidInGroup = { params: z.object({ group: GroupName, uid: Uid }) };
 const unknownGroup = notFound("the group has no members");
+const groupFull = declare(
+  "the group is full (MAX_GROUP_MEMBERS, or its settings): nobody joined",
+);
+
+const Settings = z.object({
+  group: z.string(),
+  maxMembers: z.number().int().openapi({
+    description: "connections the group may hold; 0: no limit",
+  }),
+  own: z.boolean().openapi({
+    description: "true when set for this group; false when it is MAX_GROUP_MEMBERS",
+  }),
+  members: z.number().int().openapi({ description: "connections it holds now" }),
+}).openapi("GroupSettings");
+
+const LockSchema = z.object({
+  key: z.string(),
+  holder: z.object({ uid: z.string().nullable(), client: z.string() }),
+  expiresAt: z.number().int().nullable().openapi({
+    description: "ms since the epoch; null until released",
+  }),
+}).openapi("Lock");
 
 const MemberSchema = z.object({
   client: z.string(),
@@ -27,12 +59,18 @@ const Membership = z.object({
 }).openapi("Membership");
 
 export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
-  const { hub } = deps;
+  const { hub, limitBody } = deps;
   const membership = (group: string, changed: number) => ({
     group,
     members: hub.groupSize(group)?.members ?? 0,
     changed,
   });
+  /** 409 when `clients` do not all fit in `group` (MAX_GROUP_MEMBERS or its settings). */
+  const full = (c: Context, clients: Client[], group: string) =>
+    hub.hasRoomFor(clients, group) ? undefined : c.json({
+      error: `group is full: ${group} holds ${hub.groupSize(group)?.members ?? 0} of ` +
+        `${hub.capacity(group)} members`,
+    }, 409);
   /** `clients` join (or leave) `group`; counts those whose membership really changed. */
   const changeMembership = (clients: Client[], group: string, join: boolean) => {
     let changed = 0;
@@ -145,6 +183,7 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         responses: {
           200: json(Membership, join ? "joined" : "left"),
           404: notFound("no client with this id is online"),
+          ...(join ? { 409: groupFull } : {}),
           ...refusals(400),
         },
       }),
@@ -152,6 +191,10 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         const { group, id } = c.req.valid("param");
         const client = hub.client(id);
         if (!client) return clientNotFound(c, id);
+        if (join) {
+          const refused = full(c, [client], group);
+          if (refused) return refused as never;
+        }
         return c.json(changeMembership([client], group, join), 200);
       },
     );
@@ -167,6 +210,7 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       responses: {
         200: json(Membership, "joined"),
         404: notFound("the uid is offline"),
+        409: groupFull,
         ...refusals(400),
       },
     }),
@@ -174,6 +218,8 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       const { group, uid } = c.req.valid("param");
       const clients = hub.clientsOf(uid, 0, Infinity)?.items;
       if (!clients) return clientNotFound(c, uid);
+      const refused = full(c, clients, group);
+      if (refused) return refused as never;
       return c.json(changeMembership(clients, group, true), 200);
     },
   );
@@ -191,6 +237,91 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       const { group, uid } = c.req.valid("param");
       const clients = hub.clientsOf(uid, 0, Infinity)?.items ?? [];
       return c.json(changeMembership(clients, group, false), 200);
+    },
+  );
+
+  const settings = (group: string) => ({
+    group,
+    maxMembers: hub.capacity(group),
+    own: hub.hasOwnCapacity(group),
+    members: hub.groupSize(group)?.members ?? 0,
+  });
+
+  api.openapi(
+    createRoute({
+      method: "get",
+      path: "/groups/{group}/settings",
+      operationId: "getGroupSettings",
+      summary: "A group's settings: how many connections it may hold",
+      request: GroupParam,
+      responses: { 200: json(Settings, "the settings"), ...refusals(400) },
+    }),
+    (c) => c.json(settings(c.req.valid("param").group), 200),
+  );
+
+  api.openapi(
+    createRoute({
+      method: "put",
+      path: "/groups/{group}/settings",
+      operationId: "setGroupSettings",
+      summary: "Set how many connections a group may hold (null: MAX_GROUP_MEMBERS again)",
+      description: "Kept while the server runs, whether or not the group has members. Members " +
+        "past a lowered bound stay; only later joins are refused.",
+      middleware: [limitBody] as const,
+      request: {
+        ...GroupParam,
+        body: jsonBody(
+          z.object({
+            maxMembers: z.number({ error: "maxMembers must be a whole number or null" }).int(
+              "maxMembers must be a whole number",
+            ).min(0, "maxMembers must be 0 or more").max(10_000_000).nullable(),
+          }),
+        ),
+      },
+      responses: { 200: json(Settings, "the settings now"), ...refusals(400, 413, 415) },
+    }),
+    (c) => {
+      const { group } = c.req.valid("param");
+      hub.setCapacity(group, c.req.valid("json").maxMembers);
+      return c.json(settings(group), 200);
+    },
+  );
+
+  api.openapi(
+    createRoute({
+      method: "get",
+      path: "/groups/{group}/locks",
+      operationId: "listGroupLocks",
+      summary: "The keys locked in a group, and by whom",
+      request: GroupParam,
+      responses: {
+        200: json(z.object({ items: z.array(LockSchema) }), "the locks, oldest first"),
+        ...refusals(400),
+      },
+    }),
+    (c) => c.json({ items: hub.locks(c.req.valid("param").group) }, 200),
+  );
+
+  api.openapi(
+    createRoute({
+      method: "delete",
+      path: "/groups/{group}/locks/{key}",
+      operationId: "breakGroupLock",
+      summary: "Break a lock; every member of the group gets an unlock event",
+      request: { params: z.object({ group: GroupName, key: LockKey }) },
+      responses: {
+        200: json(
+          z.object({ group: z.string(), key: z.string(), released: z.literal(true) }),
+          "broken",
+        ),
+        404: notFound("`lock not found: <key>`: the key is not locked"),
+        ...refusals(400),
+      },
+    }),
+    (c) => {
+      const { group, key } = c.req.valid("param");
+      if (!hub.breakLock(group, key)) return c.json({ error: `lock not found: ${key}` }, 404);
+      return c.json({ group, key, released: true as const }, 200);
     },
   );
 }

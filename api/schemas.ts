@@ -27,6 +27,7 @@ const name = (what: string, example: string) =>
 export const ClientId = name("client id", "0b9f6d1e-1c1a-4f43-9b51-6c2f0d7f3a10");
 export const Uid = name("uid", "123");
 export const GroupName = name("group", "room-1");
+export const LockKey = name("key", "field-3");
 
 export const MessageBody = z.object({
   message: z.string({ error: "message must be a string" }).openapi({ example: "Hello" }),
