@@ -37,7 +37,7 @@ node_modules/.installed: package.json package-lock.json
 deps: $(DENO) $(BUN) node_modules/.installed
 
 run: deps
-	$(DENO) run $(DENO_FLAGS) main.ts $(ARGS)
+	EXAMPLES=$${EXAMPLES:-true} $(DENO) run $(DENO_FLAGS) main.ts $(ARGS)
 
 lint: deps
 	$(DENO) fmt --check

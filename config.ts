@@ -161,6 +161,14 @@ export const SETTINGS = {
     default: "",
     help: "comma-separated proxy addresses whose X-Forwarded-For names the client; empty: none",
   },
+  examples: {
+    env: "EXAMPLES",
+    schema: boolean(),
+    default: "false",
+    values: BOOLEAN_VALUES,
+    help: "serve the chat and forms examples at /examples/, with a token endpoint for " +
+      "loopback callers (make run sets it); never in production",
+  },
   "access-log": {
     env: "ACCESS_LOG",
     schema: boolean(),

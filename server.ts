@@ -16,6 +16,7 @@ import { type Closable, connection, type ConnectionDeps } from "./connection.ts"
 import { type Hub, StoreUnavailableError } from "./hub.ts";
 import { requireApiKey } from "./apikey.ts";
 import { createApi } from "./api/api.ts";
+import { exampleRoutes } from "./examples/routes.ts";
 import { clientNotFoundMessage, messageTooLarge, oversize } from "./api/errors.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { originAllowed } from "./origin.ts";
@@ -282,6 +283,7 @@ export function createApp(deps: AppDeps): App {
   app.post("/send", apiKey, sendBodyLimit, idem, send);
   app.use("/api/*", apiKey);
   app.route("/api", createApi({ config, hub, idempotent: idem }));
+  if (config.examples) exampleRoutes(app, { hub, authenticator });
 
   async function readBody(c: Context<Env>): Promise<Record<string, unknown> | Response> {
     const type = c.req.header("content-type")?.split(";")[0].trim().toLowerCase() ?? "";
