@@ -2,6 +2,7 @@
  * Message loggers record every accepted message and how its delivery ended. The send path only
  * hands them records; each logger batches and writes later, so logging never blocks a push.
  */
+import { clearImmediate, setImmediate } from "node:timers";
 
 /**
  * Where a message stands. `accepted` is the start; the rest are final:
@@ -161,6 +162,22 @@ export const MAX_BACKLOG_BYTES = 64 * 1024 * 1024;
  */
 export const MAX_RETRY_MS = 10_000;
 
+/**
+ * Records and status changes one timed flush writes in one transaction at most: some milliseconds
+ * of the event loop. The rest follow at the next turns.
+ */
+export const WRITE_CHUNK = 256;
+
+/** The first `n` items of `items`. */
+function* take<T>(items: Iterable<T>, n: number): Generator<T> {
+  if (n <= 0) return;
+  let i = 0;
+  for (const item of items) {
+    yield item;
+    if (++i >= n) return;
+  }
+}
+
 /** Estimated bytes of one entry besides its text: the object, the map slot, the numbers. */
 const ENTRY_BYTES = 128;
 
@@ -181,6 +198,8 @@ export abstract class BatchingLogger implements MessageLogger {
   #updates = new Map<number, RecordChange>();
   #bytes = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** The next chunk of a flush that had more than WRITE_CHUNK rows to write. */
+  #immediate: ReturnType<typeof setImmediate> | undefined;
   /** Flushes in a row that the store refused; sets the next wait. */
   #failures = 0;
   /** Whether the current run of a full backlog has been reported yet. */
@@ -269,20 +288,36 @@ export abstract class BatchingLogger implements MessageLogger {
   }
 
   flush(): void {
+    this.#flush(Infinity);
+  }
+
+  /**
+   * Writes at most `limit` records and changes, oldest first, in one transaction; what is left is
+   * written at the next turn of the event loop, so a timed flush never holds the loop for more than
+   * WRITE_CHUNK rows (a backlog of a thousand rows would stall every connection for tens of ms).
+   */
+  #flush(limit: number): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    clearImmediate(this.#immediate);
+    this.#immediate = undefined;
     if (this.#records.size === 0 && this.#updates.size === 0) return;
-    const failure = this.#writeSplitting([...this.#records.values()], [...this.#updates]);
+    const records = [...take(this.#records.values(), limit)];
+    const updates = [...take(this.#updates, limit - records.length)];
+    const failure = this.#writeSplitting(records, updates);
     if (this.#records.size === 0 && this.#updates.size === 0) this.#fullReported = false;
     if (!failure) {
       this.#failures = 0;
       this.#failure = undefined;
+      if (this.#records.size > 0 || this.#updates.size > 0) {
+        this.#immediate = setImmediate(() => this.#flush(WRITE_CHUNK));
+      }
       return;
     }
     this.#writeErrors++;
     const wait = Math.min(this.flushMs * 2 ** this.#failures, Math.max(MAX_RETRY_MS, this.flushMs));
     this.#failures++;
-    this.#timer = setTimeout(() => this.flush(), wait);
+    this.#timer = setTimeout(() => this.#flush(WRITE_CHUNK), wait);
     this.#failure = new Error(describe(failure.error), { cause: failure.error });
     this.onError(
       new Error(`${describe(failure.error)}; ${this.#waiting()} wait, next try in ${wait} ms`, {
@@ -295,6 +330,8 @@ export abstract class BatchingLogger implements MessageLogger {
     this.flush();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    clearImmediate(this.#immediate);
+    this.#immediate = undefined;
     if (this.#records.size === 0 && this.#updates.size === 0) return;
     this.onError(new Error(`closing with ${this.#waiting()} unwritten: they are lost`));
     this.#dropped += this.#records.size + this.#updates.size;
@@ -382,7 +419,8 @@ export abstract class BatchingLogger implements MessageLogger {
   }
 
   #schedule(): void {
-    this.#timer ??= setTimeout(() => this.flush(), this.flushMs);
+    if (this.#immediate !== undefined) return; // a chunked flush is under way
+    this.#timer ??= setTimeout(() => this.#flush(WRITE_CHUNK), this.flushMs);
   }
 }
 

@@ -8,6 +8,7 @@ import { test } from "node:test";
 import { eventually, inFile, startTestServer } from "../testkit.ts";
 import { SqliteLogger } from "./sqlite.ts";
 import { StdoutLogger } from "./stdout.ts";
+import { WRITE_CHUNK } from "./logger.ts";
 
 /**
  * A log file's place in a new temporary folder (removed with everything in it on dispose), and a
@@ -70,8 +71,8 @@ test("the batch is written by its timer without anyone calling flush", async () 
   let flushed!: () => void;
   const written = new Promise<void>((resolve) => flushed = resolve);
   const logger = new (class extends SqliteLogger {
-    override flush() {
-      super.flush();
+    protected override write(...batch: Parameters<SqliteLogger["write"]>) {
+      super.write(...batch);
       flushed();
     }
   })(path, 10, () => {});
@@ -393,4 +394,24 @@ test("a log from an older schema is rebuilt once to take the newer statuses; its
     ],
     "the rebuilt table has every index",
   );
+});
+
+test("a timed flush writes a large backlog in chunks of WRITE_CHUNK, one turn of the event loop each", async () => {
+  using log = temporaryLog();
+  const sizes: number[] = [];
+  let done!: () => void;
+  const allWritten = new Promise<void>((resolve) => done = resolve);
+  const logger = new (class extends SqliteLogger {
+    protected override write(...batch: Parameters<SqliteLogger["write"]>) {
+      super.write(...batch);
+      sizes.push(batch[0].length + batch[1].size);
+      if (sizes.reduce((a, b) => a + b, 0) === 600) done();
+    }
+  })(log.path, 10, (e) => log.errors.push(e as Error));
+  for (let id = 1; id <= 600; id++) logger.log(record(id));
+  await allWritten;
+  assert.deepEqual(sizes, [WRITE_CHUNK, WRITE_CHUNK, 600 - 2 * WRITE_CHUNK]);
+  assert.equal(rowsOf(log.path).length, 600);
+  logger.close();
+  assert.deepEqual(log.errors, []);
 });
