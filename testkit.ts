@@ -3,9 +3,10 @@
  * client for what a browser cannot do (send headers, stop reading). Runtime-neutral: the same
  * tests run under `deno test` and `bun test`.
  */
+import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { connect as tcpConnect, type Socket as TcpSocket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -424,6 +425,8 @@ export async function withProgram(
     await story(port, started);
   } finally {
     started.child.kill("SIGKILL");
+    await started.exited;
+    rmSync(started.dir, { recursive: true, force: true });
   }
 }
 
@@ -573,4 +576,35 @@ export function inFile(path: string, query: string): Record<string, unknown>[] {
   } finally {
     db.close();
   }
+}
+
+/** Chromium from Debian's package; the tests never let a tool download a browser. */
+export const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+];
+
+/**
+ * Debian's Chromium, driven by playwright-core; undefined when it is not installed: then the test
+ * says `SKIP: …` loudly (`what` says what was not run), and fails when CI=true, where a skipped
+ * browser test would pass unseen.
+ */
+export async function launchChromium(
+  t: { skip(message?: string): void },
+  what: string,
+): Promise<import("playwright-core").Browser | undefined> {
+  if (!existsSync(CHROMIUM)) {
+    const why = `SKIP: ${CHROMIUM} is not installed (apt-get install chromium); ${what}`;
+    if (process.env.CI === "true") assert.fail(why);
+    console.warn(why);
+    t.skip(why);
+    return undefined;
+  }
+  const { chromium } = await import("playwright-core");
+  return await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
 }

@@ -42,6 +42,9 @@ function claims(req: z.infer<typeof TokenRequest>): Record<string, unknown> {
     };
   }
   return {
+    // In the room from the start, so that `since=0` replays the room's history (the form's edits):
+    // a resume replays only the groups of the token.
+    ...(req.room ? { groups: [req.room] } : {}),
     subscribe: ["form-*"],
     publish: ["form-*"],
     info: { name: req.name, color: req.color ?? "#3366cc" },
