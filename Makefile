@@ -77,7 +77,7 @@ test:
 	exit $$rc
 
 build: deps
-	$(BUN) build --compile --minify --sourcemap main.ts --outfile dist/deno-pusher
+	$(BUN) build --compile --minify --sourcemap main.ts sqlite_checkpointer.ts --outfile dist/deno-pusher
 
 build-deno: deps
 	$(DENO) compile $(DENO_FLAGS) --output dist/deno-pusher-deno main.ts

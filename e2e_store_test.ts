@@ -12,7 +12,15 @@ import process from "node:process";
 import { test } from "node:test";
 import { SqliteLogger } from "./message/sqlite.ts";
 import { DatabaseSync } from "node:sqlite";
-import { inFile, runProgram, startProgram, stopProgram, until, withProgram } from "./testkit.ts";
+import {
+  inFile,
+  programMetric,
+  runProgram,
+  startProgram,
+  stopProgram,
+  until,
+  withProgram,
+} from "./testkit.ts";
 
 const SECRET = "e2e-secret-0123456789abcdef0123456789";
 
@@ -122,5 +130,20 @@ test("while the message log cannot write, sends answer 503 with no id; once it c
       assert.equal(res.status, 200, `message ${id} is in the log`);
       assert.equal((await res.json()).status, "offline");
     }
+  });
+});
+
+test("the SQLite files are checkpointed off the event loop, by a worker the program (and the executable) carries", async () => {
+  await withProgram([], async (port, started) => {
+    for (let i = 0; i < 20; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}/send?uid=nobody&message=m${i}`);
+      await res.body?.cancel();
+    }
+    await until(
+      async () => await programMetric(port, "sqlite_checkpoints_total") >= 6,
+      "checkpoints by the worker",
+    );
+    assert.equal(await programMetric(port, "sqlite_checkpoint_errors_total"), 0);
+    assert.doesNotMatch(started.output(), /checkpoint/);
   });
 });

@@ -17,6 +17,7 @@ import { type MessageLogger, NullLogger } from "./message/logger.ts";
 import { SqliteLogger } from "./message/sqlite.ts";
 import { SqliteHistory } from "./engine/history_sqlite.ts";
 import { IDEMPOTENCY_FILE, SqliteIdempotency } from "./idempotency/sqlite.ts";
+import { startCheckpoints } from "./sqlite.ts";
 import { StdoutLogger } from "./message/stdout.ts";
 import { Metrics } from "./metrics.ts";
 import type { Listening } from "./runtime/contract.ts";
@@ -77,6 +78,21 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   const dataDir = lockDataDir(config.dataDir); // refuses a second server on the same directory
   const onLogError = (err: unknown) =>
     console.error(`message log: ${err instanceof Error ? err.message : err}`);
+  const metrics = new Metrics();
+  // Checkpoints of the SQLite files run off the event loop (sqlite_checkpointer.ts); started before
+  // the stores open, so that they leave checkpoints to it.
+  const checkpoints = startCheckpoints(
+    [
+      ...(config.messageLogger === "sqlite" ? [join(dataDir.dir, "messages.db")] : []),
+      ...(config.historySize > 0 ? [join(dataDir.dir, "history.db")] : []),
+      join(dataDir.dir, IDEMPOTENCY_FILE),
+    ],
+    (err) => {
+      metrics.sqliteCheckpointErrors++;
+      console.error(`sqlite: ${err.message}`);
+    },
+    () => metrics.sqliteCheckpoints++,
+  );
   let logger: MessageLogger | undefined, ids: MessageIds;
   let history: SqliteHistory | undefined;
   let idempotency: SqliteIdempotency | undefined;
@@ -107,13 +123,14 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       );
     }
   } catch (err) {
+    checkpoints?.stop();
     logger?.close();
     await history?.close();
     await idempotency?.close();
     dataDir.release();
     throw err;
   }
-  const metrics = new Metrics(logger);
+  metrics.messageLog = logger;
   const hub = new Hub({
     logger,
     ids,
@@ -150,6 +167,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       maxQueueBytes: config.maxQueueBytes,
     });
   } catch (err) {
+    checkpoints?.stop();
     logger.close();
     await history?.close();
     await idempotency?.close();
@@ -193,6 +211,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
             `shutdown: SHUTDOWN_GRACE of ${config.shutdownGrace}s is over with requests still open`,
           );
         }
+        checkpoints?.stop();
         logger.close();
         await history?.close();
         await idempotency?.close();

@@ -39,11 +39,16 @@ export class Metrics {
   slowConsumers = 0;
   authFailures = 0;
   presenceSuppressed = 0;
+  sqliteCheckpoints = 0;
+  sqliteCheckpointErrors = 0;
   /** method → route → status → count; nested, so counting a request builds no string. */
   readonly #http = new Map<string, Map<string, Map<number, number>>>();
 
-  /** `messageLog` is read at each scrape for the message_log_* samples (all 0 without it). */
-  constructor(private readonly messageLog?: { stats?(): MessageLogStats }) {}
+  /**
+   * `messageLog` is read at each scrape for the message_log_* samples (all 0 without it); it may be
+   * set once the log is open.
+   */
+  constructor(public messageLog?: { stats?(): MessageLogStats }) {}
 
   /**
    * Counts one HTTP response; `route` is the matched route pattern, never the raw path. Methods
@@ -155,6 +160,18 @@ export class Metrics {
       "counter",
       "Join and leave events not sent because the group had more than MAX_PRESENCE_MEMBERS.",
       this.presenceSuppressed,
+    );
+    one(
+      "sqlite_checkpoints_total",
+      "counter",
+      "Checkpoints of the SQLite files' write-ahead logs, run off the event loop.",
+      this.sqliteCheckpoints,
+    );
+    one(
+      "sqlite_checkpoint_errors_total",
+      "counter",
+      "Checkpoints that failed (each is also a line on stderr).",
+      this.sqliteCheckpointErrors,
     );
     out.push(
       "# HELP http_requests_total HTTP responses by method, route and status.",

@@ -76,3 +76,74 @@ export function closeDatabase(db: DatabaseSync, file: string): Promise<void> {
   }
   return Promise.resolve();
 }
+
+/**
+ * Milliseconds between two checkpoints of the stores' write-ahead logs by the checkpointer
+ * (sqlite_checkpointer.ts): at thousands of sends a second a log then holds some hundreds of pages,
+ * well under the 1000 at which the writing connection would checkpoint on the event loop.
+ */
+export const CHECKPOINT_MS = 100;
+
+/**
+ * WAL pages after which a writing connection checkpoints by itself (SQLite's automatic checkpoint)
+ * while the checkpointer runs: only a safety net, for a checkpointer that stopped or fell behind,
+ * since a checkpoint on the event loop is what the checkpointer is there to avoid. 10,000 pages of
+ * 4 KiB: a log of 40 MiB at most. Without a checkpointer SQLite's default of 1000 stays.
+ */
+export const SAFETY_CHECKPOINT_PAGES = 10_000;
+
+/** Whether a checkpointer was started in this process; see walPragmas. */
+let checkpointerStarted = false;
+
+/**
+ * What every store runs on its connection when it opens its file: WAL with synchronous=NORMAL (a
+ * commit survives the process being killed, not a power cut), and the automatic checkpoint left to
+ * SQLite, or pushed back to SAFETY_CHECKPOINT_PAGES once `startCheckpoints` runs (call it first).
+ */
+export function walPragmas(): string {
+  const pages = checkpointerStarted ? SAFETY_CHECKPOINT_PAGES : 1000;
+  return `PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = ${pages};`;
+}
+
+/** A running checkpointer. */
+export interface Checkpoints {
+  stop(): void;
+}
+
+/**
+ * Starts the checkpointer worker on the SQLite files at `paths`, which may not exist yet (each is
+ * checkpointed once its store has made it): call it before opening the stores, so that they leave
+ * checkpoints to it (walPragmas). Its failures go to `onError`; when no worker can start, answers
+ * undefined after telling `onError`, and the writers checkpoint by themselves as before (a slower
+ * tail, never a wrong answer). A worker that fails later leaves SAFETY_CHECKPOINT_PAGES as the
+ * bound.
+ */
+export function startCheckpoints(
+  paths: string[],
+  onError: (err: Error) => void,
+  onCheckpoint: () => void = () => {},
+): Checkpoints | undefined {
+  let worker: Worker;
+  try {
+    worker = new Worker(new URL("./sqlite_checkpointer.ts", import.meta.url).href, {
+      type: "module",
+    });
+  } catch (err) {
+    onError(
+      new Error(`checkpoints run on the event loop: no worker could start: ${errorMessage(err)}`),
+    );
+    return undefined;
+  }
+  worker.onmessage = (event: MessageEvent<{ path: string; error?: string }>) => {
+    const { path, error } = event.data;
+    if (error === undefined) onCheckpoint();
+    else onError(new Error(`cannot checkpoint ${path}: ${error}`));
+  };
+  worker.onerror = (event: ErrorEvent) => {
+    event.preventDefault();
+    onError(new Error(`checkpoints run on the event loop: the worker failed: ${event.message}`));
+  };
+  worker.postMessage({ paths, everyMs: CHECKPOINT_MS });
+  checkpointerStarted = true;
+  return { stop: () => worker.terminate() };
+}

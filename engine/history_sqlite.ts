@@ -32,7 +32,7 @@ import {
   WrittenMarks,
 } from "./history.ts";
 import { frozen, type Publication, type StreamName } from "./stream.ts";
-import { closeDatabase, errorMessage, migrate, transaction } from "../sqlite.ts";
+import { closeDatabase, errorMessage, migrate, transaction, walPragmas } from "../sqlite.ts";
 
 /**
  * Appends a batch may hold before it is committed without waiting for the next turn: bounds the memory
@@ -230,7 +230,7 @@ export class SqliteHistory implements HistoryStore {
       throw new Error(`cannot open the history file ${path}: ${errorMessage(err)}`, { cause: err });
     }
     try {
-      this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+      this.#db.exec(walPragmas());
       upgrade(this.#db);
       migrate(this.#db, SCHEMA, SCHEMA_VERSION);
       this.#sql = this.#prepare();

@@ -15,7 +15,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { clearImmediate, setImmediate } from "node:timers";
-import { closeDatabase, errorMessage, migrate, transaction } from "../sqlite.ts";
+import { closeDatabase, errorMessage, migrate, transaction, walPragmas } from "../sqlite.ts";
 import { type KeptAnswer, keyOf, LocalIdempotencyStore } from "./local.ts";
 import type { IdempotencyOptions, IdempotencyStats } from "./store.ts";
 
@@ -117,7 +117,7 @@ export class SqliteIdempotency extends LocalIdempotencyStore {
       });
     }
     try {
-      this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+      this.#db.exec(walPragmas());
       migrate(this.#db, SCHEMA, SCHEMA_VERSION);
       this.#sql = this.#prepare();
       const { n } = this.#db.prepare("SELECT count(*) AS n FROM idempotency").get() as {

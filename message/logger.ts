@@ -163,10 +163,10 @@ export const MAX_BACKLOG_BYTES = 64 * 1024 * 1024;
 export const MAX_RETRY_MS = 10_000;
 
 /**
- * Records and status changes one timed flush writes in one transaction at most: some milliseconds
- * of the event loop. The rest follow at the next turns.
+ * Records and status changes one timed flush writes in one transaction at most: about a
+ * millisecond of the event loop. The rest follow at the next turns.
  */
-export const WRITE_CHUNK = 256;
+export const WRITE_CHUNK = 64;
 
 /** The first `n` items of `items`. */
 function* take<T>(items: Iterable<T>, n: number): Generator<T> {

@@ -13,7 +13,7 @@ import {
   type MessageRecord,
   type RecordChange,
 } from "./logger.ts";
-import { errorMessage, rollback } from "../sqlite.ts";
+import { errorMessage, rollback, walPragmas } from "../sqlite.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
@@ -138,7 +138,7 @@ export class SqliteLogger extends BatchingLogger {
   #open(): void {
     if (this.#path !== ":memory:") mkdirSync(dirname(this.#path), { recursive: true });
     this.db = new DatabaseSync(this.#path);
-    this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    this.db.exec(walPragmas());
     migrate(this.db);
     this.#insert = this.db.prepare(
       `INSERT INTO messages (id, uid, target, message, created_at, status, written, updated_at)
