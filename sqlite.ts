@@ -92,17 +92,25 @@ export const CHECKPOINT_MS = 100;
  */
 export const SAFETY_CHECKPOINT_PAGES = 10_000;
 
+/**
+ * Bytes a write-ahead log is cut back to when it starts over after a checkpoint: a burst that grew
+ * it does not keep the disk space for ever. 4 MiB.
+ */
+export const WAL_SIZE_LIMIT = 4 * 1024 * 1024;
+
 /** Whether a checkpointer was started in this process; see walPragmas. */
 let checkpointerStarted = false;
 
 /**
  * What every store runs on its connection when it opens its file: WAL with synchronous=NORMAL (a
- * commit survives the process being killed, not a power cut), and the automatic checkpoint left to
- * SQLite, or pushed back to SAFETY_CHECKPOINT_PAGES once `startCheckpoints` runs (call it first).
+ * commit survives the process being killed, not a power cut), the automatic checkpoint left to
+ * SQLite, or pushed back to SAFETY_CHECKPOINT_PAGES once `startCheckpoints` runs (call it first),
+ * and the log cut back to WAL_SIZE_LIMIT when it starts over.
  */
 export function walPragmas(): string {
   const pages = checkpointerStarted ? SAFETY_CHECKPOINT_PAGES : 1000;
-  return `PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = ${pages};`;
+  return `PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; ` +
+    `PRAGMA wal_autocheckpoint = ${pages}; PRAGMA journal_size_limit = ${WAL_SIZE_LIMIT};`;
 }
 
 /** A running checkpointer. */
