@@ -57,6 +57,12 @@ export interface StartOptions {
   stdout?: (text: string) => void;
   /** The clock message ids start from (ms since the epoch); tests step it back. */
   clock?: () => number;
+  /**
+   * Whether the SQLite files are checkpointed by a worker (sqlite_checkpointer.ts); default true.
+   * Tests that start many short-lived servers in one process turn it off: a worker per server is
+   * an isolate each, and the writers then checkpoint by themselves, as SQLite does by default.
+   */
+  checkpointer?: boolean;
 }
 
 /** Starts a server with `config`. Resolves once it listens. */
@@ -81,7 +87,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   const metrics = new Metrics();
   // Checkpoints of the SQLite files run off the event loop (sqlite_checkpointer.ts); started before
   // the stores open, so that they leave checkpoints to it.
-  const checkpoints = startCheckpoints(
+  const checkpoints = options.checkpointer === false ? undefined : startCheckpoints(
     [
       ...(config.messageLogger === "sqlite" ? [join(dataDir.dir, "messages.db")] : []),
       ...(config.historySize > 0 ? [join(dataDir.dir, "history.db")] : []),

@@ -59,7 +59,8 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
     dataDir,
     ...overrides,
   });
-  const running = await start(config);
+  // No checkpointer worker: suites start hundreds of these (e2e_store_test checks the worker).
+  const running = await start(config, { checkpointer: false });
   const url = `http://127.0.0.1:${running.port}`;
   return {
     ...running,
