@@ -262,6 +262,9 @@ export async function banner(running: Running, config: Config): Promise<string> 
         : config.messageLogger
     }`,
   ];
+  if (config.examples) {
+    lines.push(`examples (EXAMPLES=true): ${running.url}/examples/`);
+  }
   if (running.generatedSecret) {
     const token = await running.authenticator.sign("123", 24 * 3600);
     const ws = running.url.replace(/^http/, "ws");
