@@ -1,0 +1,537 @@
+/**
+ * The Redis history store, on ioredis: the history of a cluster of servers, kept where all of them
+ * can read it. It answers the same contract as the memory and SQLite stores (history_contract.ts).
+ *
+ * Keys, all under `prefix` (default "deno-pusher:") so that several deployments share a Redis:
+ *   history:stream:<stream>  sorted set: the stream's kept publications, scored by id; a member
+ *                            is the publication's JSON, {"id","ts","data","from"} in that order,
+ *                            so a script reads its ts without decoding the rest
+ *   history:trimmed          hash: stream → its trim mark (the highest id ever trimmed)
+ *   history:oldest           sorted set: stream → the ts of its oldest kept publication, so the
+ *                            sweep finds what expired without reading every stream
+ *   history:floor            what this Redis answers for: ids at or below it were never kept here
+ *   history:marks            hash: uid → its written mark (HistoryStore.wrote)
+ *   history:marks-at         sorted set: uid → when its mark was noted, so the sweep forgets them
+ *
+ * Every change is one Lua script (sent once per connection, then by its SHA), so a trim mark never
+ * moves without the rows that moved it, and an append, its size trim and its age trim are one
+ * step. Appends are not batched here: ioredis pipelines whatever is called in the same turn of the
+ * event loop into one write, and each append resolves when Redis has answered its own script.
+ * All commands go down one connection in call order, so a read sees every append called before
+ * it. Expired publications are trimmed by the stream's next append or read, and by the sweep.
+ *
+ * Redis loses what it held when it restarts without persistence (or is flushed): the floor key is
+ * gone then, and the next script sets it again to the highest id this store was handed, so that a
+ * reader from before is told recovered=false, never a false true. How durable an acknowledged
+ * append is, is Redis's own setting (appendonly, appendfsync): this store asks for nothing more.
+ *
+ * For one Redis (or a primary with replicas), not Redis Cluster: the sweep's script touches stream
+ * keys it computes, and every script touches the shared keys beside a stream's, which Cluster would
+ * put in other hash slots.
+ */
+import { Redis } from "ioredis";
+import { clearInterval, setInterval } from "node:timers";
+import {
+  checkBounds,
+  checkPublication,
+  checkRead,
+  HISTORY_SWEEP_MS,
+  type HistoryBounds,
+  type HistoryPage,
+  type HistoryStore,
+  MARK_FLUSH_MS,
+  WrittenMarks,
+} from "./history.ts";
+import { frozen, type Publication, type StreamName } from "./stream.ts";
+
+/** The key prefix when none is given. */
+export const DEFAULT_PREFIX = "deno-pusher:";
+
+/**
+ * Milliseconds to open a connection to Redis before the attempt counts as failed: a Redis on the
+ * same network answers in one; more means it is down or unreachable.
+ */
+export const REDIS_CONNECT_TIMEOUT_MS = 2_000;
+
+/**
+ * Milliseconds a command waits for Redis's answer before it rejects: an append that waits longer
+ * is answered 503 rather than hold its request. It may still land later; retrying it is harmless,
+ * since an id the stream holds changes nothing.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 5_000;
+
+/**
+ * Reconnections a command waits through before it rejects: with ioredis's back-off (50 ms more at
+ * each try), a Redis that is down fails appends within about REDIS_CONNECT_TIMEOUT_MS times this
+ * plus one, and they are answered 503 rather than hang.
+ */
+export const REDIS_RETRIES_PER_COMMAND = 2;
+
+/**
+ * Streams one sweep trims at most, and expired marks it forgets at most, in one script: bounds how
+ * long it holds Redis. What is left goes at the next sweep, or at the stream's next append or read.
+ */
+export const SWEEP_STREAMS = 1000;
+
+/** Written marks one script saves at most. */
+const MARKS_PER_SCRIPT = 1000;
+
+/** What a Redis store is built from. */
+export interface RedisHistoryOptions extends HistoryBounds {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. */
+  url: string;
+  /** Put before every key; give each deployment sharing a Redis its own. Default DEFAULT_PREFIX. */
+  prefix?: string;
+  /** The clock, in milliseconds since the epoch; tests move it. Default Date.now. */
+  now?: () => number;
+  /** Milliseconds between sweeps; 0 runs none (call `sweep`). Default HISTORY_SWEEP_MS. */
+  sweepMs?: number;
+  /**
+   * Told, naming the Redis, when the connection fails (it is tried again on its own), when a
+   * timed sweep fails, and when written marks could not be saved or loaded. Default: nothing.
+   */
+  onError?: (err: Error) => void;
+  /**
+   * The last message id handed out before this store opened: a Redis that holds no history yet
+   * holds nothing at or below it, so a reader from an older id is told recovered=false. Default 0.
+   */
+  floor?: number;
+}
+
+/**
+ * Lua the scripts share. A number goes to Redis with %.17g: Lua's own conversion keeps 14 digits,
+ * and ids and times have up to 16.
+ */
+const LUA_COMMON = `
+local function num(n) return string.format('%.17g', n) end
+local function tsOf(member)
+  return tonumber(string.match(member, '^{"id":%d+,"ts":([^,]+),'))
+end
+-- Trims from the oldest the publications of key with ts < cutoff; answers the new trim mark.
+local function expire(key, cutoff, trimmed)
+  while true do
+    local rows = redis.call('ZRANGE', key, 0, 99, 'WITHSCORES')
+    local n = 0
+    for i = 1, #rows, 2 do
+      if tsOf(rows[i]) >= cutoff then break end
+      n = n + 1
+      trimmed = math.max(trimmed, tonumber(rows[i + 1]))
+    end
+    if n > 0 then redis.call('ZREMRANGEBYRANK', key, 0, n - 1) end
+    if n < 100 then return trimmed end
+  end
+end
+-- Saves the stream's trim mark if it moved, and its oldest publication's ts in the sweep's index.
+local function save(key, trimmedKey, oldestKey, stream, before, trimmed)
+  if trimmed > before then redis.call('HSET', trimmedKey, stream, num(trimmed)) end
+  local first = redis.call('ZRANGE', key, 0, 0)
+  if #first == 0 then
+    redis.call('ZREM', oldestKey, stream)
+  else
+    redis.call('ZADD', oldestKey, num(tsOf(first[1])), stream)
+  end
+end
+-- The floor, set to fallback first if this Redis lost it (or never had it).
+local function floorOf(floorKey, fallback)
+  redis.call('SET', floorKey, fallback, 'NX')
+  return tonumber(redis.call('GET', floorKey))
+end
+`;
+
+/**
+ * KEYS: stream, trimmed, oldest, floor. ARGV: stream name, size, cutoff (ms), fallback floor, id,
+ * member. Keeps the publication unless the stream holds its id or it is at or below the mark or
+ * the floor, then trims the stream by age and by size.
+ */
+const APPEND_LUA = LUA_COMMON + `
+local key, trimmedKey, oldestKey, floorKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, size, cutoff = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local floor = floorOf(floorKey, ARGV[4])
+local before = tonumber(redis.call('HGET', trimmedKey, stream) or '0')
+local id = tonumber(ARGV[5])
+if id > math.max(before, floor) and #redis.call('ZRANGE', key, ARGV[5], ARGV[5], 'BYSCORE') == 0 then
+  redis.call('ZADD', key, ARGV[5], ARGV[6])
+end
+local trimmed = expire(key, cutoff, before)
+local n = redis.call('ZCARD', key)
+if n > size then
+  local gone = redis.call('ZRANGE', key, n - size - 1, n - size - 1, 'WITHSCORES')
+  trimmed = math.max(trimmed, tonumber(gone[2]))
+  redis.call('ZREMRANGEBYRANK', key, 0, n - size - 1)
+end
+save(key, trimmedKey, oldestKey, stream, before, trimmed)
+return 1
+`;
+
+/**
+ * KEYS: stream, trimmed, oldest, floor. ARGV: stream name, cutoff (ms), fallback floor, since,
+ * limit. Trims the stream by age, then answers {mark, members}: the highest id nothing is known
+ * at or below (trim mark or floor), and up to limit + 1 members above both it and since.
+ */
+const READ_LUA = LUA_COMMON + `
+local key, trimmedKey, oldestKey, floorKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, cutoff = ARGV[1], tonumber(ARGV[2])
+local floor = floorOf(floorKey, ARGV[3])
+local before = tonumber(redis.call('HGET', trimmedKey, stream) or '0')
+local trimmed = expire(key, cutoff, before)
+if trimmed > before then save(key, trimmedKey, oldestKey, stream, before, trimmed) end
+local mark = math.max(trimmed, floor)
+local from = math.max(tonumber(ARGV[4]), mark)
+local rows = redis.call('ZRANGE', key, '(' .. num(from), '+inf', 'BYSCORE', 'LIMIT', 0,
+  tonumber(ARGV[5]) + 1)
+return {num(mark), rows}
+`;
+
+/**
+ * KEYS: trimmed, oldest, marks, marks-at. ARGV: the stream keys' prefix, cutoff (ms), how many at
+ * most. Trims the streams whose oldest publication expired, and forgets the marks noted before the
+ * cutoff; answers how many streams it trimmed.
+ */
+const SWEEP_LUA = LUA_COMMON + `
+local trimmedKey, oldestKey, marksKey, marksAtKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local cutoff, most = tonumber(ARGV[2]), tonumber(ARGV[3])
+local streams = redis.call('ZRANGE', oldestKey, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', 0, most)
+for _, stream in ipairs(streams) do
+  local key = ARGV[1] .. stream
+  local before = tonumber(redis.call('HGET', trimmedKey, stream) or '0')
+  save(key, trimmedKey, oldestKey, stream, before, expire(key, cutoff, before))
+end
+local uids = redis.call('ZRANGE', marksAtKey, '-inf', '(' .. ARGV[2], 'BYSCORE', 'LIMIT', 0, most)
+if #uids > 0 then
+  redis.call('HDEL', marksKey, unpack(uids))
+  redis.call('ZREM', marksAtKey, unpack(uids))
+end
+return #streams
+`;
+
+/** KEYS: marks, marks-at. ARGV: uid, id, at, … Raises each uid's mark to id, noted at `at`. */
+const SAVE_MARKS_LUA = `
+for i = 1, #ARGV, 3 do
+  local old = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > old then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i])
+end
+return 1
+`;
+
+/** KEYS: marks, marks-at. ARGV: cutoff (ms). Answers uid, id, at, … of the marks not older. */
+const LOAD_MARKS_LUA = `
+local rows = redis.call('ZRANGE', KEYS[2], ARGV[1], '+inf', 'BYSCORE', 'WITHSCORES')
+local out = {}
+for i = 1, #rows, 2 do
+  local id = redis.call('HGET', KEYS[1], rows[i])
+  if id then
+    out[#out + 1] = rows[i]
+    out[#out + 1] = id
+    out[#out + 1] = rows[i + 1]
+  end
+end
+return out
+`;
+
+/** The scripts as ioredis's defineCommand makes them: each resolves with the script's answer. */
+interface Scripts {
+  historyAppend(...args: string[]): Promise<number>;
+  historyRead(...args: string[]): Promise<[string, string[]]>;
+  historySweep(...args: string[]): Promise<number>;
+  historySaveMarks(...args: string[]): Promise<number>;
+  historyLoadMarks(...args: string[]): Promise<string[]>;
+}
+
+/** A publication as a member of its stream's sorted set; see the file's header. */
+interface Stored {
+  id: number;
+  ts: number;
+  data: string;
+  from?: { uid: string; client: string };
+}
+
+/** `url` without its password, to name the server in errors and logs. */
+export function redactedUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new TypeError("the Redis URL must look like redis://host:port, and does not");
+  }
+  if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
+    throw new TypeError(`the Redis URL must start redis:// or rediss://, not ${parsed.protocol}//`);
+  }
+  if (parsed.password) parsed.password = "";
+  return parsed.toString();
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Keeps each stream's publications in Redis, within its bounds; a store opened later on the same
+ * Redis and prefix finds them, trim marks and written marks included. The store must be the only
+ * writer of its prefix. The constructor connects in the background: calls made before the
+ * connection is up wait for it (within REDIS_RETRIES_PER_COMMAND reconnections). Every error it
+ * reports names the Redis URL, never its password.
+ */
+export class RedisHistory implements HistoryStore {
+  readonly #redis: Redis & Scripts;
+  /** The URL without its password. */
+  readonly #name: string;
+  readonly #size: number;
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+  readonly #floor: number;
+  readonly #onError: (err: Error) => void;
+  readonly #keys: Record<"trimmed" | "oldest" | "floor" | "marks" | "marksAt", string>;
+  /** Where the stream keys start: the prefix and `history:stream:`. */
+  readonly #streamPrefix: string;
+  /** The highest id ever handed to `append`: the floor of a Redis found to have lost its data. */
+  #highest = 0;
+  readonly #marks: WrittenMarks;
+  /** Uids whose mark moved since the last save. */
+  #dirtyMarks = new Set<string>();
+  #markTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The marks saved but not acknowledged yet: `close` waits for them. */
+  #savingMarks: Promise<void> = Promise.resolve();
+  /** Loading the marks a previous store saved; `close` waits for it. */
+  readonly #loadingMarks: Promise<void>;
+  readonly #sweeper: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  /**
+   * Throws a RangeError for bounds out of range, and a TypeError when `url` is not a redis:// or
+   * rediss:// URL. Does not wait for the connection: see the class.
+   */
+  constructor(options: RedisHistoryOptions) {
+    checkBounds(options);
+    this.#name = redactedUrl(options.url);
+    const prefix = options.prefix ?? DEFAULT_PREFIX;
+    this.#size = options.size;
+    this.#ttlMs = options.ttl * 1000;
+    this.#now = options.now ?? Date.now;
+    this.#floor = options.floor ?? 0;
+    this.#onError = options.onError ?? (() => {});
+    this.#marks = new WrittenMarks(this.#ttlMs, this.#now);
+    this.#streamPrefix = `${prefix}history:stream:`;
+    this.#keys = {
+      trimmed: `${prefix}history:trimmed`,
+      oldest: `${prefix}history:oldest`,
+      floor: `${prefix}history:floor`,
+      marks: `${prefix}history:marks`,
+      marksAt: `${prefix}history:marks-at`,
+    };
+    const redis = new Redis(options.url, {
+      // RESP2: the plain replies every Redis since 2.6 gives.
+      protocol: 2,
+      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
+      commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+      maxRetriesPerRequest: REDIS_RETRIES_PER_COMMAND,
+      enableAutoPipelining: true,
+      connectionName: "deno-pusher-history",
+    });
+    redis.defineCommand("historyAppend", { numberOfKeys: 4, lua: APPEND_LUA });
+    redis.defineCommand("historyRead", { numberOfKeys: 4, lua: READ_LUA });
+    redis.defineCommand("historySweep", { numberOfKeys: 4, lua: SWEEP_LUA });
+    redis.defineCommand("historySaveMarks", { numberOfKeys: 2, lua: SAVE_MARKS_LUA });
+    redis.defineCommand("historyLoadMarks", {
+      numberOfKeys: 2,
+      lua: LOAD_MARKS_LUA,
+      readOnly: true,
+    });
+    this.#redis = redis as Redis & Scripts;
+    // Without a listener, ioredis prints every failed connection attempt itself.
+    let lastError = "";
+    redis.on("error", (err: Error) => {
+      if (err.message === lastError) return; // one report per cause, not one per retry
+      lastError = err.message;
+      this.#onError(new Error(`redis ${this.#name}: ${err.message}`, { cause: err }));
+    });
+    redis.on("ready", () => void (lastError = ""));
+    this.#loadingMarks = this.#loadMarks();
+    const sweepMs = options.sweepMs ?? HISTORY_SWEEP_MS;
+    if (sweepMs > 0) {
+      this.#sweeper = setInterval(() => this.sweep().catch(this.#onError), sweepMs);
+      // The sweep frees Redis's memory; it is no reason to keep a process alive.
+      this.#sweeper.unref();
+    }
+  }
+
+  append(publication: Publication): Promise<void> {
+    try {
+      this.#checkOpen();
+      checkPublication(publication);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const { id, stream, data, ts, from } = publication;
+    const stored: Stored = from ? { id, ts, data, from: { uid: from.uid, client: from.client } } : {
+      id,
+      ts,
+      data,
+    };
+    const fallbackFloor = Math.max(this.#floor, this.#highest);
+    this.#highest = Math.max(this.#highest, id);
+    return this.#redis.historyAppend(
+      ...this.#streamKeys(stream),
+      stream,
+      String(this.#size),
+      String(this.#now() - this.#ttlMs),
+      String(fallbackFloor),
+      String(id),
+      JSON.stringify(stored),
+    ).then(
+      () => {},
+      (err) => {
+        throw this.#error(`cannot append ${id} to ${stream}`, err);
+      },
+    );
+  }
+
+  read(stream: StreamName, since: number, limit: number): Promise<HistoryPage> {
+    try {
+      this.#checkOpen();
+      checkRead(since, limit);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#redis.historyRead(
+      ...this.#streamKeys(stream),
+      stream,
+      String(this.#now() - this.#ttlMs),
+      String(Math.max(this.#floor, this.#highest)),
+      String(since),
+      String(limit),
+    ).then(([mark, members]) => {
+      const publications = members.slice(0, limit).map((member) => {
+        const { id, ts, data, from } = JSON.parse(member) as Stored;
+        return frozen({ id, stream, data, ts, from });
+      });
+      return {
+        publications,
+        recovered: since >= Number(mark),
+        next: members.length > limit ? publications[limit - 1].id : null,
+      };
+    }, (err) => {
+      throw this.#error(`cannot read ${stream}`, err);
+    });
+  }
+
+  wrote(uid: string, id: number): void {
+    if (this.#closed || !this.#marks.raise(uid, id)) return;
+    this.#dirtyMarks.add(uid);
+    this.#markTimer ??= setTimeout(() => this.#saveMarks(), MARK_FLUSH_MS);
+  }
+
+  writtenThrough(uid: string): number {
+    return this.#marks.through(uid);
+  }
+
+  /**
+   * Trims the expired publications of up to SWEEP_STREAMS streams, and forgets expired written
+   * marks, in one script; the timer calls it every `sweepMs`. Its commands are sent at once, so a
+   * read called after it sees its effect. Resolves with how many streams it trimmed; rejects,
+   * naming the Redis, when the script failed.
+   */
+  sweep(): Promise<number> {
+    try {
+      this.#checkOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.#marks.forget();
+    const cutoff = this.#now() - this.#ttlMs;
+    const { trimmed, oldest, marks, marksAt } = this.#keys;
+    return this.#redis.historySweep(
+      trimmed,
+      oldest,
+      marks,
+      marksAt,
+      this.#streamPrefix,
+      String(cutoff),
+      String(SWEEP_STREAMS),
+    ).catch((err) => {
+      throw this.#error("cannot sweep", err);
+    });
+  }
+
+  close(): Promise<void> {
+    return this.#closing ??= this.#close();
+  }
+
+  async #close(): Promise<void> {
+    clearInterval(this.#sweeper);
+    this.#saveMarks();
+    this.#closed = true;
+    await Promise.allSettled([this.#loadingMarks, this.#savingMarks]);
+    if (this.#redis.status === "ready") {
+      // QUIT goes after every command sent, so their answers come first.
+      try {
+        await this.#redis.quit();
+        return;
+      } catch {
+        // The connection went down meanwhile: disconnect below.
+      }
+    }
+    // Commands waiting for a connection are rejected, and their callers told.
+    this.#redis.disconnect();
+  }
+
+  /** The keys a stream's scripts name, in their KEYS order. */
+  #streamKeys(stream: StreamName): [string, string, string, string] {
+    const { trimmed, oldest, floor } = this.#keys;
+    return [this.#streamPrefix + stream, trimmed, oldest, floor];
+  }
+
+  /** Saves the marks that moved since the last save; one that fails is tried again later. */
+  #saveMarks(): void {
+    clearTimeout(this.#markTimer);
+    this.#markTimer = undefined;
+    if (this.#dirtyMarks.size === 0 || this.#closed) return;
+    const uids = [...this.#dirtyMarks];
+    this.#dirtyMarks = new Set();
+    const saves: Promise<unknown>[] = [];
+    for (let i = 0; i < uids.length; i += MARKS_PER_SCRIPT) {
+      const args: string[] = [];
+      for (const uid of uids.slice(i, i + MARKS_PER_SCRIPT)) {
+        const mark = this.#marks.get(uid);
+        if (mark) args.push(uid, String(mark.id), String(mark.at));
+      }
+      if (args.length > 0) {
+        saves.push(this.#redis.historySaveMarks(this.#keys.marks, this.#keys.marksAt, ...args));
+      }
+    }
+    this.#savingMarks = Promise.all(saves).then(() => {}, (err) => {
+      for (const uid of uids) this.#dirtyMarks.add(uid);
+      if (!this.#closed) this.#markTimer ??= setTimeout(() => this.#saveMarks(), MARK_FLUSH_MS);
+      this.#onError(this.#error(`cannot save the written marks of ${uids.length} uids`, err));
+    });
+  }
+
+  /** Loads the marks a store on this prefix saved, keeping those noted here since it opened. */
+  async #loadMarks(): Promise<void> {
+    try {
+      const cutoff = this.#now() - this.#ttlMs;
+      const rows = await this.#redis.historyLoadMarks(
+        this.#keys.marks,
+        this.#keys.marksAt,
+        String(cutoff),
+      );
+      for (let i = 0; i < rows.length; i += 3) {
+        const uid = rows[i];
+        const mark = { id: Number(rows[i + 1]), at: Number(rows[i + 2]) };
+        if ((this.#marks.get(uid)?.id ?? 0) < mark.id) this.#marks.load(uid, mark);
+      }
+    } catch (err) {
+      if (!this.#closed) this.#onError(this.#error("cannot load the written marks", err));
+    }
+  }
+
+  /** An error naming the Redis and what failed. */
+  #error(what: string, err: unknown): Error {
+    return new Error(`redis ${this.#name}: ${what}: ${errorMessage(err)}`, { cause: err });
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new Error(`the Redis history store on ${this.#name} is closed`);
+  }
+}
