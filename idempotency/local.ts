@@ -189,7 +189,7 @@ export abstract class LocalIdempotencyStore implements IdempotencyStore {
         let kept: KeptAnswer;
         try {
           this.#checkOpen();
-          kept = { fingerprint, ...encode(answer), createdAt: this.now() };
+          kept = { fingerprint, ...encodeAnswer(answer), createdAt: this.now() };
         } catch (err) {
           release();
           return Promise.reject(err);
@@ -209,8 +209,11 @@ export abstract class LocalIdempotencyStore implements IdempotencyStore {
   }
 }
 
-/** The answer's status and its body as JSON; throws a TypeError naming what is wrong. */
-function encode({ status, body }: IdempotentAnswer): { status: number; body: string } {
+/**
+ * The answer's status and its body as JSON, as every store keeps them; throws a TypeError naming
+ * what is wrong.
+ */
+export function encodeAnswer({ status, body }: IdempotentAnswer): { status: number; body: string } {
   if (!Number.isInteger(status) || status < 100 || status > 599) {
     throw new TypeError(`an answer's status must be a whole number from 100 to 599, not ${status}`);
   }

@@ -2,8 +2,8 @@
  * The idempotency key store: what lets a backend retry a send safely. A send that carries an
  * `Idempotency-Key` header asks the store first; the first request with a key runs and its answer
  * is kept, and a retry with the same key within IDEMPOTENCY_TTL gets that answer again instead of
- * pushing a second time. One interface, one implementation per backend (memory.ts, sqlite.ts), as
- * the history store is split.
+ * pushing a second time. One interface, one implementation per backend (memory.ts, sqlite.ts,
+ * redis.ts), as the history store is split.
  *
  * What a key is tied to: a scope, which the caller builds from who is asking and where (the API
  * key's digest and the route, or "loopback" and the route), so two backends never see each other's
