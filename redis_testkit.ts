@@ -78,15 +78,16 @@ function pings(port: number): Promise<boolean> {
 }
 
 /**
- * Starts a redis-server on a free port, without persistence, and resolves once it answers PING.
+ * Starts a redis-server on `port` (default a free one; give a stopped server's port to restart it,
+ * empty), without persistence, and resolves once it answers PING.
  * Throws REDIS_MISSING when there is no redis-server on PATH (call findRedisServer first to skip),
  * and an error with the server's output when it does not come up. The server is killed when the
  * test process exits, should the test forget to stop it.
  */
-export async function startRedis(): Promise<TestRedis> {
+export async function startRedis(options: { port?: number } = {}): Promise<TestRedis> {
   const bin = findRedisServer();
   if (!bin) throw new Error(REDIS_MISSING);
-  const port = await freePort();
+  const port = options.port ?? await freePort();
   const child: ChildProcess = spawn(bin, [
     "--port",
     String(port),

@@ -139,27 +139,37 @@ end
 `;
 
 /**
- * KEYS: stream, trimmed, oldest, floor. ARGV: stream name, size, cutoff (ms), fallback floor, id,
- * member. Keeps the publication unless the stream holds its id or it is at or below the mark or
- * the floor, then trims the stream by age and by size.
+ * Lua defining `historyAppend(keys, args, id)`, the append of one publication: `keys` the stream's
+ * keys (stream, trimmed, oldest, floor), `args` the stream name, size, cutoff (ms), fallback floor
+ * and the member without its id (RedisHistory.appendStep). Keeps the publication unless the stream
+ * holds its id or it is at or below the mark or the floor, then trims the stream by age and by
+ * size. A function, so that a script that assigns the id itself (broker_redis.ts) appends in the
+ * same step, and this file stays the only one that knows the layout.
  */
-const APPEND_LUA = LUA_COMMON + `
-local key, trimmedKey, oldestKey, floorKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local stream, size, cutoff = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local floor = floorOf(floorKey, ARGV[4])
-local before = tonumber(redis.call('HGET', trimmedKey, stream) or '0')
-local id = tonumber(ARGV[5])
-if id > math.max(before, floor) and #redis.call('ZRANGE', key, ARGV[5], ARGV[5], 'BYSCORE') == 0 then
-  redis.call('ZADD', key, ARGV[5], ARGV[6])
+export const HISTORY_APPEND_LUA = LUA_COMMON + `
+local function historyAppend(keys, args, id)
+  local key, trimmedKey, oldestKey, floorKey = keys[1], keys[2], keys[3], keys[4]
+  local stream, size, cutoff = args[1], tonumber(args[2]), tonumber(args[3])
+  local floor = floorOf(floorKey, args[4])
+  local before = tonumber(redis.call('HGET', trimmedKey, stream) or '0')
+  local score = num(id)
+  if id > math.max(before, floor) and #redis.call('ZRANGE', key, score, score, 'BYSCORE') == 0 then
+    redis.call('ZADD', key, score, '{"id":' .. score .. ',' .. string.sub(args[5], 2))
+  end
+  local trimmed = expire(key, cutoff, before)
+  local n = redis.call('ZCARD', key)
+  if n > size then
+    local gone = redis.call('ZRANGE', key, n - size - 1, n - size - 1, 'WITHSCORES')
+    trimmed = math.max(trimmed, tonumber(gone[2]))
+    redis.call('ZREMRANGEBYRANK', key, 0, n - size - 1)
+  end
+  save(key, trimmedKey, oldestKey, stream, before, trimmed)
 end
-local trimmed = expire(key, cutoff, before)
-local n = redis.call('ZCARD', key)
-if n > size then
-  local gone = redis.call('ZRANGE', key, n - size - 1, n - size - 1, 'WITHSCORES')
-  trimmed = math.max(trimmed, tonumber(gone[2]))
-  redis.call('ZREMRANGEBYRANK', key, 0, n - size - 1)
-end
-save(key, trimmedKey, oldestKey, stream, before, trimmed)
+`;
+
+/** KEYS: as historyAppend's. ARGV: historyAppend's args, then the id. */
+const APPEND_LUA = HISTORY_APPEND_LUA + `
+historyAppend(KEYS, ARGV, tonumber(ARGV[6]))
 return 1
 `;
 
@@ -363,28 +373,44 @@ export class RedisHistory implements HistoryStore {
     } catch (err) {
       return Promise.reject(err);
     }
-    const { id, stream, data, ts, from } = publication;
-    const stored: Stored = from ? { id, ts, data, from: { uid: from.uid, client: from.client } } : {
-      id,
-      ts,
-      data,
-    };
-    const fallbackFloor = Math.max(this.#floor, this.#highest);
+    const { id, stream } = publication;
+    const { keys, args } = this.appendStep(publication, 0);
     this.#highest = Math.max(this.#highest, id);
-    return this.#redis.historyAppend(
-      ...this.#streamKeys(stream),
-      stream,
-      String(this.#size),
-      String(this.#now() - this.#ttlMs),
-      String(fallbackFloor),
-      String(id),
-      JSON.stringify(stored),
-    ).then(
+    return this.#redis.historyAppend(...keys, ...args, String(id)).then(
       () => {},
       (err) => {
         throw this.#error(`cannot append ${id} to ${stream}`, err);
       },
     );
+  }
+
+  /**
+   * The keys and arguments of HISTORY_APPEND_LUA's `historyAppend` for `publication`, whose id the
+   * caller's script assigns (broker_redis.ts); `highest` is the highest id the caller has seen, so
+   * that a Redis found to have lost its data is given a floor at or above it. Throws when the store
+   * is closed.
+   */
+  appendStep(
+    publication: Omit<Publication, "id">,
+    highest: number,
+  ): { keys: string[]; args: string[] } {
+    this.#checkOpen();
+    this.#highest = Math.max(this.#highest, highest);
+    const { stream, data, ts, from } = publication;
+    // The member without its id: historyAppend puts `{"id":<id>,` in front of the rest.
+    const rest: Omit<Stored, "id"> = from
+      ? { ts, data, from: { uid: from.uid, client: from.client } }
+      : { ts, data };
+    return {
+      keys: this.#streamKeys(stream),
+      args: [
+        stream,
+        String(this.#size),
+        String(this.#now() - this.#ttlMs),
+        String(Math.max(this.#floor, this.#highest)),
+        JSON.stringify(rest),
+      ],
+    };
   }
 
   read(stream: StreamName, since: number, limit: number): Promise<HistoryPage> {
@@ -464,8 +490,10 @@ export class RedisHistory implements HistoryStore {
     this.#closed = true;
     await Promise.allSettled([this.#loadingMarks, this.#savingMarks]);
     if (this.#redis.status === "ready") {
-      // QUIT goes after every command sent, so their answers come first.
       try {
+        // ioredis may send QUIT ahead of commands it is still gathering into a pipeline: a PING
+        // goes in order behind them, so once it is answered, so are they.
+        await this.#redis.ping();
         await this.#redis.quit();
         return;
       } catch {
