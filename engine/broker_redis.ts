@@ -36,15 +36,14 @@
  */
 import { Redis } from "ioredis";
 import type { Broker, PublicationHandler } from "./broker.ts";
+import { HISTORY_APPEND_LUA, type RedisHistory } from "./history_redis.ts";
 import {
   DEFAULT_PREFIX,
-  HISTORY_APPEND_LUA,
   redactedUrl,
   REDIS_COMMAND_TIMEOUT_MS,
   REDIS_CONNECT_TIMEOUT_MS,
   REDIS_RETRIES_PER_COMMAND,
-  type RedisHistory,
-} from "./history_redis.ts";
+} from "./redis.ts";
 import { frozen, type Publication, type Sender, type StreamName } from "./stream.ts";
 
 /**

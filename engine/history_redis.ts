@@ -30,6 +30,7 @@
  * put in other hash slots.
  */
 import { Redis } from "ioredis";
+import { errorMessage } from "../sqlite.ts";
 import { clearInterval, setInterval } from "node:timers";
 import {
   checkBounds,
@@ -43,29 +44,9 @@ import {
   WrittenMarks,
 } from "./history.ts";
 import { frozen, type Publication, type StreamName } from "./stream.ts";
+import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "./redis.ts";
 
-/** The key prefix when none is given. */
-export const DEFAULT_PREFIX = "deno-pusher:";
-
-/**
- * Milliseconds to open a connection to Redis before the attempt counts as failed: a Redis on the
- * same network answers in one; more means it is down or unreachable.
- */
-export const REDIS_CONNECT_TIMEOUT_MS = 2_000;
-
-/**
- * Milliseconds a command waits for Redis's answer before it rejects: an append that waits longer
- * is answered 503 rather than hold its request. It may still land later; retrying it is harmless,
- * since an id the stream holds changes nothing.
- */
-export const REDIS_COMMAND_TIMEOUT_MS = 5_000;
-
-/**
- * Reconnections a command waits through before it rejects: with ioredis's back-off (50 ms more at
- * each try), a Redis that is down fails appends within about REDIS_CONNECT_TIMEOUT_MS times this
- * plus one, and they are answered 503 rather than hang.
- */
-export const REDIS_RETRIES_PER_COMMAND = 2;
+export { DEFAULT_PREFIX };
 
 /**
  * Streams one sweep trims at most, and expired marks it forgets at most, in one script: bounds how
@@ -256,25 +237,6 @@ interface Stored {
   from?: { uid: string; client: string };
 }
 
-/** `url` without its password, to name the server in errors and logs. */
-export function redactedUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new TypeError("the Redis URL must look like redis://host:port, and does not");
-  }
-  if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
-    throw new TypeError(`the Redis URL must start redis:// or rediss://, not ${parsed.protocol}//`);
-  }
-  if (parsed.password) parsed.password = "";
-  return parsed.toString();
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /**
  * Keeps each stream's publications in Redis, within its bounds; a store opened later on the same
  * Redis and prefix finds them, trim marks and written marks included. The store must be the only
@@ -330,15 +292,7 @@ export class RedisHistory implements HistoryStore {
       marks: `${prefix}history:marks`,
       marksAt: `${prefix}history:marks-at`,
     };
-    const redis = new Redis(options.url, {
-      // RESP2: the plain replies every Redis since 2.6 gives.
-      protocol: 2,
-      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
-      commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
-      maxRetriesPerRequest: REDIS_RETRIES_PER_COMMAND,
-      enableAutoPipelining: true,
-      connectionName: "deno-pusher-history",
-    });
+    const redis = new Redis(options.url, connectionOptions("deno-pusher-history"));
     redis.defineCommand("historyAppend", { numberOfKeys: 4, lua: APPEND_LUA });
     redis.defineCommand("historyRead", { numberOfKeys: 4, lua: READ_LUA });
     redis.defineCommand("historySweep", { numberOfKeys: 4, lua: SWEEP_LUA });

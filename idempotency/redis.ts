@@ -34,6 +34,8 @@
  * index beside a key's hash, and the bound deletes hashes it computes from the index.
  */
 import { Redis } from "ioredis";
+import { errorMessage } from "../sqlite.ts";
+import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "../engine/redis.ts";
 import { randomUUID } from "node:crypto";
 import { clearInterval, setInterval } from "node:timers";
 import { encodeAnswer, keyOf } from "./local.ts";
@@ -50,9 +52,6 @@ import {
   SWEEP_MS,
   WAIT_MS,
 } from "./store.ts";
-
-/** The key prefix when none is given (the history store's too). */
-export const DEFAULT_PREFIX = "deno-pusher:";
 
 /**
  * Milliseconds a claim lives in Redis when its node neither finishes nor abandons it (the node
@@ -71,25 +70,6 @@ export const POLL_MIN_MS = 5;
  * WAIT_MS / POLL_MAX_MS + 5 looks, some fifty, before it is answered in-progress.
  */
 export const POLL_MAX_MS = 100;
-
-/**
- * Milliseconds to open a connection to Redis before the attempt counts as failed: a Redis on the
- * same network answers in one; more means it is down or unreachable.
- */
-export const REDIS_CONNECT_TIMEOUT_MS = 2_000;
-
-/**
- * Milliseconds a command waits for Redis's answer before it rejects: a send that waits longer is
- * answered 503 rather than hold its request.
- */
-export const REDIS_COMMAND_TIMEOUT_MS = 5_000;
-
-/**
- * Reconnections a command waits through before it rejects: a Redis that refuses connections fails
- * a `begin` within some hundreds of milliseconds (ioredis waits 50 ms more at each try), and one
- * that does not answer within about REDIS_CONNECT_TIMEOUT_MS times this plus one.
- */
-export const REDIS_RETRIES_PER_COMMAND = 2;
 
 /** Expired answers a sweep deletes at most in one script: bounds how long it holds Redis. */
 export const SWEEP_KEYS = 10_000;
@@ -213,28 +193,6 @@ interface Scripts {
 }
 
 /**
- * `url` without its password, to name the server in errors and logs. Throws a TypeError when it
- * is not a redis:// or rediss:// URL (saying so without repeating it: it may hold the password).
- */
-function redisName(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new TypeError("the Redis URL must look like redis://host:port, and does not");
-  }
-  if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
-    throw new TypeError(`the Redis URL must start redis:// or rediss://, not ${parsed.protocol}//`);
-  }
-  if (parsed.password) parsed.password = "";
-  return parsed.toString();
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/**
  * Keeps the keys in Redis, shared by every store on the same Redis and prefix: each such store
  * stands for a node, and what one claims or answers, the others see. The constructor connects in
  * the background; calls made before the connection is up wait for it (within
@@ -283,7 +241,7 @@ export class RedisIdempotency implements IdempotencyStore {
     if (!Number.isSafeInteger(claimMs) || claimMs < 1) {
       throw new RangeError(`idempotency claimMs must be a whole number 1 or more, not ${claimMs}`);
     }
-    this.#name = redisName(options.url);
+    this.#name = redactedUrl(options.url);
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     this.#ttlMs = Math.max(1, Math.round(options.ttl * 1000));
     this.#claimMs = claimMs;
@@ -294,15 +252,7 @@ export class RedisIdempotency implements IdempotencyStore {
     this.#keyPrefix = `${prefix}idempotency:key:`;
     this.#index = `${prefix}idempotency:index`;
     this.#evictedKey = `${prefix}idempotency:evicted`;
-    const redis = new Redis(options.url, {
-      // RESP2: the plain replies every Redis since 2.6 gives.
-      protocol: 2,
-      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
-      commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
-      maxRetriesPerRequest: REDIS_RETRIES_PER_COMMAND,
-      enableAutoPipelining: true,
-      connectionName: "deno-pusher-idempotency",
-    });
+    const redis = new Redis(options.url, connectionOptions("deno-pusher-idempotency"));
     redis.defineCommand("idempotencyBegin", { numberOfKeys: 3, lua: BEGIN_LUA });
     redis.defineCommand("idempotencyFinish", { numberOfKeys: 3, lua: FINISH_LUA });
     redis.defineCommand("idempotencyAbandon", { numberOfKeys: 1, lua: ABANDON_LUA });
