@@ -16,6 +16,7 @@ import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/mes
 import type { Metrics } from "./metrics.ts";
 import { permissionsOf } from "./permissions.ts";
 import { DEFAULT_MAX_LOCKS_PER_CONNECTION, type Lock, Locks } from "./locks.ts";
+import type { Broker } from "./engine/broker.ts";
 import { MemoryBroker } from "./engine/broker_memory.ts";
 import type { HistoryPage, HistoryStore } from "./engine/history.ts";
 import { Resume, type ResumeOutcome } from "./engine/resume.ts";
@@ -94,6 +95,13 @@ export interface HubOptions {
    */
   history?: HistoryStore;
   /**
+   * What assigns ids to the messages of streams, has `history` keep them and carries them to the
+   * hub (engine/broker.ts); by default a MemoryBroker on `ids` and `history`, for one process. A
+   * cluster's broker (engine/broker_redis.ts) carries the other nodes' messages too; it must keep
+   * them in the same `history`, and hand the hub every publication in increasing id order.
+   */
+  broker?: Broker;
+  /**
    * Milliseconds a message to an offline uid waits in the mailbox for the uid's next connection
    * (OFFLINE_TTL); 0, the default, keeps no mailbox. Needs `history`, which keeps the messages.
    */
@@ -153,7 +161,7 @@ export class Hub {
   /** See HubOptions.offlineTtl; 0 when there is no mailbox. */
   readonly #offlineTtl: number;
   /** Assigns ids to the messages of streams, has them kept, then hands them to `#deliver`. */
-  readonly #broker: MemoryBroker;
+  readonly #broker: Broker;
   /** The id of the last publication the broker handed the hub: where a resume's replay ends. */
   #horizon = 0;
   /** What `#deliver` found for each publication, for the send that is waiting for it. */
@@ -191,7 +199,7 @@ export class Hub {
     // Every id of an earlier run is at or below where the ids start: all of it was kept before this
     // hub was made, so a resume from any of it reads history (engine/resume.ts's horizon).
     this.#horizon = this.#ids.last;
-    this.#broker = new MemoryBroker({ ids: this.#ids, history: this.#history });
+    this.#broker = options.broker ?? new MemoryBroker({ ids: this.#ids, history: this.#history });
     this.#broker.subscribe((publication) => this.#deliver(publication));
   }
 
