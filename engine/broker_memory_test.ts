@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { countFrom } from "../message/ids.ts";
 import { MemoryBroker } from "./broker_memory.ts";
-import type { HistoryPage, HistoryStore } from "./history.ts";
+import type { HistoryPage } from "./history.ts";
 import { MemoryHistory } from "./history_memory.ts";
 import { ALL_STREAM, groupStream, type Publication, uidStream } from "./stream.ts";
 
@@ -23,33 +23,20 @@ function memoryHistory(): MemoryHistory {
  * A store whose appends settle only when the test says: `settle(id)` lets the append of `id`
  * through to the memory store, `fail(id)` rejects it. Reads go straight to the memory store.
  */
-class HeldHistory implements HistoryStore {
-  readonly kept = memoryHistory();
+class HeldHistory extends MemoryHistory {
   readonly #held = new Map<number, { let: () => void; fail: (error: Error) => void }>();
 
-  append(publication: Publication): Promise<void> {
+  constructor() {
+    super({ size: 10_000, ttl: 3600, sweepMs: 0 });
+  }
+
+  override append(publication: Publication): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#held.set(publication.id, {
-        let: () => this.kept.append(publication).then(resolve, reject),
+        let: () => super.append(publication).then(resolve, reject),
         fail: reject,
       });
     });
-  }
-
-  read(stream: string, since: number, limit: number): Promise<HistoryPage> {
-    return this.kept.read(stream, since, limit);
-  }
-
-  wrote(uid: string, id: number): void {
-    this.kept.wrote(uid, id);
-  }
-
-  writtenThrough(uid: string): number {
-    return this.kept.writtenThrough(uid);
-  }
-
-  close(): Promise<void> {
-    return this.kept.close();
   }
 
   /** The ids whose appends are held, lowest first. */
@@ -158,12 +145,12 @@ test("a publication is kept before anyone sees it: at delivery, a history read r
   let delivered = 0;
   broker.subscribe((p) => {
     delivered++;
-    reads.push(history.kept.read(p.stream, p.id - 1, 1));
+    reads.push(history.read(p.stream, p.id - 1, 1));
   });
   const sent = broker.publish(ALICE, "durable");
   await settleAll();
   assert.equal(delivered, 0, "not delivered while the append is in flight");
-  assert.deepEqual((await history.kept.read(ALICE, 0, 10)).publications, []);
+  assert.deepEqual((await history.read(ALICE, 0, 10)).publications, []);
   history.settle(1);
   const publication = await sent;
   assert.equal(delivered, 1);

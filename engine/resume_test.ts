@@ -26,38 +26,21 @@ const MINE: StreamName[] = [ME, TEAM, OPS, ALL_STREAM];
  * A memory store whose reads wait until the test opens them one by one (`open`), so the test can
  * publish while a resume reads. `onRead` and `onAppend` see each call as it reaches the store.
  */
-class GatedHistory implements HistoryStore {
-  readonly kept: MemoryHistory;
+class GatedHistory extends MemoryHistory {
   /** Reads waiting to be let through, in the order they were asked for. */
   readonly waiting: (() => void)[] = [];
   reads = 0;
   onRead: (stream: StreamName, since: number) => void = () => {};
 
   constructor(size = 10_000) {
-    this.kept = new MemoryHistory({ size, ttl: 3600, sweepMs: 0 });
+    super({ size, ttl: 3600, sweepMs: 0 });
   }
 
-  append(publication: Publication): Promise<void> {
-    return this.kept.append(publication);
-  }
-
-  async read(stream: StreamName, since: number, limit: number): Promise<HistoryPage> {
+  override async read(stream: StreamName, since: number, limit: number): Promise<HistoryPage> {
     this.reads++;
     await new Promise<void>((resolve) => this.waiting.push(resolve));
     this.onRead(stream, since);
-    return this.kept.read(stream, since, limit);
-  }
-
-  wrote(uid: string, id: number): void {
-    this.kept.wrote(uid, id);
-  }
-
-  writtenThrough(uid: string): number {
-    return this.kept.writtenThrough(uid);
-  }
-
-  close(): Promise<void> {
-    return this.kept.close();
+    return super.read(stream, since, limit);
   }
 
   /** Lets the `n`th waiting read through (counted modulo how many wait); false when none waits. */
