@@ -230,6 +230,30 @@ export const SETTINGS = {
     help: "seconds a send's answer is kept for a retry with the same Idempotency-Key " +
       "(in <data-dir>/idempotency.db)",
   },
+  "redis-url": {
+    env: "REDIS_URL",
+    schema: z.string().regex(
+      /^rediss?:\/\/[^\s]+$/,
+      "must look like redis://host:6379 (rediss:// for TLS; a password as redis://:pw@host)",
+    ),
+    help: "join a cluster on this Redis: every node with the same REDIS_URL and REDIS_PREFIX " +
+      "behaves as one big node (history, ids, presence and idempotency keys live in Redis)",
+    secret: true,
+  },
+  "redis-prefix": {
+    env: "REDIS_PREFIX",
+    schema: z.string().min(1).max(64).regex(/^[^\s]+$/, "must have no spaces"),
+    default: "deno-pusher:",
+    help: "put before every Redis key and channel; one per cluster sharing a Redis",
+  },
+  "node-name": {
+    env: "NODE_NAME",
+    schema: z.string().min(1).max(128).regex(
+      /^[A-Za-z0-9._:-]+$/,
+      "must be letters, digits, . _ : -",
+    ),
+    help: "this node's name in the cluster, unique among its nodes; default <hostname>:<port>",
+  },
   "max-message-bytes": {
     env: "MAX_MESSAGE_BYTES",
     schema: int(1, 16 * 1024 * 1024),

@@ -16,7 +16,8 @@ import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/mes
 import type { Metrics } from "./metrics.ts";
 import { permissionsOf } from "./permissions.ts";
 import { DEFAULT_MAX_LOCKS_PER_CONNECTION, type Lock, Locks } from "./locks.ts";
-import type { Broker } from "./engine/broker.ts";
+import type { Broker, Origin } from "./engine/broker.ts";
+import type { ClusterCounts, PresenceRegistry, PresentClient } from "./engine/presence.ts";
 import { MemoryBroker } from "./engine/broker_memory.ts";
 import type { HistoryPage, HistoryStore } from "./engine/history.ts";
 import { Resume, type ResumeOutcome } from "./engine/resume.ts";
@@ -34,7 +35,11 @@ export type DeliveryErrorHandler = (
   error: { messageId: number; target: string; clientId: string; how: "failed" | "dropped" },
 ) => void;
 
-/** The outcome of a push. */
+/**
+ * The outcome of a push. In a cluster, the connections of other nodes count as the presence
+ * registry listed them when the message was published: they were handed it through the broker,
+ * and their own nodes write it.
+ */
 export interface SendResult {
   id: number;
   /** Connections the message was written or queued to. */
@@ -110,6 +115,13 @@ export interface HubOptions {
   maxGroupMembers?: number;
   /** Keys one connection may lock at once (DEFAULT_MAX_LOCKS_PER_CONNECTION); 0: no bound. */
   maxLocksPerConnection?: number;
+  /**
+   * The cluster's presence registry (engine/presence.ts), told of every change to the indexes;
+   * none for a single node. With one, the hub is a node of a cluster named `presence.node`: its
+   * `broker` must be the cluster's, tell it the origin of each publication (broker.ts's Origin)
+   * and have `publishToClient`, and a send's counts are the cluster's (see SendResult).
+   */
+  presence?: PresenceRegistry;
 }
 
 /** A lock as frames and the API show it. */
@@ -179,6 +191,9 @@ export class Hub {
   /** Per-group bounds set through the API, over MAX_GROUP_MEMBERS; kept while the server runs. */
   readonly #capacities = new Map<string, number>();
   readonly #locks: Locks;
+  readonly #registry: PresenceRegistry | undefined;
+  /** This node's name in a cluster; undefined for a single node. */
+  readonly #node: string | undefined;
 
   constructor(options: HubOptions) {
     this.#logger = options.logger;
@@ -192,6 +207,8 @@ export class Hub {
     this.#history = options.history;
     this.#offlineTtl = options.history ? options.offlineTtl ?? 0 : 0;
     this.#maxGroupMembers = options.maxGroupMembers ?? 0;
+    this.#registry = options.presence;
+    this.#node = options.presence?.node;
     this.#locks = new Locks(
       options.maxLocksPerConnection ?? DEFAULT_MAX_LOCKS_PER_CONNECTION,
       (lock) => this.#released([lock]),
@@ -200,7 +217,23 @@ export class Hub {
     // hub was made, so a resume from any of it reads history (engine/resume.ts's horizon).
     this.#horizon = this.#ids.last;
     this.#broker = options.broker ?? new MemoryBroker({ ids: this.#ids, history: this.#history });
-    this.#broker.subscribe((publication) => this.#deliver(publication));
+    this.#broker.subscribe((publication, origin) => this.#deliver(publication, origin));
+  }
+
+  /**
+   * Every id up to `id` is kept in history or was handed to this hub already: a cluster's node
+   * tells it, once its broker is subscribed, the cluster's last id, so that a resume from any
+   * earlier id reads history (engine/resume.ts's horizon). Never lowers the horizon.
+   */
+  caughtUp(id: number): void {
+    this.#horizon = Math.max(this.#horizon, id);
+  }
+
+  /** This node's connections, with their uids and groups: what the presence registry lists. */
+  *present(): Iterable<PresentClient> {
+    for (const client of this.#clients.values()) {
+      yield { id: client.id, uid: client.uid, groups: [...client.groups] };
+    }
   }
 
   /** Whether messages are kept for clients that resume (HISTORY_SIZE > 0). */
@@ -248,6 +281,39 @@ export class Hub {
   /** Frames queued behind backed-up sockets, counted exactly. */
   get pending(): number {
     return this.#pending;
+  }
+
+  /**
+   * The counts of the whole cluster, every node's connections together; this node's alone when it
+   * is no cluster's. Rejects with StoreUnavailableError when the presence registry cannot answer.
+   */
+  counts(): Promise<ClusterCounts> {
+    if (!this.#registry) {
+      return Promise.resolve({
+        nodes: 1,
+        connections: this.#clients.size,
+        uids: this.#byUid.size,
+        groups: this.#groups.size,
+      });
+    }
+    return this.#registryAnswer(this.#registry.counts());
+  }
+
+  /** How many connections `uid` has in the whole cluster; rejects as `counts`. */
+  connectionsAnywhere(uid: string): Promise<number> {
+    if (!this.#registry) return Promise.resolve(this.connectionsOf(uid));
+    return this.#registryAnswer(this.#registry.connectionsOf(uid));
+  }
+
+  async #registryAnswer<T>(answer: Promise<T>): Promise<T> {
+    try {
+      return await answer;
+    } catch (err) {
+      throw new StoreUnavailableError(
+        `the cluster's presence cannot be read now: ${err instanceof Error ? err.message : err}`,
+        { cause: err },
+      );
+    }
   }
 
   /** The client with this id, if connected. */
@@ -446,6 +512,7 @@ export class Hub {
     const groups = [...client.groups];
     for (const group of groups) this.#leave(client, group);
     this.#setUid(client, uid);
+    this.#registry?.bound(client.id, uid);
     for (const group of groups) this.#join(client, group);
   }
 
@@ -605,9 +672,16 @@ export class Hub {
     return this.#publishStream(uidStream(uid), data);
   }
 
-  /** Pushes to one connection; not kept (a client id dies with its socket). */
-  sendToClient(id: string, data: string, dataBytes?: number): SendResult {
+  /**
+   * Pushes to one connection; not kept (a client id dies with its socket). In a cluster it goes
+   * through the broker to whichever node has the connection; rejects as sendToUid does then.
+   */
+  async sendToClient(id: string, data: string, dataBytes?: number): Promise<SendResult> {
     this.#checkLog();
+    if (this.#broker.publishToClient && this.#node !== undefined) {
+      const broker = this.#broker;
+      return await this.#published(() => broker.publishToClient!(id, data));
+    }
     const client = this.#clients.get(id);
     return this.#publish(
       { client: id },
@@ -692,31 +766,59 @@ export class Hub {
 
   async #publishStream(stream: StreamName, data: string, from?: Sender): Promise<SendResult> {
     this.#checkLog();
+    return await this.#published(() => this.#broker.publish(stream, data, from));
+  }
+
+  /** What `#deliver` found for the publication `publishing` made, once it is delivered here. */
+  async #published(publishing: () => Promise<Publication>): Promise<SendResult> {
     let publication: Publication;
     try {
-      publication = await this.#broker.publish(stream, data, from);
+      publication = await publishing();
     } catch (err) {
       throw new StoreUnavailableError(
         `the history store cannot keep messages now: ${err instanceof Error ? err.message : err}`,
         { cause: err },
       );
     }
-    const result = this.#results.get(publication.id)!;
+    const result = this.#results.get(publication.id);
     this.#results.delete(publication.id);
-    return result;
+    // Not delivered here: a cluster's broker lost its subscription meanwhile (it went to the
+    // other nodes, and is in history for this node's clients to resume).
+    return result ?? { id: publication.id, delivered: 0, connections: 0 };
   }
 
-  /** A publication the broker hands over, in id order: push it to its stream's connections here. */
-  #deliver(publication: Publication): void {
+  /**
+   * A publication the broker hands over, in id order: push it to its stream's connections here. In
+   * a cluster, another node's publication for none of this node's connections is no business of
+   * this node, and the counts of one of this node's own add the other nodes' (see SendResult).
+   */
+  #deliver(publication: Publication, origin?: Origin): void {
     this.#horizon = publication.id;
     const target = targetOf(publication.stream);
-    const recipients = "uid" in target
-      ? this.#byUid.get(target.uid)
-      : "group" in target
-      ? this.#groups.get(target.group)?.members
-      : this.#clients.values();
+    let recipients: Iterable<Client> | undefined, here: number;
+    if ("uid" in target) {
+      const set = this.#byUid.get(target.uid);
+      [recipients, here] = [set, set?.size ?? 0];
+    } else if ("group" in target) {
+      const members = this.#groups.get(target.group)?.members;
+      [recipients, here] = [members, members?.size ?? 0];
+    } else if ("client" in target) {
+      const client = this.#clients.get(target.client);
+      [recipients, here] = [client && [client], client ? 1 : 0];
+    } else [recipients, here] = [this.#clients.values(), this.#clients.size];
     const { id, data, ts, from } = publication;
-    this.#results.set(id, this.#publish(target, recipients, id, data, ts, undefined, from));
+    const mine = origin === undefined || origin.node === this.#node;
+    const elsewhere = origin ? Math.max(0, origin.reach - here) : 0;
+    if (here === 0 && (!mine || elsewhere > 0)) {
+      // Other nodes' connections take it, and their logs record it.
+      if (mine) this.#results.set(id, { id, delivered: elsewhere, connections: elsewhere });
+      return;
+    }
+    const result = this.#publish(target, recipients, id, data, ts, undefined, from);
+    if (!mine) return;
+    result.delivered += elsewhere;
+    result.connections += elsewhere;
+    this.#results.set(id, result);
   }
 
   /**
@@ -787,15 +889,18 @@ export class Hub {
   #attach(client: Client): void {
     this.#clients.set(client.id, client);
     this.#setUid(client, client.uid, true);
+    this.#registry?.connected(client.id, client.uid);
   }
 
   #detach(client: Client, code: number, reason: string): void {
     this.#resuming.get(client)?.cancel();
     this.#resuming.delete(client);
     if (this.#clients.get(client.id) === client) {
-      for (const group of [...client.groups]) this.#leave(client, group);
+      // The registry drops the connection with its uid and groups in one step.
+      for (const group of [...client.groups]) this.#leave(client, group, false);
       this.#setUid(client, undefined);
       this.#clients.delete(client.id);
+      this.#registry?.disconnected(client.id);
     }
     client.close(code, reason);
   }
@@ -823,6 +928,7 @@ export class Hub {
       this.#groups.set(name, group = { members: new Set(), watchers: new Set(), uids: new Map() });
     }
     group.members.add(client);
+    this.#registry?.joined(client.id, name);
     // A resuming client watches only once its welcome is out (see #resume).
     if (client.presence && !this.#resuming.has(client)) group.watchers.add(client);
     client.groups.add(name);
@@ -840,9 +946,11 @@ export class Hub {
     }
   }
 
-  #leave(client: Client, name: string): void {
+  /** `registered`: false when the registry is told of the whole connection's leaving instead. */
+  #leave(client: Client, name: string, registered = true): void {
     const group = this.#groups.get(name);
     if (!group || !group.members.delete(client)) return;
+    if (registered) this.#registry?.left(client.id, name);
     group.watchers.delete(client);
     client.groups.delete(name);
     // Its locks go with it; the members that stay are told.
@@ -930,6 +1038,7 @@ export class Hub {
 function targetOf(stream: StreamName): Target {
   if (stream === ALL_STREAM) return { all: true };
   if (stream.startsWith("uid:")) return { uid: stream.slice(4) };
+  if (stream.startsWith("client:")) return { client: stream.slice(7) };
   return { group: stream.slice(6) };
 }
 

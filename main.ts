@@ -4,6 +4,8 @@
  */
 import process from "node:process";
 import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import pkg from "./package.json" with { type: "json" };
 import { Authenticator, randomSecret } from "./authenticator.ts";
@@ -16,13 +18,20 @@ import { MessageIds } from "./message/ids.ts";
 import { type MessageLogger, NullLogger } from "./message/logger.ts";
 import { SqliteLogger } from "./message/sqlite.ts";
 import { SqliteHistory } from "./engine/history_sqlite.ts";
+import { RedisHistory } from "./engine/history_redis.ts";
+import { RedisBroker } from "./engine/broker_redis.ts";
+import { RedisPresence } from "./engine/presence_redis.ts";
+import type { PresentClient } from "./engine/presence.ts";
+import type { HistoryStore } from "./engine/history.ts";
+import type { IdempotencyStore } from "./idempotency/store.ts";
 import { IDEMPOTENCY_FILE, SqliteIdempotency } from "./idempotency/sqlite.ts";
+import { RedisIdempotency } from "./idempotency/redis.ts";
 import { startCheckpoints } from "./sqlite.ts";
 import { StdoutLogger } from "./message/stdout.ts";
 import { Metrics } from "./metrics.ts";
 import type { Listening } from "./runtime/contract.ts";
 import { runtimeName, serve } from "./runtime/serve.ts";
-import { type App, createApp } from "./server.ts";
+import { type App, type ClusterState, createApp } from "./server.ts";
 import { tokenCommand } from "./token.ts";
 
 /** The version printed by --version and in the start banner. */
@@ -87,11 +96,12 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   const metrics = new Metrics();
   // Checkpoints of the SQLite files run off the event loop (sqlite_checkpointer.ts); started before
   // the stores open, so that they leave checkpoints to it.
+  const redisUrl = config.redisUrl;
   const checkpoints = options.checkpointer === false ? undefined : startCheckpoints(
     [
       ...(config.messageLogger === "sqlite" ? [join(dataDir.dir, "messages.db")] : []),
-      ...(config.historySize > 0 ? [join(dataDir.dir, "history.db")] : []),
-      join(dataDir.dir, IDEMPOTENCY_FILE),
+      ...(config.historySize > 0 && !redisUrl ? [join(dataDir.dir, "history.db")] : []),
+      ...(redisUrl ? [] : [join(dataDir.dir, IDEMPOTENCY_FILE)]),
     ],
     (err) => {
       metrics.sqliteCheckpointErrors++;
@@ -100,8 +110,8 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     () => metrics.sqliteCheckpoints++,
   );
   let logger: MessageLogger | undefined, ids: MessageIds;
-  let history: SqliteHistory | undefined;
-  let idempotency: SqliteIdempotency | undefined;
+  let history: HistoryStore | undefined;
+  let idempotency: IdempotencyStore | undefined;
   try {
     logger = config.messageLogger === "sqlite"
       ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
@@ -109,19 +119,36 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       ? new StdoutLogger(config.logFlushMs, onLogError, options.stdout)
       : new NullLogger();
     ids = new MessageIds(dataDir.dir, { floor: logger.lastId(), now: options.clock });
+    const onHistoryError = (err: Error) => console.error(`history: ${err.message}`);
+    const onIdempotencyError = (err: Error) => console.error(`idempotency: ${err.message}`);
     if (config.historySize > 0) {
-      history = new SqliteHistory(join(dataDir.dir, "history.db"), {
-        size: config.historySize,
-        ttl: config.historyTtl,
-        // A new file holds nothing sent before it: clients resuming from then are told so.
-        floor: ids.last,
-        onError: (err) => console.error(`history: ${err.message}`),
-      });
+      const bounds = { size: config.historySize, ttl: config.historyTtl };
+      // A new store holds nothing sent before it: clients resuming from then are told so.
+      history = redisUrl
+        ? new RedisHistory({
+          url: redisUrl,
+          prefix: config.redisPrefix,
+          ...bounds,
+          floor: ids.last,
+          onError: onHistoryError,
+        })
+        : new SqliteHistory(join(dataDir.dir, "history.db"), {
+          ...bounds,
+          floor: ids.last,
+          onError: onHistoryError,
+        });
     }
-    idempotency = new SqliteIdempotency(join(dataDir.dir, IDEMPOTENCY_FILE), {
-      ttl: config.idempotencyTtl,
-      onError: (err) => console.error(`idempotency: ${err.message}`),
-    });
+    idempotency = redisUrl
+      ? new RedisIdempotency({
+        url: redisUrl,
+        prefix: config.redisPrefix,
+        ttl: config.idempotencyTtl,
+        onError: onIdempotencyError,
+      })
+      : new SqliteIdempotency(join(dataDir.dir, IDEMPOTENCY_FILE), {
+        ttl: config.idempotencyTtl,
+        onError: onIdempotencyError,
+      });
     if (logger instanceof SqliteLogger && logger.interrupted > 0) {
       console.error(
         `message log: ${logger.interrupted} message(s) the last run left accepted (it ended ` +
@@ -137,6 +164,38 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     throw err;
   }
   metrics.messageLog = logger;
+  // A cluster's node: a broker and a presence registry on the same Redis (engine/).
+  const node = config.nodeName ?? `${hostname()}:${config.port || process.pid}`;
+  const cluster = redisUrl
+    ? {
+      broker: new RedisBroker({
+        url: redisUrl,
+        prefix: config.redisPrefix,
+        node,
+        floor: ids.last,
+        history: history as RedisHistory | undefined,
+        onRedisError: (err) => console.error(`cluster: ${err.message}`),
+      }),
+      presence: new RedisPresence({
+        url: redisUrl,
+        prefix: config.redisPrefix,
+        node,
+        // Called from the first beat on, once Redis has answered: the hub exists by then.
+        snapshot: (): Iterable<PresentClient> => hub.present(),
+        fingerprint: jwtFingerprint(config, secret),
+        onMismatch: (nodes) => {
+          if (nodes.length === 0) return;
+          console.error(
+            `cluster: node(s) ${nodes.join(", ")} check tokens with other settings than this ` +
+              `node (JWT_SECRET, JWT_ALG, JWT_PUBLIC_KEY_FILE, JWT_JWKS_URL, JWT_ISSUER, ` +
+              `JWT_AUDIENCE or JWT_UID_CLAIM differ): a token may work on one node and not on ` +
+              `another; give every node the same`,
+          );
+        },
+        onError: (err) => console.error(`cluster: ${err.message}`),
+      }),
+    }
+    : undefined;
   const hub = new Hub({
     logger,
     ids,
@@ -149,7 +208,10 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     maxGroupMembers: config.maxGroupMembers,
     maxLocksPerConnection: config.maxLocksPerConnection,
     onDeliveryError: options.onDeliveryError,
+    broker: cluster?.broker,
+    presence: cluster?.presence,
   });
+  const clusterState = cluster && joinCluster(hub, cluster.broker, cluster.presence);
 
   const fileLimit = openFileLimit();
   const maxConnections = config.maxConnections === "auto"
@@ -161,7 +223,15 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         `MAX_CONNECTIONS defaults to ${maxConnections}; set it to stay below the limit`,
     );
   }
-  const app = createApp({ config, hub, metrics, authenticator, maxConnections, idempotency });
+  const app = createApp({
+    config,
+    hub,
+    metrics,
+    authenticator,
+    maxConnections,
+    idempotency,
+    cluster: clusterState,
+  });
   let listening: Listening;
   try {
     listening = await serve(app, {
@@ -174,6 +244,8 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     });
   } catch (err) {
     checkpoints?.stop();
+    await cluster?.presence.close();
+    await cluster?.broker.close();
     logger.close();
     await history?.close();
     await idempotency?.close();
@@ -218,12 +290,68 @@ export async function start(config: Config, options: StartOptions = {}): Promise
           );
         }
         checkpoints?.stop();
+        // Out of the cluster's presence first, then no more publications: the hub is empty.
+        await cluster?.presence.close();
+        await cluster?.broker.close();
         logger.close();
         await history?.close();
         await idempotency?.close();
         dataDir.release();
       })(),
   };
+}
+
+/**
+ * Waits, in the background, for the cluster's broker to subscribe, then catches the hub up to the
+ * cluster's last id (hub.ts's `caughtUp`), again after every loss of the subscription. Until then,
+ * and while Redis is unreachable, the node is not ready (/readyz 503).
+ */
+function joinCluster(hub: Hub, broker: RedisBroker, presence: RedisPresence): ClusterState {
+  let caughtUp = false;
+  const catchUp = async () => {
+    while (true) {
+      await broker.subscribed();
+      try {
+        hub.caughtUp(await broker.lastId());
+        caughtUp = true;
+        return;
+      } catch (err) {
+        console.error(`cluster: ${err instanceof Error ? err.message : err}`);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+  };
+  catchUp();
+  return {
+    unready: () =>
+      !caughtUp
+        ? "joining the cluster: Redis has not answered yet"
+        : !broker.isSubscribed
+        ? "Redis is unreachable: sends answer 503 until it is back"
+        : undefined,
+    nodes: () => presence.nodes,
+    lagSeconds: () => broker.lagMs / 1000,
+  };
+}
+
+/**
+ * A fingerprint of how this node checks tokens, to compare with the other nodes' in a cluster: a
+ * hash of the algorithm, the key (the HMAC secret, the public key file's name or the JWKS URL),
+ * issuer, audience and uid claim. 16 hex digits of SHA-256: it tells settings apart, and shows
+ * nothing of the secret.
+ */
+function jwtFingerprint(config: Config, secret: string | undefined): string {
+  const parts = [
+    config.jwtAlg,
+    secret ?? "",
+    config.jwtPublicKeyFile ? readFileSync(config.jwtPublicKeyFile, "utf8") : "",
+    config.jwtJwksUrl ?? "",
+    config.jwtIssuer ?? "",
+    config.jwtAudience ?? "",
+    config.jwtUidClaim,
+  ];
+  return createHash("sha256").update(`deno-pusher jwt\0${parts.join("\0")}`).digest("hex")
+    .slice(0, 16);
 }
 
 /** Milliseconds between two expiries of the mailbox at most; shorter when OFFLINE_TTL is. */

@@ -25,6 +25,8 @@ export interface Gauges {
   users: number;
   pending: number;
   unauthenticated: number;
+  /** A cluster node's view of its cluster; absent for a single node. */
+  cluster?: { nodes: number; lagSeconds: number };
 }
 
 /** Process-wide counters. No label ever holds a uid, a token or a raw path. */
@@ -79,6 +81,20 @@ export class Metrics {
       "Sockets still waiting for their auth frame.",
       gauges.unauthenticated,
     );
+    if (gauges.cluster) {
+      one(
+        "cluster_nodes",
+        "gauge",
+        "Nodes of the cluster whose heartbeat was current at this node's last beat.",
+        gauges.cluster.nodes,
+      );
+      one(
+        "cluster_pubsub_lag_seconds",
+        "gauge",
+        "Time from a publish on any node to its arrival here, for the last one received.",
+        gauges.cluster.lagSeconds,
+      );
+    }
     one(
       "messages_accepted_total",
       "counter",

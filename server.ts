@@ -39,6 +39,16 @@ export interface AppDeps {
   log?: (line: string) => void;
   /** Where Idempotency-Key answers are kept; without one the header is ignored. */
   idempotency?: IdempotencyStore;
+  /** A cluster node's state (REDIS_URL); none for a single node. */
+  cluster?: ClusterState;
+}
+
+/** What /readyz and /metrics tell of a cluster node. */
+export interface ClusterState {
+  /** Why the node cannot take sends now (Redis is unreachable), or undefined when it can. */
+  unready(): string | undefined;
+  nodes(): number;
+  lagSeconds(): number;
 }
 
 /** The app and the state the adapters and main.ts need to see. */
@@ -316,6 +326,10 @@ export function createApp(deps: AppDeps): App {
       users: hub.users,
       pending: hub.pending,
       unauthenticated: unauthenticated.count,
+      cluster: deps.cluster && {
+        nodes: deps.cluster.nodes(),
+        lagSeconds: deps.cluster.lagSeconds(),
+      },
     });
     return c.body(body, 200, { "content-type": METRICS_CONTENT_TYPE });
   });
@@ -325,7 +339,11 @@ export function createApp(deps: AppDeps): App {
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get(
     "/readyz",
-    (c) => draining ? c.json({ status: "draining" }, 503) : c.json({ status: "ready" }),
+    (c) => {
+      if (draining) return c.json({ status: "draining" }, 503);
+      const why = deps.cluster?.unready();
+      return why ? c.json({ status: "unavailable", error: why }, 503) : c.json({ status: "ready" });
+    },
   );
 
   for (const path of ["/", "/ws", "/send", "/metrics", "/healthz", "/readyz"]) {

@@ -33,7 +33,7 @@ export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
     item: ClientSchema,
     list: (offset, limit) => hub.clients(offset, limit),
     view: clientView,
-    count: () => hub.connections,
+    count: async () => (await hub.counts()).connections,
   });
 
   api.openapi(

@@ -90,7 +90,7 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
     item: z.string(),
     list: (offset, limit) => hub.groups(offset, limit),
     view: (group) => group,
-    count: () => hub.groupCount,
+    count: async () => (await hub.counts()).groups,
   });
 
   sendRoute(api, deps, {

@@ -46,7 +46,8 @@ export interface Collection<T, S extends z.ZodType> {
   item: S;
   list(offset: number, limit: number): Page<T>;
   view(t: T): z.infer<S>;
-  count(): number;
+  /** May be a promise: a cluster's counts come from its presence registry. */
+  count(): number | Promise<number>;
 }
 
 /**
@@ -77,6 +78,6 @@ export function collection<T, S extends z.ZodType>(api: OpenAPIHono<Env>, c: Col
       summary: `Count ${c.noun}`,
       responses: { 200: json(Count, "the count"), ...refusals() },
     }),
-    (ctx) => ctx.json({ count: c.count() }, 200),
+    async (ctx) => ctx.json({ count: await c.count() }, 200),
   );
 }

@@ -29,7 +29,7 @@ export function uidRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
     item: z.string(),
     list: (offset, limit) => hub.uids(offset, limit),
     view: (uid) => uid,
-    count: () => hub.users,
+    count: async () => (await hub.counts()).uids,
   });
 
   api.openapi(
@@ -47,9 +47,9 @@ export function uidRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         ...refusals(400),
       },
     }),
-    (c) => {
+    async (c) => {
       const { uid } = c.req.valid("param");
-      const connections = hub.connectionsOf(uid);
+      const connections = await hub.connectionsAnywhere(uid);
       return c.json({ uid, online: connections > 0, connections }, 200);
     },
   );

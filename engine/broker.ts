@@ -16,7 +16,17 @@ import type { Publication, Sender, StreamName } from "./stream.ts";
  * it should hand the publication on and return: while it runs, no other publication is delivered.
  * What it throws is reported (see MemoryBrokerOptions.onError) and stops nothing.
  */
-export type PublicationHandler = (publication: Publication) => void;
+export type PublicationHandler = (publication: Publication, origin?: Origin) => void;
+
+/**
+ * Where a cluster's publication came from, as a cluster's broker tells its subscribers: the node
+ * that published it, and how many connections the cluster's presence registry listed for its
+ * stream when it was published (engine/presence.ts). A single node's broker tells nothing.
+ */
+export interface Origin {
+  node: string;
+  reach: number;
+}
 
 /**
  * Assigns ids and carries publications.
@@ -39,6 +49,13 @@ export interface Broker {
    * no id could be assigned, and with an Error after `close`.
    */
   publish(stream: StreamName, data: string, from?: Sender): Promise<Publication>;
+
+  /**
+   * Publishes to one connection (`client:<id>`), on whichever node it is: as `publish`, with the
+   * next id and in id order, but kept nowhere, since a client id dies with its socket. Only a
+   * cluster's broker has it; a single node delivers to its own connections itself.
+   */
+  publishToClient?(client: string, data: string): Promise<Publication>;
 
   /**
    * Hands `handler` every publication delivered from now on, until the returned function is

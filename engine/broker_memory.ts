@@ -92,7 +92,7 @@ export class MemoryBroker implements Broker {
 
   subscribe(handler: PublicationHandler): () => void {
     // A wrapper, so that one function subscribed twice is two subscriptions, each undone alone.
-    const subscription: PublicationHandler = (publication) => handler(publication);
+    const subscription: PublicationHandler = (publication, origin) => handler(publication, origin);
     this.#subscribers.add(subscription);
     return () => void this.#subscribers.delete(subscription);
   }

@@ -35,8 +35,10 @@
  * For one Redis (or a primary with replicas), not Redis Cluster, like the history store.
  */
 import { Redis } from "ioredis";
-import type { Broker, PublicationHandler } from "./broker.ts";
+import { randomUUID } from "node:crypto";
+import type { Broker, Origin, PublicationHandler } from "./broker.ts";
 import { HISTORY_APPEND_LUA, type RedisHistory } from "./history_redis.ts";
+import { REACH_LUA } from "./presence_redis.ts";
 import {
   DEFAULT_PREFIX,
   redactedUrl,
@@ -60,6 +62,11 @@ export interface RedisBrokerOptions {
   url: string;
   /** Put before every key and the channel; the same on every node of a deployment. */
   prefix?: string;
+  /**
+   * This node's name, told to every subscriber with each publication it made (broker.ts's
+   * Origin); the presence registry's name for the node. Default: a random UUID.
+   */
+  node?: string;
   /**
    * The last id this node handed out before it joined the cluster (message/ids.ts's
    * MessageIds.last): the counter is raised to it before an id is taken, so ids never go back
@@ -87,26 +94,28 @@ export interface RedisBrokerOptions {
 }
 
 /**
- * KEYS: the counter, then (when there is a history) historyAppend's keys. ARGV: the floor, the
- * channel, the publication's JSON without its id, then (with a history) historyAppend's args.
- * Answers the id.
+ * KEYS: the counter, then (when the publication is kept) historyAppend's keys. ARGV: the floor, the
+ * channel, the publication's JSON without its id, the key prefix, the node's name as JSON, the
+ * stream, then (when kept) historyAppend's args. Answers the id and the stream's reach (REACH_LUA).
  */
-const PUBLISH_LUA = HISTORY_APPEND_LUA + `
+const PUBLISH_LUA = HISTORY_APPEND_LUA + REACH_LUA + `
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1])
 end
 local id = redis.call('INCR', KEYS[1])
 if #KEYS == 5 then
   local keys = {KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
-  historyAppend(keys, {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}, id)
+  historyAppend(keys, {ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]}, id)
 end
-redis.call('PUBLISH', ARGV[2], '{"id":' .. num(id) .. ',' .. string.sub(ARGV[3], 2))
-return num(id)
+local reach = reachOf(ARGV[4], ARGV[6])
+redis.call('PUBLISH', ARGV[2], '{"id":' .. num(id) .. ',"node":' .. ARGV[5] .. ',"reach":' ..
+  reach .. ',' .. string.sub(ARGV[3], 2))
+return {num(id), reach}
 `;
 
 interface Scripts {
   /** numkeys, keys, args: see PUBLISH_LUA. */
-  brokerPublish(...args: (string | number)[]): Promise<string>;
+  brokerPublish(...args: (string | number)[]): Promise<[string, number]>;
 }
 
 /** A publish whose script ran, waiting for this node's subscriber to deliver its id. */
@@ -128,6 +137,9 @@ export class RedisBroker implements Broker {
   readonly #name: string;
   readonly #counterKey: string;
   readonly #channel: string;
+  readonly #prefix: string;
+  /** The node's name as JSON, as the script writes it into each publication's message. */
+  readonly #nodeJson: string;
   readonly #history: RedisHistory | undefined;
   readonly #now: () => number;
   readonly #onError: (error: unknown, publication: Publication) => void;
@@ -148,6 +160,7 @@ export class RedisBroker implements Broker {
   #subscription = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
+  #lagMs = 0;
 
   /**
    * Throws a TypeError when `url` is not a redis:// or rediss:// URL. Connects in the background:
@@ -156,6 +169,8 @@ export class RedisBroker implements Broker {
   constructor(options: RedisBrokerOptions) {
     this.#name = redactedUrl(options.url);
     const prefix = options.prefix ?? DEFAULT_PREFIX;
+    this.#prefix = prefix;
+    this.#nodeJson = JSON.stringify(options.node ?? randomUUID());
     this.#counterKey = `${prefix}broker:id`;
     this.#channel = `${prefix}broker:publications`;
     this.#history = options.history;
@@ -206,6 +221,20 @@ export class RedisBroker implements Broker {
    * one while Redis is down), and with an Error after `close` or when the history store is closed.
    */
   publish(stream: StreamName, data: string, from?: Sender): Promise<Publication> {
+    return this.#publish(stream, data, from, true);
+  }
+
+  /** Publishes to the connection `client` on whichever node has it; kept nowhere (broker.ts). */
+  publishToClient(client: string, data: string): Promise<Publication> {
+    return this.#publish(`client:${client}`, data, undefined, false);
+  }
+
+  #publish(
+    stream: StreamName,
+    data: string,
+    from: Sender | undefined,
+    keep: boolean,
+  ): Promise<Publication> {
     if (this.#closed) {
       return Promise.reject(
         new Error(`the broker is closed; nothing more is published to ${stream}`),
@@ -215,7 +244,7 @@ export class RedisBroker implements Broker {
     const unnumbered = from ? { stream, data, ts, from } : { stream, data, ts };
     let step: { keys: string[]; args: string[] } | undefined;
     try {
-      step = this.#history?.appendStep(unnumbered, this.#highest);
+      step = keep ? this.#history?.appendStep(unnumbered, this.#highest) : undefined;
     } catch (err) {
       return Promise.reject(err);
     }
@@ -228,9 +257,12 @@ export class RedisBroker implements Broker {
       String(this.#highest),
       this.#channel,
       JSON.stringify(unnumbered),
+      this.#prefix,
+      this.#nodeJson,
+      stream,
       ...step?.args ?? [],
     ).then(
-      (id) => this.#deliveredHere(frozen({ id: Number(id), ...unnumbered }), subscription),
+      ([id]) => this.#deliveredHere(frozen({ id: Number(id), ...unnumbered }), subscription),
       (err) => {
         throw new Error(`redis ${this.#name}: cannot publish to ${stream}: ${errorMessage(err)}`, {
           cause: err,
@@ -245,7 +277,7 @@ export class RedisBroker implements Broker {
 
   subscribe(handler: PublicationHandler): () => void {
     // A wrapper, so that one function subscribed twice is two subscriptions, each undone alone.
-    const subscription: PublicationHandler = (publication) => handler(publication);
+    const subscription: PublicationHandler = (publication, origin) => handler(publication, origin);
     this.#subscribers.add(subscription);
     return () => void this.#subscribers.delete(subscription);
   }
@@ -258,6 +290,34 @@ export class RedisBroker implements Broker {
    */
   subscribed(): Promise<void> {
     return this.#subscribed.promise;
+  }
+
+  /**
+   * Milliseconds from the publish of the last publication this node received (its `ts`, the
+   * publishing node's clock) to its arrival here: the pub/sub lag, clocks' skew included.
+   */
+  get lagMs(): number {
+    return this.#lagMs;
+  }
+
+  /** Whether publications made now reach this node's subscribers (see `subscribed`). */
+  get isSubscribed(): boolean {
+    return this.#isSubscribed;
+  }
+
+  /**
+   * The cluster's last id: every publication up to it is kept (or failed). Asked once subscribed,
+   * every later one comes to this node's subscribers, so it is where a node's hub catches up to
+   * (hub.ts's `caughtUp`). Rejects, naming the Redis, when Redis cannot answer.
+   */
+  async lastId(): Promise<number> {
+    try {
+      return Number(await this.#redis.get(this.#counterKey) ?? 0);
+    } catch (err) {
+      throw new Error(`redis ${this.#name}: cannot read the last id: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
   }
 
   close(): Promise<void> {
@@ -328,9 +388,11 @@ export class RedisBroker implements Broker {
 
   /** Hands one message of the channel to the local subscribers. */
   #receive(message: string): void {
-    let publication: Publication;
+    let publication: Publication, origin: Origin;
     try {
-      publication = frozen(JSON.parse(message) as Publication);
+      const parsed = JSON.parse(message) as Publication & Origin;
+      publication = frozen(parsed);
+      origin = { node: parsed.node, reach: parsed.reach };
       if (!Number.isSafeInteger(publication.id)) throw new Error("it has no id");
     } catch (err) {
       this.#onRedisError(
@@ -345,11 +407,12 @@ export class RedisBroker implements Broker {
     // Ids arrive increasing; one that does not is a message seen already, not delivered twice.
     if (publication.id <= this.#delivered) return;
     this.#delivered = publication.id;
+    this.#lagMs = Math.max(0, Date.now() - publication.ts);
     this.#highest = Math.max(this.#highest, publication.id);
     // A Set's iterator skips a subscriber removed meanwhile, so unsubscribe takes effect at once.
     for (const subscriber of this.#subscribers) {
       try {
-        subscriber(publication);
+        subscriber(publication, origin);
       } catch (err) {
         this.#onError(err, publication);
       }

@@ -1,0 +1,55 @@
+/**
+ * Presence: who is connected, told to whoever must answer for a cluster. The hub owns its node's
+ * indexes (uid → connections, group → members); a presence registry is the cluster-wide copy
+ * every node writes its part of, and reads the whole of. One interface with one implementation per
+ * backend, as the broker and the history store have: a single node needs none (its hub's indexes
+ * are the whole truth), a cluster has presence_redis.ts.
+ *
+ * Writes are told, not awaited: the hub's indexes change at once, and the registry follows in the
+ * order it was told. A registry that lost writes (its backend was down) puts its node's part right
+ * by itself, from `snapshot`, once it can write again.
+ */
+
+/** One connection of this node as the registry keeps it. */
+export interface PresentClient {
+  /** The client id. */
+  id: string;
+  /** Its uid; none for a connection that is not bound. */
+  uid?: string;
+  /** The groups it is a member of. */
+  groups: Iterable<string>;
+}
+
+/** The cluster's counts, every node's connections together. */
+export interface ClusterCounts {
+  /** Nodes whose heartbeat is current. */
+  nodes: number;
+  /** Connections. */
+  connections: number;
+  /** Distinct uids with at least one connection. */
+  uids: number;
+  /** Groups with at least one member. */
+  groups: number;
+}
+
+/** The cluster-wide copy of every node's connections. */
+export interface PresenceRegistry {
+  /** This node's name in the cluster: unique among the nodes sharing the registry. */
+  readonly node: string;
+  /** A connection opened on this node, with its uid (none when unbound) and no groups yet. */
+  connected(client: string, uid: string | undefined): void;
+  /** A connection of this node closed: its uid and groups count it no more. */
+  disconnected(client: string): void;
+  /** A connection of this node took `uid` (none: unbound), keeping its groups. */
+  bound(client: string, uid: string | undefined): void;
+  /** A connection of this node joined `group`. */
+  joined(client: string, group: string): void;
+  /** A connection of this node left `group`. */
+  left(client: string, group: string): void;
+  /** The cluster's counts; rejects when the backend cannot answer now. */
+  counts(): Promise<ClusterCounts>;
+  /** Connections `uid` has in the whole cluster; rejects as `counts`. */
+  connectionsOf(uid: string): Promise<number>;
+  /** Members (connections) `group` has in the whole cluster; rejects as `counts`. */
+  membersOf(group: string): Promise<number>;
+}

@@ -1,0 +1,365 @@
+/**
+ * The Redis presence registry, on ioredis: every node's connections, kept where every node of a
+ * cluster can count them (see presence.ts).
+ *
+ * Keys, under `prefix` (default "deno-pusher:", as the broker's and the history's):
+ *   presence:nodes                sorted set: node → when its heartbeat lapses (Redis's clock, ms)
+ *   presence:node:<node>          hash: client id → its uid ("" unbound), one per node
+ *   presence:client-groups:<id>   set: the groups of one connection
+ *   presence:clients              hash: client id → its node
+ *   presence:uids                 hash: uid → connections, cluster-wide
+ *   presence:groups               hash: group → members (connections), cluster-wide
+ *   presence:connections          connections, cluster-wide
+ *   presence:jwt                  hash: node → the fingerprint of its token settings
+ *
+ * Every change is one Lua script, so the counts always equal what the node hashes hold. A node
+ * beats every HEARTBEAT_MS; the beat pushes its lapse NODE_TTL_MS ahead and removes every node
+ * whose lapse passed, with its connections, groups and counts: a node killed with -9 is gone from
+ * the counts within NODE_TTL_MS plus one beat of a live node. The clock is Redis's (TIME), so the
+ * nodes' clocks need not agree.
+ *
+ * Writes are sent in order on one connection and not awaited (presence.ts). One that fails, or a
+ * beat that finds this node removed (it could not beat for NODE_TTL_MS), puts the node's part right
+ * at the next beat: the node's entries are dropped and written again from the hub's snapshot, in one
+ * go, ahead of any later write. So after Redis restarts, even empty, each node's part is back within
+ * one beat of its reconnection.
+ *
+ * For one Redis (or a primary with replicas), not Redis Cluster: scripts touch keys they compute.
+ */
+import { Redis } from "ioredis";
+import type { ClusterCounts, PresenceRegistry, PresentClient } from "./presence.ts";
+import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "./redis.ts";
+
+/** Milliseconds between two heartbeats of a node: several beats fit in NODE_TTL_MS. */
+export const HEARTBEAT_MS = 2_000;
+
+/**
+ * Milliseconds a node stays in the registry after its last heartbeat: a node that stops beating
+ * (killed, cut off) and its connections disappear from every count after this. Five HEARTBEAT_MS,
+ * so that a slow beat or two (a busy event loop, a Redis failover) removes nobody.
+ */
+export const NODE_TTL_MS = 10_000;
+
+/**
+ * Lua defining `reachOf(prefix, stream)`: the connections the registry lists for a stream now (a
+ * uid's, a group's members, every connection for `all`, 1 or 0 for `client:<id>`). The broker's
+ * publish runs it in the same step, so a send learns who in the cluster can take it.
+ */
+export const REACH_LUA = `
+local function reachOf(p, stream)
+  if stream == 'all' then return tonumber(redis.call('GET', p .. 'presence:connections') or '0') end
+  local kind, name = string.match(stream, '^(%a+):(.*)$')
+  if kind == 'uid' then return tonumber(redis.call('HGET', p .. 'presence:uids', name) or '0') end
+  if kind == 'group' then
+    return tonumber(redis.call('HGET', p .. 'presence:groups', name) or '0')
+  end
+  if kind == 'client' then return redis.call('HEXISTS', p .. 'presence:clients', name) end
+  return 0
+end
+`;
+
+/**
+ * ARGV: prefix, op, node, then the op's: client [uid | group], or the TTL and the fingerprint (beat,
+ * reset; these answer whether the node was listed anew, and the nodes of another fingerprint).
+ */
+const PRESENCE_LUA = `
+local p, op, node = ARGV[1], ARGV[2], ARGV[3]
+local nodes, clients = p .. 'presence:nodes', p .. 'presence:clients'
+local uids, groups, total = p .. 'presence:uids', p .. 'presence:groups', p .. 'presence:connections'
+local jwt = p .. 'presence:jwt'
+local function nodeKey(n) return p .. 'presence:node:' .. n end
+local function groupsKey(c) return p .. 'presence:client-groups:' .. c end
+local function dec(hash, field)
+  if redis.call('HINCRBY', hash, field, -1) <= 0 then redis.call('HDEL', hash, field) end
+end
+local function remove(n, c)
+  local uid = redis.call('HGET', nodeKey(n), c)
+  if not uid then return end
+  if uid ~= '' then dec(uids, uid) end
+  for _, g in ipairs(redis.call('SMEMBERS', groupsKey(c))) do dec(groups, g) end
+  redis.call('DEL', groupsKey(c))
+  redis.call('HDEL', nodeKey(n), c)
+  redis.call('HDEL', clients, c)
+  if redis.call('DECR', total) <= 0 then redis.call('DEL', total) end
+end
+local function reap(n)
+  for _, c in ipairs(redis.call('HKEYS', nodeKey(n))) do remove(n, c) end
+  redis.call('DEL', nodeKey(n))
+  redis.call('ZREM', nodes, n)
+  redis.call('HDEL', jwt, n)
+end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+if op == 'beat' or op == 'reset' then
+  local t = now()
+  if op == 'reset' then reap(node) end
+  local fresh = redis.call('ZADD', nodes, t + tonumber(ARGV[4]), node)
+  for _, n in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', t)) do reap(n) end
+  if ARGV[4] == '0' then return {fresh, {}, 0} end
+  redis.call('HSET', jwt, node, ARGV[5])
+  local others = {}
+  local all = redis.call('HGETALL', jwt)
+  for i = 1, #all, 2 do
+    if all[i + 1] ~= ARGV[5] then table.insert(others, all[i]) end
+  end
+  return {fresh, others, redis.call('ZCARD', nodes)}
+end
+local c = ARGV[4]
+if op == 'add' then
+  if redis.call('HSETNX', nodeKey(node), c, ARGV[5]) == 0 then return 0 end
+  redis.call('HSET', clients, c, node)
+  redis.call('INCR', total)
+  if ARGV[5] ~= '' then redis.call('HINCRBY', uids, ARGV[5], 1) end
+elseif op == 'remove' then
+  remove(node, c)
+elseif op == 'bind' then
+  local old = redis.call('HGET', nodeKey(node), c)
+  if not old then return 0 end
+  if old ~= '' then dec(uids, old) end
+  redis.call('HSET', nodeKey(node), c, ARGV[5])
+  if ARGV[5] ~= '' then redis.call('HINCRBY', uids, ARGV[5], 1) end
+elseif op == 'join' then
+  if redis.call('HEXISTS', nodeKey(node), c) == 0 then return 0 end
+  if redis.call('SADD', groupsKey(c), ARGV[5]) == 1 then redis.call('HINCRBY', groups, ARGV[5], 1) end
+elseif op == 'leave' then
+  if redis.call('SREM', groupsKey(c), ARGV[5]) == 1 then dec(groups, ARGV[5]) end
+end
+return 1
+`;
+
+/** ARGV: prefix. Answers nodes whose heartbeat is current, connections, uids, groups. */
+const COUNTS_LUA = `
+local p = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {
+  redis.call('ZCOUNT', p .. 'presence:nodes', '(' .. now, '+inf'),
+  tonumber(redis.call('GET', p .. 'presence:connections') or '0'),
+  redis.call('HLEN', p .. 'presence:uids'),
+  redis.call('HLEN', p .. 'presence:groups'),
+}
+`;
+
+interface Scripts {
+  presence(...args: string[]): Promise<number | [number, string[], number]>;
+  presenceCounts(prefix: string): Promise<number[]>;
+}
+
+/** What a Redis presence registry is built from. */
+export interface RedisPresenceOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. */
+  url: string;
+  /** Put before every key; the same on every node of a deployment. Default DEFAULT_PREFIX. */
+  prefix?: string;
+  /** This node's name, unique in the cluster (two nodes of one name would count as one). */
+  node: string;
+  /**
+   * Every connection of this node now, with its uid and groups: what the registry writes again
+   * when it has to put its part right (see the file's comment). Called at most once per beat.
+   */
+  snapshot: () => Iterable<PresentClient>;
+  /**
+   * The fingerprint of this node's token settings (JWT_ALG, its key, issuer, audience), never the
+   * secret itself: nodes that would check tokens differently have different ones. Default "".
+   */
+  fingerprint?: string;
+  /**
+   * Told the nodes whose fingerprint differs from this node's, when that list changes (so once,
+   * not at every beat); [] once they agree again. Default: nothing.
+   */
+  onMismatch?: (nodes: string[]) => void;
+  /** Milliseconds between heartbeats; tests shorten it. Default HEARTBEAT_MS. */
+  heartbeatMs?: number;
+  /** Milliseconds a silent node stays listed; more than `heartbeatMs`. Default NODE_TTL_MS. */
+  nodeTtlMs?: number;
+  /**
+   * Told, naming the Redis (never its password), when the connection fails (it is tried again on
+   * its own) and when a write or a beat failed (put right at a later beat). Default: nothing.
+   */
+  onError?: (err: Error) => void;
+}
+
+/**
+ * A node's part of the cluster's presence, on a shared Redis. Invariant: every write is sent on
+ * the one connection in the order the hub told it, after any re-write of the node's part that was
+ * due, so Redis applies them in the hub's order.
+ */
+export class RedisPresence implements PresenceRegistry {
+  readonly node: string;
+  readonly #redis: Redis & Scripts;
+  readonly #name: string;
+  readonly #prefix: string;
+  readonly #snapshot: () => Iterable<PresentClient>;
+  readonly #nodeTtlMs: number;
+  readonly #onError: (err: Error) => void;
+  readonly #fingerprint: string;
+  readonly #onMismatch: (nodes: string[]) => void;
+  #nodes = 0;
+  /** The nodes of another fingerprint at the last beat, sorted and joined. */
+  #mismatched = "";
+  readonly #beat: ReturnType<typeof setInterval>;
+  /** True when the node's part in Redis may be wrong: rewritten at the next beat. */
+  #stale = true;
+  #closed = false;
+
+  /** Throws a TypeError when `url` is not a redis:// or rediss:// URL. Connects in the background. */
+  constructor(options: RedisPresenceOptions) {
+    this.#name = redactedUrl(options.url);
+    this.node = options.node;
+    this.#prefix = options.prefix ?? DEFAULT_PREFIX;
+    this.#snapshot = options.snapshot;
+    const heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
+    this.#nodeTtlMs = options.nodeTtlMs ?? NODE_TTL_MS;
+    if (!(this.#nodeTtlMs > heartbeatMs)) {
+      throw new RangeError(
+        `a node's TTL (${this.#nodeTtlMs} ms) must be longer than its heartbeat (${heartbeatMs} ms)`,
+      );
+    }
+    this.#onError = options.onError ?? (() => {});
+    this.#fingerprint = options.fingerprint ?? "";
+    this.#onMismatch = options.onMismatch ?? (() => {});
+    const redis = new Redis(options.url, connectionOptions("deno-pusher-presence"));
+    redis.defineCommand("presence", { numberOfKeys: 0, lua: PRESENCE_LUA });
+    redis.defineCommand("presenceCounts", { numberOfKeys: 0, lua: COUNTS_LUA, readOnly: true });
+    this.#redis = redis as Redis & Scripts;
+    let lastError = "";
+    redis.on("error", (err: Error) => {
+      if (err.message === lastError) return; // one report per cause, not one per retry
+      lastError = err.message;
+      this.#onError(new Error(`redis ${this.#name}: ${err.message}`, { cause: err }));
+    });
+    redis.on("ready", () => {
+      lastError = "";
+      // Whatever was written before the connection broke may be lost (a Redis that restarted).
+      this.#stale = true;
+      this.beat().catch(() => {});
+    });
+    this.#beat = setInterval(() => this.beat().catch(() => {}), heartbeatMs);
+    this.#beat.unref();
+  }
+
+  /** The nodes listed at this node's last beat, itself included; 0 before the first. */
+  get nodes(): number {
+    return this.#nodes;
+  }
+
+  connected(client: string, uid: string | undefined): void {
+    this.#write("add", client, uid ?? "");
+  }
+
+  disconnected(client: string): void {
+    this.#write("remove", client);
+  }
+
+  bound(client: string, uid: string | undefined): void {
+    this.#write("bind", client, uid ?? "");
+  }
+
+  joined(client: string, group: string): void {
+    this.#write("join", client, group);
+  }
+
+  left(client: string, group: string): void {
+    this.#write("leave", client, group);
+  }
+
+  async counts(): Promise<ClusterCounts> {
+    const [nodes, connections, uids, groups] = await this.#read(
+      "count",
+      this.#redis.presenceCounts(this.#prefix),
+    );
+    return { nodes, connections, uids, groups };
+  }
+
+  async connectionsOf(uid: string): Promise<number> {
+    return Number(await this.#read(uid, this.#redis.hget(`${this.#prefix}presence:uids`, uid)));
+  }
+
+  async membersOf(group: string): Promise<number> {
+    return Number(
+      await this.#read(group, this.#redis.hget(`${this.#prefix}presence:groups`, group)),
+    );
+  }
+
+  /**
+   * Beats: keeps this node listed for NODE_TTL_MS more, and removes the nodes that stopped beating.
+   * When this node's part may be wrong, or the beat finds the node was removed, writes the part
+   * again from the snapshot first. The timer calls it; tests call it to beat now. Rejects, naming
+   * the Redis, when the beat failed (the next one tries again).
+   */
+  async beat(): Promise<void> {
+    if (this.#closed) return;
+    const op = this.#stale ? "reset" : "beat";
+    const sent: Promise<unknown>[] = [
+      this.#send(op, String(this.#nodeTtlMs), this.#fingerprint),
+    ];
+    if (this.#stale) {
+      this.#stale = false;
+      for (const { id, uid, groups } of this.#snapshot()) {
+        sent.push(this.#send("add", id, uid ?? ""));
+        for (const group of groups) sent.push(this.#send("join", id, group));
+      }
+    }
+    try {
+      const [[fresh, others, nodes]] = await Promise.all(sent) as [[number, string[], number]];
+      this.#nodes = nodes;
+      const mismatched = [...others].sort().join(",");
+      if (mismatched !== this.#mismatched) {
+        this.#mismatched = mismatched;
+        this.#onMismatch(others);
+      }
+      // Listed anew by a beat: the others had removed this node, and its part with it.
+      if (op === "beat" && fresh === 1) {
+        this.#stale = true;
+        await this.beat();
+      }
+    } catch (err) {
+      this.#stale = true;
+      throw this.#failed("cannot beat", err);
+    }
+  }
+
+  /** Leaves the cluster: removes this node's part from Redis at once, then closes the connection. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#beat);
+    if (this.#redis.status === "ready") {
+      try {
+        await this.#redis.presence(this.#prefix, "reset", this.node, "0", this.#fingerprint);
+        await this.#redis.quit();
+        return;
+      } catch {
+        // Down meanwhile: the others remove this node after NODE_TTL_MS.
+      }
+    }
+    this.#redis.disconnect();
+  }
+
+  #send(op: string, ...args: string[]): Promise<number | [number, string[], number]> {
+    return this.#redis.presence(this.#prefix, op, this.node, ...args);
+  }
+
+  #write(op: string, client: string, arg?: string): void {
+    if (this.#closed) return;
+    this.#send(op, client, ...(arg === undefined ? [] : [arg])).catch((err) => {
+      this.#stale = true;
+      this.#onError(this.#failed(`cannot ${op} client ${client}`, err));
+    });
+  }
+
+  async #read<T>(what: string, answer: Promise<T>): Promise<T> {
+    try {
+      return await answer;
+    } catch (err) {
+      throw this.#failed(`cannot read the presence of ${what}`, err);
+    }
+  }
+
+  #failed(what: string, err: unknown): Error {
+    const message = err instanceof Error ? err.message : String(err);
+    return new Error(`redis ${this.#name}: ${what}: ${message}`, { cause: err });
+  }
+}
