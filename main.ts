@@ -329,7 +329,7 @@ function joinCluster(hub: Hub, broker: RedisBroker, presence: RedisPresence): Cl
         : !broker.isSubscribed
         ? "Redis is unreachable: sends answer 503 until it is back"
         : undefined,
-    nodes: () => presence.nodes,
+    nodes: () => presence.counts().then((counts) => counts.nodes, () => presence.nodes),
     lagSeconds: () => broker.lagMs / 1000,
   };
 }

@@ -85,7 +85,8 @@ export class Metrics {
       one(
         "cluster_nodes",
         "gauge",
-        "Nodes of the cluster whose heartbeat was current at this node's last beat.",
+        "Nodes of the cluster whose heartbeat is current (Redis's count; the last known while " +
+          "Redis cannot answer).",
         gauges.cluster.nodes,
       );
       one(

@@ -47,7 +47,8 @@ export interface AppDeps {
 export interface ClusterState {
   /** Why the node cannot take sends now (Redis is unreachable), or undefined when it can. */
   unready(): string | undefined;
-  nodes(): number;
+  /** Nodes of the cluster now; the last count known while Redis cannot answer. */
+  nodes(): Promise<number>;
   lagSeconds(): number;
 }
 
@@ -320,14 +321,14 @@ export function createApp(deps: AppDeps): App {
     }, 415);
   }
 
-  app.get("/metrics", (c) => {
+  app.get("/metrics", async (c) => {
     const body = metrics.render({
       connections: hub.connections,
       users: hub.users,
       pending: hub.pending,
       unauthenticated: unauthenticated.count,
       cluster: deps.cluster && {
-        nodes: deps.cluster.nodes(),
+        nodes: await deps.cluster.nodes(),
         lagSeconds: deps.cluster.lagSeconds(),
       },
     });

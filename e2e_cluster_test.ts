@@ -1,0 +1,229 @@
+/**
+ * A cluster on Redis, told against the program as users run it (main.ts on this runtime, or the
+ * executable under `make test-bin`): three nodes with one REDIS_URL behave as one big node. A send
+ * made on any node reaches the connections of every node, the counts are the cluster's, a tab that
+ * comes back on another node resumes what it missed, a killed node leaves the counts, and while
+ * Redis is down sends answer 503 and the sockets stay open.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ready, startCluster, type TestNode } from "./cluster_testkit.ts";
+import { findRedisServer, startRedis, testWithoutRedis } from "./redis_testkit.ts";
+import {
+  connectClient,
+  postJson,
+  programToken as token,
+  type TestClient,
+  until,
+} from "./testkit.ts";
+
+/** A json tab of `uid` on `node` with `claims`: the socket, its client id and its welcome. */
+async function tab(node: TestNode, uid: string, claims: Record<string, unknown> = {}, since = "") {
+  const client = await connectClient(
+    `ws://127.0.0.1:${node.port}/ws?format=json${since}&token=${await token(uid, claims)}`,
+  );
+  const welcome = await client.nextJson();
+  assert.equal(welcome.type, "welcome");
+  return { client, id: welcome.client as string, welcome };
+}
+
+const get = async (node: TestNode, path: string) => await (await fetch(node.url + path)).json();
+const post = (node: TestNode, path: string, body: Record<string, unknown>) =>
+  postJson(node.port, path, body);
+
+/** Waits until `node` counts `n` connections in the whole cluster. */
+const counted = (node: TestNode, n: number) =>
+  until(
+    async () => (await get(node, "/api/clients/count")).count === n,
+    `${n} connections counted on ${node.name}`,
+  );
+
+/** The data and id of the next message frame `client` gets. */
+async function nextMessage(client: TestClient) {
+  const frame = await client.nextJson();
+  assert.equal(frame.type, "message", `a message, not ${JSON.stringify(frame)}`);
+  return frame;
+}
+
+if (!findRedisServer()) {
+  testWithoutRedis("the cluster stories");
+} else {
+  test("a send made on any node reaches every node's connections, for every target; counts are the cluster's", async () => {
+    await using cluster = await startCluster(3);
+    const [n0, n1, n2] = cluster.nodes;
+    const ann = await tab(n1, "ann", { groups: ["g"] });
+    const bob = await tab(n2, "bob", { groups: ["g"] });
+    const cy = await tab(n0, "cy");
+    for (const node of cluster.nodes) await counted(node, 3);
+
+    // A uid on another node: 200, and it arrives.
+    const toAnn = await post(n0, "/send", { uid: "ann", message: "to ann" });
+    assert.deepEqual(toAnn, { status: 200, body: { id: toAnn.body.id, uid: "ann", delivered: 1 } });
+    assert.deepEqual((await nextMessage(ann.client)).data, "to ann");
+
+    // A group with members on two other nodes.
+    const toG = await post(n0, "/api/groups/g/send", { message: "to g" });
+    assert.deepEqual(toG.body, { id: toG.body.id, delivered: 2, connections: 2 });
+    for (const t of [ann, bob]) {
+      const m = await nextMessage(t.client);
+      assert.deepEqual([m.id, m.data, m.group], [toG.body.id, "to g", "g"]);
+    }
+
+    // Everyone, from the third node.
+    const toAll = await post(n2, "/api/broadcast", { message: "to all" });
+    assert.equal(toAll.body.delivered, 3);
+    for (const t of [ann, bob, cy]) assert.equal((await nextMessage(t.client)).data, "to all");
+
+    // One connection by its client id, from a node it is not on.
+    const toBob = await post(n1, `/api/clients/${bob.id}/send`, { message: "to bob's tab" });
+    assert.equal(toBob.status, 200);
+    assert.equal(toBob.body.delivered, 1);
+    const m = await nextMessage(bob.client);
+    assert.deepEqual([m.id, m.data], [toBob.body.id, "to bob's tab"]);
+
+    // Ids increase across nodes, in the order the sends were made.
+    const ids = [toAnn, toG, toAll, toBob].map((s) => s.body.id);
+    assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
+
+    // Nobody anywhere: 404, decided for the whole cluster.
+    const nobody = await post(n2, "/send", { uid: "dee", message: "?" });
+    assert.equal(nobody.status, 404);
+    assert.equal(nobody.body.error, "client not found: dee");
+
+    for (const node of cluster.nodes) {
+      assert.equal((await get(node, "/api/uids/count")).count, 3, `uids on ${node.name}`);
+      assert.equal((await get(node, "/api/groups/count")).count, 1, `groups on ${node.name}`);
+      assert.deepEqual(await get(node, "/api/uids/bob/online"), {
+        uid: "bob",
+        online: true,
+        connections: 1,
+      });
+    }
+    // /metrics stays per node, and tells the cluster's size.
+    const metrics = await (await fetch(`${n0.url}/metrics`)).text();
+    assert.match(metrics, /^connections 1$/m);
+    assert.match(metrics, /^cluster_nodes 3$/m);
+
+    for (const t of [ann, bob, cy]) await t.client[Symbol.asyncDispose]();
+    for (const node of cluster.nodes) await counted(node, 0);
+  });
+
+  test("clients talk across nodes: a publish frame reaches the room's members on other nodes, a send frame a uid there", async () => {
+    await using cluster = await startCluster(2);
+    const [n0, n1] = cluster.nodes;
+    const talker = { groups: ["room-1"], publish: ["room-*"], send: ["*"] };
+    const ann = await tab(n0, "ann", talker);
+    const bob = await tab(n1, "bob", talker);
+    for (const node of cluster.nodes) await counted(node, 2);
+
+    ann.client.ws.send(JSON.stringify({ type: "publish", group: "room-1", data: "hi", ref: 1 }));
+    const ack = await ann.client.nextJson();
+    assert.deepEqual(ack, { type: "ack", ref: 1, id: ack.id });
+    const hi = await nextMessage(bob.client);
+    assert.deepEqual(
+      [hi.id, hi.data, hi.group, hi.from],
+      [ack.id, "hi", "room-1", { uid: "ann", client: ann.id }],
+    );
+
+    bob.client.ws.send(JSON.stringify({ type: "send", uid: "ann", data: "psst", ref: 2 }));
+    const sent = await bob.client.nextJson();
+    assert.deepEqual(sent, { type: "ack", ref: 2, id: sent.id, delivered: 1 });
+    const psst = await nextMessage(ann.client);
+    assert.deepEqual([psst.id, psst.data, psst.from], [sent.id, "psst", {
+      uid: "bob",
+      client: bob.id,
+    }]);
+
+    for (const t of [ann, bob]) await t.client[Symbol.asyncDispose]();
+  });
+
+  test("a tab that was on one node comes back on another with since and gets everything it missed, in order", async () => {
+    await using cluster = await startCluster(2);
+    const [n0, n1] = cluster.nodes;
+    const first = await tab(n0, "ann", { groups: ["g"] });
+    await counted(n1, 1);
+    const seen = (await post(n1, "/api/uids/ann/send", { message: "seen" })).body.id;
+    assert.equal((await nextMessage(first.client)).id, seen);
+    await first.client[Symbol.asyncDispose]();
+    await counted(n1, 0);
+
+    const missed = [
+      await post(n0, "/api/uids/ann/send", { message: "to ann" }),
+      await post(n1, "/api/groups/g/send", { message: "to g" }),
+      await post(n0, "/api/broadcast", { message: "to all" }),
+    ];
+    const back = await tab(n1, "ann", { groups: ["g"] }, `&since=${seen}`);
+    assert.equal(back.welcome.recovered, true);
+    assert.equal(back.welcome.replayed, 3);
+    const replay = [];
+    for (let i = 0; i < 3; i++) replay.push(await nextMessage(back.client));
+    assert.deepEqual(replay.map((m) => m.data), ["to ann", "to g", "to all"]);
+    assert.deepEqual(replay.map((m) => m.id), missed.map((s) => s.body.id));
+
+    // And live again, sent from the node it left.
+    await counted(n0, 1);
+    const live = await post(n0, "/send", { uid: "ann", message: "live" });
+    assert.equal(live.body.delivered, 1);
+    assert.equal((await nextMessage(back.client)).data, "live");
+    await back.client[Symbol.asyncDispose]();
+  });
+
+  test("a node killed with -9 leaves the cluster's counts within its heartbeat's TTL; the others go on", async () => {
+    await using cluster = await startCluster(2);
+    const [n0, n1] = cluster.nodes;
+    const ann = await tab(n0, "ann");
+    await tab(n1, "bob"); // dies with its node
+    await counted(n0, 2);
+    await cluster.kill(n1);
+
+    // No event says a node died: its heartbeat lapses after 10 s, and the next beat of a live
+    // node (every 2 s) removes it.
+    const deadline = Date.now() + 20_000;
+    while ((await get(n0, "/api/clients/count")).count !== 1) {
+      assert.ok(Date.now() < deadline, "the dead node's connections are still counted after 20 s");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepEqual(await get(n0, "/api/uids/bob/online"), {
+      uid: "bob",
+      online: false,
+      connections: 0,
+    });
+    assert.equal((await post(n0, "/send", { uid: "bob", message: "?" })).status, 404);
+    const toAnn = await post(n0, "/send", { uid: "ann", message: "still here" });
+    assert.equal(toAnn.status, 200);
+    assert.equal((await nextMessage(ann.client)).data, "still here");
+    assert.match(await (await fetch(`${n0.url}/metrics`)).text(), /^cluster_nodes 1$/m);
+    await ann.client[Symbol.asyncDispose]();
+  });
+
+  test("while Redis is down, sends answer 503, /readyz 503, and sockets stay open; once it is back, delivery resumes", async () => {
+    await using cluster = await startCluster(2);
+    const [n0, n1] = cluster.nodes;
+    const ann = await tab(n1, "ann");
+    await counted(n0, 1);
+    const port = cluster.redis.port;
+    await cluster.redis.stop();
+
+    await until(async () => !(await ready(n0.port)), "n0 unready");
+    const down = await post(n0, "/send", { uid: "ann", message: "lost?" });
+    assert.equal(down.status, 503);
+    assert.match(down.body.error, /cannot keep messages now/);
+    assert.deepEqual(await (await fetch(`${n1.url}/readyz`)).json(), {
+      status: "unavailable",
+      error: "Redis is unreachable: sends answer 503 until it is back",
+    });
+
+    // Redis comes back empty (no persistence in this test): the nodes reconnect, subscribe
+    // again and write their presence again by themselves.
+    await using _redis = await startRedis({ port });
+    for (const node of cluster.nodes) await until(() => ready(node.port), `${node.name} ready`);
+    await counted(n0, 1);
+    const back = await post(n0, "/send", { uid: "ann", message: "back" });
+    assert.equal(back.status, 200);
+    assert.equal(back.body.delivered, 1);
+    // The 503 was not delivered: the first message ann gets after the outage is "back".
+    assert.equal((await nextMessage(ann.client)).data, "back");
+    assert.ok(back.body.id > down.body.id || down.body.id === undefined);
+    await ann.client[Symbol.asyncDispose]();
+  });
+}
