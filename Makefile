@@ -14,10 +14,11 @@ BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS_BIN)/bun)
 # connection cap) to nothing less.
 DENO_FLAGS := --allow-all
 
-.PHONY: help deps run test test-deno test-bun test-bin lint fmt build build-deno clean
+.PHONY: help deps run run-cluster stop-cluster test test-deno test-bun test-bin lint fmt build build-deno clean
 
 help:
 	@echo "make run      start the server on :8181 (SQLite under ./data, prints a dev token)"
+	@echo "make run-cluster  three nodes on 8181-8183 and a redis-server (REDIS_URL); Ctrl-C stops"
 	@echo "make test     run the whole suite (fmt, lint, type check, tests on Deno and Bun)"
 	@echo "make build    compile dist/deno-pusher with bun build --compile"
 	@echo "make bench    quick side-by-side benchmark"
@@ -38,6 +39,13 @@ deps: $(DENO) $(BUN) node_modules/.installed
 
 run: deps
 	EXAMPLES=$${EXAMPLES:-true} $(DENO) run $(DENO_FLAGS) main.ts $(ARGS)
+
+# A local cluster: redis-server from PATH and three nodes (deploy/run-cluster.sh says more).
+run-cluster: deps
+	deploy/run-cluster.sh $(DENO)
+
+stop-cluster:
+	@if [ -f data/cluster/pids ]; then kill $$(cat data/cluster/pids) 2>/dev/null || true; 	  rm -f data/cluster/pids; echo "stopped"; else echo "no cluster is running"; fi
 
 lint: deps
 	$(DENO) fmt --check
