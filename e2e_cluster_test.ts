@@ -137,6 +137,64 @@ if (!findRedisServer()) {
     for (const t of [ann, bob]) await t.client[Symbol.asyncDispose]();
   });
 
+  test("the /api lists and actions reach every node's connections", async () => {
+    await using cluster = await startCluster(2);
+    const [n0, n1] = cluster.nodes;
+    const ann = await tab(n0, "ann", { groups: ["g"] });
+    const bob = await tab(n1, "bob", { groups: ["g"] });
+    const bob2 = await tab(n1, "bob", { groups: ["g"] });
+    await counted(n0, 3);
+
+    const clients = await get(n0, "/api/clients?limit=2");
+    assert.equal(clients.total, 3);
+    assert.equal(clients.next, 2);
+    const rest = await get(n0, "/api/clients?offset=2");
+    const ids = [...clients.items, ...rest.items].map((c: { id: string }) => c.id);
+    assert.deepEqual(ids.toSorted(), [ann.id, bob.id, bob2.id].toSorted());
+    assert.deepEqual((await get(n0, "/api/uids")).items.toSorted(), ["ann", "bob"]);
+    assert.equal((await get(n0, "/api/uids/bob/clients")).total, 2);
+    const bobView = await get(n0, `/api/clients/${bob.id}`);
+    assert.deepEqual([bobView.id, bobView.uid, bobView.groups], [bob.id, "bob", ["g"]]);
+    assert.equal((await get(n1, "/api/groups/g/members")).total, 3);
+    assert.deepEqual(await get(n0, "/api/groups/g/members/count"), { members: 3, uids: 2 });
+
+    // Actions from a node the connection is not on.
+    const joined = await fetch(`${n0.url}/api/groups/h/clients/${bob.id}`, { method: "PUT" });
+    assert.deepEqual(await joined.json(), { group: "h", members: 1, changed: 1 });
+    const toH = await post(n0, "/api/groups/h/send", { message: "to h" });
+    assert.equal(toH.body.delivered, 1);
+    assert.equal((await nextMessage(bob.client)).data, "to h");
+
+    const rebound = await fetch(`${n0.url}/api/clients/${bob2.id}/uid`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ uid: "cy" }),
+    });
+    assert.equal((await rebound.json()).uid, "cy");
+    await until(
+      async () => (await get(n0, "/api/uids/bob/online")).connections === 1,
+      "bob down to one connection",
+    );
+    assert.deepEqual(
+      await (await fetch(`${n0.url}/api/uids/bob`, { method: "DELETE" })).json(),
+      { closed: 1 },
+    );
+    assert.deepEqual(await bob.client.closed, { code: 4009, reason: "logged out" });
+    assert.deepEqual(
+      await (await fetch(`${n1.url}/api/clients/${ann.id}`, { method: "DELETE" })).json(),
+      { closed: 1 },
+    );
+    assert.equal((await ann.client.closed).code, 4009);
+    assert.equal(
+      (await fetch(`${n1.url}/api/clients/${ann.id}`, { method: "DELETE" })).status,
+      404,
+      "closed already",
+    );
+    const dissolved = await (await fetch(`${n0.url}/api/groups/g`, { method: "DELETE" })).json();
+    assert.deepEqual(dissolved, { group: "g", members: 0, changed: 1 });
+    await bob2.client[Symbol.asyncDispose]();
+  });
+
   test("a tab that was on one node comes back on another with since and gets everything it missed, in order", async () => {
     await using cluster = await startCluster(2);
     const [n0, n1] = cluster.nodes;

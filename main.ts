@@ -21,6 +21,7 @@ import { SqliteHistory } from "./engine/history_sqlite.ts";
 import { RedisHistory } from "./engine/history_redis.ts";
 import { RedisBroker } from "./engine/broker_redis.ts";
 import { RedisPresence } from "./engine/presence_redis.ts";
+import { RedisNodes } from "./engine/nodes_redis.ts";
 import type { PresentClient } from "./engine/presence.ts";
 import type { HistoryStore } from "./engine/history.ts";
 import type { IdempotencyStore } from "./idempotency/store.ts";
@@ -194,6 +195,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         },
         onError: (err) => console.error(`cluster: ${err.message}`),
       }),
+      nodes: new RedisNodes({ url: redisUrl, prefix: config.redisPrefix, node }),
     }
     : undefined;
   const hub = new Hub({
@@ -231,6 +233,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     maxConnections,
     idempotency,
     cluster: clusterState,
+    nodes: cluster?.nodes,
   });
   let listening: Listening;
   try {
@@ -245,6 +248,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   } catch (err) {
     checkpoints?.stop();
     await cluster?.presence.close();
+    await cluster?.nodes.close();
     await cluster?.broker.close();
     logger.close();
     await history?.close();
@@ -292,6 +296,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         checkpoints?.stop();
         // Out of the cluster's presence first, then no more publications: the hub is empty.
         await cluster?.presence.close();
+        await cluster?.nodes.close();
         await cluster?.broker.close();
         logger.close();
         await history?.close();

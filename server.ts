@@ -19,6 +19,8 @@ import { createApi } from "./api/api.ts";
 import { exampleRoutes } from "./examples/routes.ts";
 import { clientNotFoundMessage, messageTooLarge, oversize } from "./api/errors.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
+import type { NodeChannel } from "./engine/nodes.ts";
+import { Roster } from "./roster.ts";
 import { originAllowed } from "./origin.ts";
 import { addressKey, Bucket, RateLimiter } from "./ratelimit.ts";
 import type { RuntimeEnv, Served } from "./runtime/contract.ts";
@@ -41,6 +43,8 @@ export interface AppDeps {
   idempotency?: IdempotencyStore;
   /** A cluster node's state (REDIS_URL); none for a single node. */
   cluster?: ClusterState;
+  /** How the API reaches the other nodes' connections (REDIS_URL); none for a single node. */
+  nodes?: NodeChannel;
 }
 
 /** What /readyz and /metrics tell of a cluster node. */
@@ -293,7 +297,8 @@ export function createApp(deps: AppDeps): App {
   app.get("/send", apiKey, idem, send);
   app.post("/send", apiKey, sendBodyLimit, idem, send);
   app.use("/api/*", apiKey);
-  app.route("/api", createApi({ config, hub, idempotent: idem }));
+  const roster = new Roster(hub, deps.nodes);
+  app.route("/api", createApi({ config, hub, roster, idempotent: idem }));
   if (config.examples) exampleRoutes(app, { hub, authenticator });
 
   async function readBody(c: Context<Env>): Promise<Record<string, unknown> | Response> {

@@ -9,6 +9,7 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { Config } from "../config.ts";
 import type { Hub } from "../hub.ts";
+import type { Roster } from "../roster.ts";
 import { batchRoutes } from "./batch.ts";
 import { broadcastRoutes } from "./broadcast.ts";
 import { clientRoutes } from "./clients.ts";
@@ -27,7 +28,7 @@ const SERVER_URL = "/api";
 
 /** Builds the /api sub-app. It trusts that the API key middleware (apikey.ts) ran before it. */
 export function createApi(
-  deps: { config: Config; hub: Hub; idempotent: MiddlewareHandler },
+  deps: { config: Config; hub: Hub; roster: Roster; idempotent: MiddlewareHandler },
 ): OpenAPIHono<Env> {
   const { config } = deps;
   const api = new OpenAPIHono<Env>({

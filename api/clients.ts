@@ -10,7 +10,6 @@ import { collection } from "./pages.ts";
 import {
   ClientId,
   ClientSchema,
-  clientView,
   Closed,
   type Env,
   json,
@@ -23,7 +22,7 @@ const ClientParam = { params: z.object({ id: ClientId }) };
 const notOnline = notFound("no client with this id is online");
 
 export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
-  const { hub, limitBody } = deps;
+  const { hub, roster, limitBody } = deps;
   // Before /clients/{id}, which would match /clients/count.
   collection(api, {
     path: "/clients",
@@ -31,8 +30,8 @@ export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
     operations: { list: "listClients", count: "countClients" },
     title: "ClientPage",
     item: ClientSchema,
-    list: (offset, limit) => hub.clients(offset, limit),
-    view: clientView,
+    list: (offset, limit) => roster.clients(offset, limit),
+    view: (client) => client,
     count: async () => (await hub.counts()).connections,
   });
 
@@ -45,11 +44,11 @@ export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       request: ClientParam,
       responses: { 200: json(ClientSchema, "the client"), 404: notOnline, ...refusals(400) },
     }),
-    (c) => {
+    async (c) => {
       const { id } = c.req.valid("param");
-      const client = hub.client(id);
+      const client = await roster.client(id);
       if (!client) return clientNotFound(c, id);
-      return c.json(clientView(client), 200);
+      return c.json(client, 200);
     },
   );
 
@@ -65,9 +64,9 @@ export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         ...refusals(400),
       },
     }),
-    (c) => {
+    async (c) => {
       const { id } = c.req.valid("param");
-      return c.json({ id, online: hub.client(id) !== undefined }, 200);
+      return c.json({ id, online: await roster.client(id) !== undefined }, 200);
     },
   );
 
@@ -91,11 +90,10 @@ export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       request: ClientParam,
       responses: { 200: json(Closed, "closed"), 404: notOnline, ...refusals(400) },
     }),
-    (c) => {
+    async (c) => {
       const { id } = c.req.valid("param");
-      const client = hub.client(id);
-      if (!client) return clientNotFound(c, id);
-      hub.close(client, CloseCode.closedByServer.code, CloseCode.closedByServer.reason);
+      const { code, reason } = CloseCode.closedByServer;
+      if (!await roster.close(id, code, reason)) return clientNotFound(c, id);
       return c.json({ closed: 1 }, 200);
     },
   );
@@ -114,12 +112,11 @@ export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         ...refusals(400, 413, 415),
       },
     }),
-    (c) => {
+    async (c) => {
       const { id } = c.req.valid("param");
-      const client = hub.client(id);
+      const client = await roster.bind(id, c.req.valid("json").uid);
       if (!client) return clientNotFound(c, id);
-      hub.bind(client, c.req.valid("json").uid);
-      return c.json(clientView(client), 200);
+      return c.json(client, 200);
     },
   );
 
@@ -132,12 +129,11 @@ export function clientRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       request: ClientParam,
       responses: { 200: json(ClientSchema, "the client"), 404: notOnline, ...refusals(400) },
     }),
-    (c) => {
+    async (c) => {
       const { id } = c.req.valid("param");
-      const client = hub.client(id);
+      const client = await roster.bind(id, undefined);
       if (!client) return clientNotFound(c, id);
-      hub.bind(client, undefined);
-      return c.json(clientView(client), 200);
+      return c.json(client, 200);
     },
   );
 }

@@ -4,7 +4,6 @@
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { sendRoute } from "./send.ts";
-import type { Client } from "../client.ts";
 import type { Context } from "hono";
 import { clientNotFound, declare, groupNotFound, notFound, refusals } from "./errors.ts";
 import { collection, pageOf, PageQuery, pageView } from "./pages.ts";
@@ -59,27 +58,23 @@ const Membership = z.object({
 }).openapi("Membership");
 
 export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
-  const { hub, limitBody } = deps;
-  const membership = (group: string, changed: number) => ({
-    group,
-    members: hub.groupSize(group)?.members ?? 0,
-    changed,
-  });
-  /** 409 when `clients` do not all fit in `group` (MAX_GROUP_MEMBERS or its settings). */
-  const full = (c: Context, clients: Client[], group: string) =>
-    hub.hasRoomFor(clients, group) ? undefined : c.json({
-      error: `group is full: ${group} holds ${hub.groupSize(group)?.members ?? 0} of ` +
-        `${hub.capacity(group)} members`,
-    }, 409);
-  /** `clients` join (or leave) `group`; counts those whose membership really changed. */
-  const changeMembership = (clients: Client[], group: string, join: boolean) => {
-    let changed = 0;
-    for (const client of clients) {
-      if (client.groups.has(group) !== join) changed++;
-      if (join) hub.join(client, group);
-      else hub.leave(client, group);
+  const { hub, roster, limitBody } = deps;
+  /**
+   * The connection `id`, or every connection of `uid`, joins (or leaves) `group`: 404 when it is
+   * not online (for a join), 409 when the group is full, else the group's members and the change.
+   */
+  const changeMembership = async (
+    c: Context,
+    group: string,
+    join: boolean,
+    who: { id: string } | { uid: string },
+  ) => {
+    const { found, changed, members, full } = await roster.membership(group, join, who);
+    if (found === 0 && (join || "id" in who)) {
+      return clientNotFound(c, "id" in who ? who.id : who.uid);
     }
-    return membership(group, changed);
+    if (full) return c.json({ error: full }, 409);
+    return c.json({ group, members, changed }, 200);
   };
 
   collection(api, {
@@ -88,7 +83,7 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
     operations: { list: "listGroups", count: "countGroups" },
     title: "GroupPage",
     item: z.string(),
-    list: (offset, limit) => hub.groups(offset, limit),
+    list: (offset, limit) => roster.groups(offset, limit),
     view: (group) => group,
     count: async () => (await hub.counts()).groups,
   });
@@ -122,15 +117,12 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         ...refusals(400),
       },
     }),
-    (c) => {
+    async (c) => {
       const { group } = c.req.valid("param");
       const { offset, limit } = c.req.valid("query");
-      const p = hub.members(group, offset, limit);
+      const p = await roster.members(group, offset, limit);
       if (!p) return groupNotFound(c, group);
-      return c.json(
-        pageView(p, (m) => ({ client: m.id, uid: m.uid ?? null, info: m.info ?? null })),
-        200,
-      );
+      return c.json(pageView(p, (m) => ({ client: m.id, uid: m.uid, info: m.info })), 200);
     },
   );
 
@@ -147,9 +139,9 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         ...refusals(400),
       },
     }),
-    (c) => {
+    async (c) => {
       const { group } = c.req.valid("param");
-      const size = hub.groupSize(group);
+      const size = await roster.groupSize(group);
       if (!size) return groupNotFound(c, group);
       return c.json(size, 200);
     },
@@ -164,11 +156,11 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       request: GroupParam,
       responses: { 200: json(Membership, "dissolved"), 404: unknownGroup, ...refusals(400) },
     }),
-    (c) => {
+    async (c) => {
       const { group } = c.req.valid("param");
-      const removed = hub.dissolve(group);
+      const removed = await roster.dissolve(group);
       if (removed === undefined) return groupNotFound(c, group);
-      return c.json(membership(group, removed), 200);
+      return c.json({ group, members: 0, changed: removed }, 200);
     },
   );
 
@@ -187,15 +179,9 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
           ...refusals(400),
         },
       }),
-      (c) => {
+      async (c) => {
         const { group, id } = c.req.valid("param");
-        const client = hub.client(id);
-        if (!client) return clientNotFound(c, id);
-        if (join) {
-          const refused = full(c, [client], group);
-          if (refused) return refused as never;
-        }
-        return c.json(changeMembership([client], group, join), 200);
+        return await changeMembership(c, group, join, { id }) as never;
       },
     );
   }
@@ -214,13 +200,9 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         ...refusals(400),
       },
     }),
-    (c) => {
+    async (c) => {
       const { group, uid } = c.req.valid("param");
-      const clients = hub.clientsOf(uid, 0, Infinity)?.items;
-      if (!clients) return clientNotFound(c, uid);
-      const refused = full(c, clients, group);
-      if (refused) return refused as never;
-      return c.json(changeMembership(clients, group, true), 200);
+      return await changeMembership(c, group, true, { uid }) as never;
     },
   );
 
@@ -233,18 +215,17 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       request: UidInGroup,
       responses: { 200: json(Membership, "left"), ...refusals(400) },
     }),
-    (c) => {
+    async (c) => {
       const { group, uid } = c.req.valid("param");
-      const clients = hub.clientsOf(uid, 0, Infinity)?.items ?? [];
-      return c.json(changeMembership(clients, group, false), 200);
+      return await changeMembership(c, group, false, { uid }) as never;
     },
   );
 
-  const settings = (group: string) => ({
+  const settings = async (group: string) => ({
     group,
     maxMembers: hub.capacity(group),
     own: hub.hasOwnCapacity(group),
-    members: hub.groupSize(group)?.members ?? 0,
+    members: (await roster.groupSize(group))?.members ?? 0,
   });
 
   api.openapi(
@@ -256,7 +237,7 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       request: GroupParam,
       responses: { 200: json(Settings, "the settings"), ...refusals(400) },
     }),
-    (c) => c.json(settings(c.req.valid("param").group), 200),
+    async (c) => c.json(await settings(c.req.valid("param").group), 200),
   );
 
   api.openapi(
@@ -280,10 +261,10 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       },
       responses: { 200: json(Settings, "the settings now"), ...refusals(400, 413, 415) },
     }),
-    (c) => {
+    async (c) => {
       const { group } = c.req.valid("param");
       hub.setCapacity(group, c.req.valid("json").maxMembers);
-      return c.json(settings(group), 200);
+      return c.json(await settings(group), 200);
     },
   );
 
@@ -299,7 +280,7 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         ...refusals(400),
       },
     }),
-    (c) => c.json({ items: hub.locks(c.req.valid("param").group) }, 200),
+    async (c) => c.json({ items: await roster.locks(c.req.valid("param").group) }, 200),
   );
 
   api.openapi(
@@ -318,9 +299,11 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
         ...refusals(400),
       },
     }),
-    (c) => {
+    async (c) => {
       const { group, key } = c.req.valid("param");
-      if (!hub.breakLock(group, key)) return c.json({ error: `lock not found: ${key}` }, 404);
+      if (!await roster.breakLock(group, key)) {
+        return c.json({ error: `lock not found: ${key}` }, 404);
+      }
       return c.json({ group, key, released: true as const }, 200);
     },
   );

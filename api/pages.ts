@@ -44,7 +44,8 @@ export interface Collection<T, S extends z.ZodType> {
   /** The page schema's name in the document. */
   title: string;
   item: S;
-  list(offset: number, limit: number): Page<T>;
+  /** May be a promise: a cluster's lists are gathered from every node. */
+  list(offset: number, limit: number): Page<T> | Promise<Page<T>>;
   view(t: T): z.infer<S>;
   /** May be a promise: a cluster's counts come from its presence registry. */
   count(): number | Promise<number>;
@@ -64,10 +65,10 @@ export function collection<T, S extends z.ZodType>(api: OpenAPIHono<Env>, c: Col
       request: { query: PageQuery },
       responses: { 200: json(pageOf(c.item, c.title), "a page"), ...refusals(400) },
     }),
-    (ctx) => {
+    async (ctx) => {
       const { offset, limit } = ctx.req.valid("query");
       // The page's type follows from `item`, which TypeScript cannot see through the generic.
-      return ctx.json(pageView(c.list(offset, limit), c.view) as never, 200);
+      return ctx.json(pageView(await c.list(offset, limit), c.view) as never, 200);
     },
   );
   api.openapi(

@@ -4,9 +4,9 @@
  */
 import { z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import type { Client } from "../client.ts";
 import type { Config } from "../config.ts";
 import type { Hub } from "../hub.ts";
+import type { Roster } from "../roster.ts";
 
 /** The runtime bindings /api sees (server.ts resolves the address before /api runs). */
 export type Env = { Bindings: { remoteAddress: string } };
@@ -15,6 +15,8 @@ export type Env = { Bindings: { remoteAddress: string } };
 export interface RouteDeps {
   config: Config;
   hub: Hub;
+  /** Every node's connections: the lists and the actions on clients, uids and groups. */
+  roster: Roster;
   /** Refuses a body over the request limit with 413; every route that reads a body runs it. */
   limitBody: MiddlewareHandler;
   /** The Idempotency-Key check every send route runs after limitBody (idempotency/middleware.ts). */
@@ -53,16 +55,6 @@ export const ClientSchema = z.object({
   format: z.enum(["text", "json"]),
   connectedAt: z.number().int().openapi({ description: "ms since the epoch" }),
 }).openapi("Client");
-
-/** A client as /api shows it. */
-export const clientView = (c: Client): z.infer<typeof ClientSchema> => ({
-  id: c.id,
-  uid: c.uid ?? null,
-  groups: [...c.groups],
-  info: c.info ?? null,
-  format: c.format,
-  connectedAt: c.connectedAt,
-});
 
 export const Closed = z.object({ closed: z.number().int() }).openapi("Closed");
 

@@ -6,28 +6,20 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { sendRoute } from "./send.ts";
 import { CloseCode } from "../client.ts";
 import { clientNotFound, refusals } from "./errors.ts";
-import { collection, pageOf, PageQuery, pageView } from "./pages.ts";
-import {
-  ClientSchema,
-  clientView,
-  Closed,
-  type Env,
-  json,
-  type RouteDeps,
-  Uid,
-} from "./schemas.ts";
+import { collection, pageOf, PageQuery } from "./pages.ts";
+import { ClientSchema, Closed, type Env, json, type RouteDeps, Uid } from "./schemas.ts";
 
 const UidParam = { params: z.object({ uid: Uid }) };
 
 export function uidRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
-  const { hub } = deps;
+  const { hub, roster } = deps;
   collection(api, {
     path: "/uids",
     noun: "online uids",
     operations: { list: "listUids", count: "countUids" },
     title: "UidPage",
     item: z.string(),
-    list: (offset, limit) => hub.uids(offset, limit),
+    list: (offset, limit) => roster.uids(offset, limit),
     view: (uid) => uid,
     count: async () => (await hub.counts()).uids,
   });
@@ -63,11 +55,11 @@ export function uidRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       request: { ...UidParam, query: PageQuery },
       responses: { 200: json(pageOf(ClientSchema, "UidClientPage"), "a page"), ...refusals(400) },
     }),
-    (c) => {
+    async (c) => {
       const { uid } = c.req.valid("param");
       const { offset, limit } = c.req.valid("query");
-      const p = hub.clientsOf(uid, offset, limit) ?? { items: [], total: 0, next: null };
-      return c.json(pageView(p, clientView), 200);
+      const p = await roster.clientsOf(uid, offset, limit) ?? { items: [], total: 0, next: null };
+      return c.json(p, 200);
     },
   );
 
@@ -95,9 +87,9 @@ export function uidRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       request: UidParam,
       responses: { 200: json(Closed, "how many were closed"), ...refusals(400) },
     }),
-    (c) => {
+    async (c) => {
       const { uid } = c.req.valid("param");
-      const closed = hub.closeUid(uid, CloseCode.closedByServer.code, "logged out");
+      const closed = await roster.closeUid(uid, CloseCode.closedByServer.code, "logged out");
       return c.json({ closed }, 200);
     },
   );

@@ -1,0 +1,303 @@
+/**
+ * The roster: every node's connections as the management API sees them. A client by its id, the
+ * lists (clients, uids, groups, a group's members, a uid's clients), and the actions on them
+ * (close, log out, bind, join, leave, dissolve, locks), on whichever node each connection is.
+ *
+ * One path for one node and for many: a request goes to every node (engine/nodes.ts's channel; a
+ * single node has none and answers itself), each node answers from its own hub (`answerHere`), and
+ * the roster puts the answers together. A list is every node's part in turn, ordered by node name,
+ * so its pages do not shift between two calls unless connections come or go.
+ */
+import type { Client, Format } from "./client.ts";
+import type { Hub, LockView, Page } from "./hub.ts";
+import type { NodeAnswer, NodeChannel } from "./engine/nodes.ts";
+
+/** A connection as the API shows it. */
+export interface ClientView {
+  id: string;
+  uid: string | null;
+  groups: string[];
+  info: unknown;
+  format: Format;
+  /** Milliseconds since the epoch. */
+  connectedAt: number;
+}
+
+/** One node's part of a list: its first `take` items, and how many it has. */
+interface Part<T> {
+  items: T[];
+  total: number;
+}
+
+/** What a join or leave changed on one node. */
+interface Membership {
+  /** Connections of the target found on the node. */
+  found: number;
+  /** Those whose membership changed. */
+  changed: number;
+  /** The group's members on the node, after the change. */
+  members: number;
+  /** Why nobody joined on the node: the group is full there. */
+  full?: string;
+}
+
+/** What one node is asked; answered by `answerHere`. */
+export type RosterRequest =
+  | { op: "client"; id: string }
+  | { op: "clients"; take: number }
+  | { op: "clientsOf"; uid: string; take: number }
+  | { op: "members"; group: string; take: number }
+  | { op: "uids" }
+  | { op: "groups" }
+  | { op: "groupSize"; group: string }
+  | { op: "close"; id: string; code: number; reason: string }
+  | { op: "closeUid"; uid: string; code: number; reason: string }
+  | { op: "bind"; id: string; uid: string | null }
+  | { op: "membership"; group: string; join: boolean; id?: string; uid?: string }
+  | { op: "dissolve"; group: string }
+  | { op: "locks"; group: string }
+  | { op: "breakLock"; group: string; key: string };
+
+/** A connection as the API shows it. */
+export function viewOf(client: Client): ClientView {
+  return {
+    id: client.id,
+    uid: client.uid ?? null,
+    groups: [...client.groups],
+    info: client.info ?? null,
+    format: client.format,
+    connectedAt: client.connectedAt,
+  };
+}
+
+/** This node's answer to `request`, from its own hub; JSON, to travel between nodes. */
+export function answerHere(hub: Hub, request: RosterRequest): unknown {
+  switch (request.op) {
+    case "client": {
+      const client = hub.client(request.id);
+      return client ? viewOf(client) : null;
+    }
+    case "clients":
+      return part(hub.clients(0, request.take));
+    case "clientsOf":
+      return part(hub.clientsOf(request.uid, 0, request.take));
+    case "members":
+      return part(hub.members(request.group, 0, request.take));
+    case "uids":
+      return hub.uids(0, Infinity).items;
+    case "groups":
+      return hub.groups(0, Infinity).items;
+    case "groupSize": {
+      const size = hub.groupSize(request.group);
+      if (!size) return null;
+      const uids = new Set<string>();
+      for (const member of hub.members(request.group, 0, Infinity)!.items) {
+        if (member.uid !== undefined) uids.add(member.uid);
+      }
+      return { members: size.members, uids: [...uids] };
+    }
+    case "close": {
+      const client = hub.client(request.id);
+      if (client) hub.close(client, request.code, request.reason);
+      return client ? 1 : 0;
+    }
+    case "closeUid":
+      return hub.closeUid(request.uid, request.code, request.reason);
+    case "bind": {
+      const client = hub.client(request.id);
+      if (!client) return null;
+      hub.bind(client, request.uid ?? undefined);
+      return viewOf(client);
+    }
+    case "membership":
+      return membership(hub, request);
+    case "dissolve":
+      return hub.dissolve(request.group) ?? null;
+    case "locks":
+      return hub.locks(request.group);
+    case "breakLock":
+      return hub.breakLock(request.group, request.key);
+  }
+}
+
+function part(page: Page<Client> | undefined): Part<ClientView> {
+  return page ? { items: page.items.map(viewOf), total: page.total } : { items: [], total: 0 };
+}
+
+function membership(
+  hub: Hub,
+  { group, join, id, uid }: { group: string; join: boolean; id?: string; uid?: string },
+): Membership {
+  const one = id === undefined ? undefined : hub.client(id);
+  const clients = one
+    ? [one]
+    : uid === undefined
+    ? []
+    : hub.clientsOf(uid, 0, Infinity)?.items ?? [];
+  const members = () => hub.groupSize(group)?.members ?? 0;
+  if (join && !hub.hasRoomFor(clients, group)) {
+    return {
+      found: clients.length,
+      changed: 0,
+      members: members(),
+      full: `group is full: ${group} holds ${members()} of ${hub.capacity(group)} members`,
+    };
+  }
+  let changed = 0;
+  for (const client of clients) {
+    if (client.groups.has(group) !== join) changed++;
+    if (join) hub.join(client, group);
+    else hub.leave(client, group);
+  }
+  return { found: clients.length, changed, members: members() };
+}
+
+/** The cluster's connections (or a single node's), for the API. */
+export class Roster {
+  readonly #hub: Hub;
+  readonly #channel: NodeChannel | undefined;
+
+  /** With a channel, this node also answers the other nodes' requests from `hub`. */
+  constructor(hub: Hub, channel?: NodeChannel) {
+    this.#hub = hub;
+    this.#channel = channel;
+    channel?.serve((request) => answerHere(hub, request as RosterRequest));
+  }
+
+  /** Every node's answer, ordered by node name; rejects as NodeChannel.ask does. */
+  async #ask<T>(request: RosterRequest): Promise<T[]> {
+    if (!this.#channel) return [answerHere(this.#hub, request) as T];
+    const answers: NodeAnswer[] = await this.#channel.ask(request);
+    answers.sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0);
+    return answers.map((a) => a.answer as T);
+  }
+
+  /** The connection `id` on any node; undefined when none has it. */
+  async client(id: string): Promise<ClientView | undefined> {
+    return (await this.#ask<ClientView | null>({ op: "client", id })).find((v) => v) ?? undefined;
+  }
+
+  /** A page of every node's connections. */
+  clients(offset: number, limit: number): Promise<Page<ClientView>> {
+    return this.#page({ op: "clients", take: offset + limit }, offset, limit);
+  }
+
+  /** A page of `uid`'s connections on every node; undefined when it has none. */
+  async clientsOf(uid: string, offset: number, limit: number) {
+    const p = await this.#page({ op: "clientsOf", uid, take: offset + limit }, offset, limit);
+    return p.total > 0 ? p : undefined;
+  }
+
+  /** A page of `group`'s members on every node; undefined when it has none. */
+  async members(group: string, offset: number, limit: number) {
+    const p = await this.#page({ op: "members", group, take: offset + limit }, offset, limit);
+    return p.total > 0 ? p : undefined;
+  }
+
+  /** A page of the uids online on any node, each once. */
+  async uids(offset: number, limit: number): Promise<Page<string>> {
+    return slice(unique(await this.#ask<string[]>({ op: "uids" })), offset, limit);
+  }
+
+  /** A page of the groups with members on any node, each once. */
+  async groups(offset: number, limit: number): Promise<Page<string>> {
+    return slice(unique(await this.#ask<string[]>({ op: "groups" })), offset, limit);
+  }
+
+  /** `group`'s members and distinct uids on every node; undefined when it has none. */
+  async groupSize(group: string): Promise<{ members: number; uids: number } | undefined> {
+    const parts = (await this.#ask<{ members: number; uids: string[] } | null>({
+      op: "groupSize",
+      group,
+    })).filter((p) => p !== null);
+    if (parts.length === 0) return undefined;
+    return {
+      members: parts.reduce((n, p) => n + p.members, 0),
+      uids: new Set(parts.flatMap((p) => p.uids)).size,
+    };
+  }
+
+  /** Closes the connection `id` wherever it is; false when no node has it. */
+  async close(id: string, code: number, reason: string): Promise<boolean> {
+    return sum(await this.#ask<number>({ op: "close", id, code, reason })) > 0;
+  }
+
+  /** Closes every connection of `uid` on every node (logout); answers how many. */
+  async closeUid(uid: string, code: number, reason: string): Promise<number> {
+    return sum(await this.#ask<number>({ op: "closeUid", uid, code, reason }));
+  }
+
+  /** Binds the connection `id` to `uid` (none: unbinds it); undefined when no node has it. */
+  async bind(id: string, uid: string | undefined): Promise<ClientView | undefined> {
+    const views = await this.#ask<ClientView | null>({ op: "bind", id, uid: uid ?? null });
+    return views.find((v) => v) ?? undefined;
+  }
+
+  /**
+   * The connection `id`, or every connection of `uid`, joins (or leaves) `group`, on every node.
+   * Answers how many were found and changed, the group's members after, and, for a join, why it
+   * was refused on a node where the group is full (nobody joined there).
+   */
+  async membership(
+    group: string,
+    join: boolean,
+    who: { id: string } | { uid: string },
+  ): Promise<Membership> {
+    const parts = await this.#ask<Membership>({ op: "membership", group, join, ...who });
+    return {
+      found: sum(parts.map((p) => p.found)),
+      changed: sum(parts.map((p) => p.changed)),
+      members: sum(parts.map((p) => p.members)),
+      full: parts.find((p) => p.full)?.full,
+    };
+  }
+
+  /** Every member of `group` leaves, on every node; answers how many, or undefined if none. */
+  async dissolve(group: string): Promise<number | undefined> {
+    const parts = (await this.#ask<number | null>({ op: "dissolve", group }))
+      .filter((n) => n !== null);
+    return parts.length === 0 ? undefined : sum(parts);
+  }
+
+  /** The locks of `group` on every node, oldest first. */
+  async locks(group: string): Promise<LockView[]> {
+    return (await this.#ask<LockView[]>({ op: "locks", group })).flat();
+  }
+
+  /** Breaks the lock on `key` in `group` wherever it is held; false when none. */
+  async breakLock(group: string, key: string): Promise<boolean> {
+    return (await this.#ask<boolean>({ op: "breakLock", group, key })).some((b) => b);
+  }
+
+  /** A page of the nodes' parts, one node after another. */
+  async #page(request: RosterRequest, offset: number, limit: number): Promise<Page<ClientView>> {
+    const parts = await this.#ask<Part<ClientView>>(request);
+    const total = sum(parts.map((p) => p.total));
+    const items: ClientView[] = [];
+    let start = 0; // the index, in the whole list, of the current part's first item
+    for (const p of parts) {
+      for (let i = Math.max(0, offset - start); i < p.items.length; i++) {
+        if (items.length === limit) break;
+        items.push(p.items[i]);
+      }
+      start += p.total;
+      if (items.length === limit || start >= offset + limit) break;
+    }
+    return { items, total, next: offset + items.length < total ? offset + items.length : null };
+  }
+}
+
+function sum(numbers: number[]): number {
+  return numbers.reduce((n, m) => n + m, 0);
+}
+
+/** The lists joined, each item once, in the order first seen. */
+function unique(lists: string[][]): string[] {
+  return [...new Set(lists.flat())];
+}
+
+function slice<T>(items: T[], offset: number, limit: number): Page<T> {
+  const page = items.slice(offset, offset + limit);
+  const end = offset + page.length;
+  return { items: page, total: items.length, next: end < items.length ? end : null };
+}
