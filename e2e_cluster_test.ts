@@ -137,6 +137,56 @@ if (!findRedisServer()) {
     for (const t of [ann, bob]) await t.client[Symbol.asyncDispose]();
   });
 
+  test("presence across nodes: joined snapshots, join and leave events, and presence frames count every node", async () => {
+    await using cluster = await startCluster(2);
+    const [n0, n1] = cluster.nodes;
+    const talker = { subscribe: ["room-*"], publish: ["room-*"] };
+    const ann = await tab(n0, "ann", { ...talker, info: { name: "Ann" } });
+    const bob = await tab(n1, "bob", { ...talker, info: { name: "Bob" } });
+
+    ann.client.ws.send(JSON.stringify({ type: "join", group: "room-1", ref: 1 }));
+    assert.deepEqual(await ann.client.nextJson(), {
+      type: "joined",
+      ref: 1,
+      group: "room-1",
+      members: [{ uid: "ann", info: { name: "Ann" } }],
+      locks: [],
+    });
+    bob.client.ws.send(JSON.stringify({ type: "join", group: "room-1", ref: 2 }));
+    const joined = await bob.client.nextJson();
+    assert.deepEqual(
+      [joined.type, (joined.members as { uid: string }[]).map((m) => m.uid).toSorted()],
+      ["joined", ["ann", "bob"]],
+    );
+    // Ann, on the other node, hears Bob come.
+    assert.deepEqual(await ann.client.nextJson(), {
+      type: "join",
+      group: "room-1",
+      uid: "bob",
+      info: { name: "Bob" },
+    });
+    ann.client.ws.send(JSON.stringify({ type: "presence", group: "room-1", ref: 3 }));
+    const presence = await ann.client.nextJson();
+    assert.deepEqual(
+      (presence.members as { uid: string; info: unknown }[]).toSorted((a, b) =>
+        a.uid < b.uid ? -1 : 1
+      ),
+      [{ uid: "ann", info: { name: "Ann" } }, { uid: "bob", info: { name: "Bob" } }],
+    );
+    // A second tab of Bob's is no news; his last one leaving is.
+    const bob2 = await tab(n0, "bob", { groups: ["room-1"] });
+    // Each node tells the registry on its own connection: wait until Redis has the second tab.
+    await until(
+      async () => (await get(n1, "/api/uids/bob/online")).connections === 2,
+      "bob's second tab counted",
+    );
+    bob.client.ws.send(JSON.stringify({ type: "leave", group: "room-1", ref: 4 }));
+    assert.deepEqual(await bob.client.nextJson(), { type: "left", ref: 4, group: "room-1" });
+    await bob2.client[Symbol.asyncDispose]();
+    assert.deepEqual(await ann.client.nextJson(), { type: "leave", group: "room-1", uid: "bob" });
+    for (const t of [ann, bob]) await t.client[Symbol.asyncDispose]();
+  });
+
   test("the /api lists and actions reach every node's connections", async () => {
     await using cluster = await startCluster(2);
     const [n0, n1] = cluster.nodes;

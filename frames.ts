@@ -131,9 +131,13 @@ async function request(
       if (!permissions.subscribe.allows(req.group)) {
         return refused(`not allowed to join ${req.group} (the token's subscribe claim)`);
       }
-      const joined = hub.joinBySocket(client, req.group);
-      if (joined === GROUP_FULL) return refused(GROUP_FULL);
-      return void client.control(answer("joined", ref, { group: req.group, ...joined }));
+      const full = await hub.joinBySocket(
+        client,
+        req.group,
+        (joined) => client.control(answer("joined", ref, { group: req.group, ...joined })),
+      );
+      if (full === GROUP_FULL) refused(GROUP_FULL);
+      return;
     }
     case "leave": {
       if (!permissions.subscribe.allows(req.group)) {
@@ -147,7 +151,7 @@ async function request(
       if (!client.groups.has(req.group) && !permissions.subscribe.allows(req.group)) {
         return refused(`not allowed to see ${req.group}: not a member, nor in the subscribe claim`);
       }
-      const members = hub.presence(req.group);
+      const members = await hub.presence(req.group);
       return void client.control(answer("presence", ref, { group: req.group, members }));
     }
     case "publish": {

@@ -17,7 +17,12 @@ import type { Metrics } from "./metrics.ts";
 import { permissionsOf } from "./permissions.ts";
 import { DEFAULT_MAX_LOCKS_PER_CONNECTION, type Lock, Locks } from "./locks.ts";
 import type { Broker, Origin } from "./engine/broker.ts";
-import type { ClusterCounts, PresenceRegistry, PresentClient } from "./engine/presence.ts";
+import type {
+  ClusterCounts,
+  PresenceEvent,
+  PresenceRegistry,
+  PresentClient,
+} from "./engine/presence.ts";
 import { MemoryBroker } from "./engine/broker_memory.ts";
 import type { HistoryPage, HistoryStore } from "./engine/history.ts";
 import { Resume, type ResumeOutcome } from "./engine/resume.ts";
@@ -192,6 +197,11 @@ export class Hub {
   readonly #capacities = new Map<string, number>();
   readonly #locks: Locks;
   readonly #registry: PresenceRegistry | undefined;
+  /**
+   * group → its connections that joined by socket and wait for the cluster's snapshot, with the
+   * presence frames that came meanwhile (see joinBySocket).
+   */
+  readonly #joining = new Map<string, Map<Client, string[]>>();
   /** This node's name in a cluster; undefined for a single node. */
   readonly #node: string | undefined;
 
@@ -232,7 +242,7 @@ export class Hub {
   /** This node's connections, with their uids and groups: what the presence registry lists. */
   *present(): Iterable<PresentClient> {
     for (const client of this.#clients.values()) {
-      yield { id: client.id, uid: client.uid, groups: [...client.groups] };
+      yield { id: client.id, uid: client.uid, info: client.info, groups: [...client.groups] };
     }
   }
 
@@ -523,20 +533,92 @@ export class Hub {
 
   /**
    * `client` joins `group` by itself (a `join` frame) and hears the group's `join` and `leave`
-   * events from now on. Answers the group's presence taken at the same instant as the join, its own
-   * uid included, so that no event falls between the snapshot and the events after it; null when
-   * the group is over MAX_PRESENCE_MEMBERS, whose presence is not told (see `#presence`).
+   * events from now on. `answer` is given the group's presence taken with the join, its own uid
+   * included (members null when the group is over MAX_PRESENCE_MEMBERS, whose presence is not
+   * told: see `#presence`), before any event after it, so that no event falls between the snapshot
+   * and the events after it. On one node the snapshot is taken in the same tick as the join; in a
+   * cluster it is read from the registry after the join, and the events that come meanwhile wait
+   * for the answer (one may repeat what the snapshot shows, none is lost). Resolves with
+   * GROUP_FULL, and no answer, when the group holds its maximum; rejects with
+   * StoreUnavailableError when the registry cannot answer (the client stays a member).
    */
-  joinBySocket(
+  async joinBySocket(
     client: Client,
     name: string,
-  ): { members: Member[] | null; locks: LockView[] } | typeof GROUP_FULL {
-    if (client.closed) return { members: [], locks: [] };
-    if (!client.groups.has(name) && !this.#hasRoom(name, 1)) return GROUP_FULL;
+    answer: (joined: { members: Member[] | null; locks: LockView[] }) => void,
+  ): Promise<typeof GROUP_FULL | undefined> {
+    if (client.closed) return;
+    if (!client.groups.has(name)) {
+      // Awaited only for a cluster's bounded group: on one node the join happens in this call, so
+      // a socket's join and a leave right after it are done in the order they came.
+      const room = this.#registry && this.capacity(name) > 0
+        ? await this.#hasRoomAnywhere(name)
+        : this.#hasRoom(name, 1);
+      if (!room) return GROUP_FULL;
+      if (client.closed) return;
+    }
     this.#join(client, name);
-    const group = this.#groups.get(name)!;
+    if (!this.#registry) {
+      this.#groups.get(name)!.watchers.add(client);
+      answer({ members: this.#snapshot(this.#groups.get(name)!), locks: this.locks(name) });
+      return;
+    }
+    const waiting: string[] = [];
+    let joining = this.#joining.get(name);
+    if (!joining) this.#joining.set(name, joining = new Map());
+    joining.set(client, waiting);
+    let members: Member[] | null;
+    try {
+      members = await this.#clusterPresence(name);
+    } finally {
+      joining.delete(client);
+      if (joining.size === 0 && this.#joining.get(name) === joining) this.#joining.delete(name);
+    }
+    if (client.closed) return;
+    answer({ members, locks: this.locks(name) });
+    const group = this.#groups.get(name);
+    if (!group?.members.has(client)) return; // it left meanwhile: no events for it any more
+    for (const frame of waiting) client.control(frame);
     group.watchers.add(client);
-    return { members: this.#snapshot(group), locks: this.locks(name) };
+  }
+
+  /** The cluster's presence of `name`, or null over MAX_PRESENCE_MEMBERS; rejects as `counts`. */
+  async #clusterPresence(name: string): Promise<Member[] | null> {
+    const { members, size } = await this.#registryAnswer(this.#registry!.presence(name));
+    const cap = this.#maxPresenceMembers;
+    return cap > 0 && size > cap ? null : members;
+  }
+
+  /**
+   * A presence event of the cluster (engine/presence.ts), from the registry: this node's watchers
+   * of its group are told, but the connection it is about. Nothing when the group is over
+   * MAX_PRESENCE_MEMBERS (counted in presence_events_suppressed_total).
+   */
+  told(event: PresenceEvent): void {
+    const group = this.#groups.get(event.group);
+    const joining = this.#joining.get(event.group);
+    if (!group?.watchers.size && !joining) return;
+    const cap = this.#maxPresenceMembers;
+    if (cap > 0 && event.size > cap) {
+      this.#metrics.presenceSuppressed++;
+      return;
+    }
+    const { type, group: name, uid, info } = event;
+    const frame = JSON.stringify(
+      type === "join" ? { type, group: name, uid, info: info ?? null } : { type, group: name, uid },
+    );
+    for (const watcher of group?.watchers ?? []) {
+      if (watcher.id !== event.client) watcher.control(frame);
+    }
+    for (const [client, waiting] of joining ?? []) {
+      if (client.id !== event.client) waiting.push(frame);
+    }
+  }
+
+  /** Whether one more connection fits in `group`, counting every node's members. */
+  async #hasRoomAnywhere(group: string): Promise<boolean> {
+    const members = await this.#registryAnswer(this.#registry!.membersOf(group));
+    return members + 1 <= this.capacity(group);
   }
 
   /**
@@ -633,7 +715,8 @@ export class Hub {
    * The presence of `group`: one entry per uid with a connection in it (unbound connections are
    * not shown); [] for a group without members, null when it is over MAX_PRESENCE_MEMBERS.
    */
-  presence(name: string): Member[] | null {
+  async presence(name: string): Promise<Member[] | null> {
+    if (this.#registry) return await this.#clusterPresence(name);
     const group = this.#groups.get(name);
     return group ? this.#snapshot(group) : [];
   }
@@ -889,7 +972,7 @@ export class Hub {
   #attach(client: Client): void {
     this.#clients.set(client.id, client);
     this.#setUid(client, client.uid, true);
-    this.#registry?.connected(client.id, client.uid);
+    this.#registry?.connected(client.id, client.uid, client.info);
   }
 
   #detach(client: Client, code: number, reason: string): void {
@@ -936,7 +1019,8 @@ export class Hub {
     if (uid === undefined) return;
     const count = (group.uids.get(uid) ?? 0) + 1;
     group.uids.set(uid, count);
-    if (count === 1) {
+    // In a cluster the registry tells every node's watchers (`told`), counting every node's members.
+    if (count === 1 && !this.#registry) {
       this.#presence(group, group.members.size, {
         type: "join",
         group: name,
@@ -962,7 +1046,9 @@ export class Hub {
       else {
         group.uids.delete(uid);
         // Sized as before the leave, so a member whose join went unannounced leaves unannounced.
-        this.#presence(group, group.members.size + 1, { type: "leave", group: name, uid });
+        if (!this.#registry) {
+          this.#presence(group, group.members.size + 1, { type: "leave", group: name, uid });
+        }
       }
     }
     if (group.members.size === 0) this.#groups.delete(name);

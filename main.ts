@@ -184,6 +184,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         // Called from the first beat on, once Redis has answered: the hub exists by then.
         snapshot: (): Iterable<PresentClient> => hub.present(),
         fingerprint: jwtFingerprint(config, secret),
+        onEvent: (event) => hub.told(event),
         onMismatch: (nodes) => {
           if (nodes.length === 0) return;
           console.error(

@@ -9,7 +9,7 @@
  * so its pages do not shift between two calls unless connections come or go.
  */
 import type { Client, Format } from "./client.ts";
-import type { Hub, LockView, Page } from "./hub.ts";
+import { type Hub, type LockView, type Page, StoreUnavailableError } from "./hub.ts";
 import type { NodeAnswer, NodeChannel } from "./engine/nodes.ts";
 
 /** A connection as the API shows it. */
@@ -164,10 +164,21 @@ export class Roster {
     channel?.serve((request) => answerHere(hub, request as RosterRequest));
   }
 
-  /** Every node's answer, ordered by node name; rejects as NodeChannel.ask does. */
+  /**
+   * Every node's answer, ordered by node name. Rejects with StoreUnavailableError (503) when the
+   * other nodes cannot be asked, or one did not answer.
+   */
   async #ask<T>(request: RosterRequest): Promise<T[]> {
     if (!this.#channel) return [answerHere(this.#hub, request) as T];
-    const answers: NodeAnswer[] = await this.#channel.ask(request);
+    let answers: NodeAnswer[];
+    try {
+      answers = await this.#channel.ask(request);
+    } catch (err) {
+      throw new StoreUnavailableError(
+        `the cluster's nodes cannot be asked now: ${err instanceof Error ? err.message : err}`,
+        { cause: err },
+      );
+    }
     answers.sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0);
     return answers.map((a) => a.answer as T);
   }

@@ -16,6 +16,8 @@ export interface PresentClient {
   id: string;
   /** Its uid; none for a connection that is not bound. */
   uid?: string;
+  /** Its token's `info` claim, shown in the presence of its groups; any JSON value. */
+  info?: unknown;
   /** The groups it is a member of. */
   groups: Iterable<string>;
 }
@@ -36,8 +38,11 @@ export interface ClusterCounts {
 export interface PresenceRegistry {
   /** This node's name in the cluster: unique among the nodes sharing the registry. */
   readonly node: string;
-  /** A connection opened on this node, with its uid (none when unbound) and no groups yet. */
-  connected(client: string, uid: string | undefined): void;
+  /**
+   * A connection opened on this node, with its uid (none when unbound), its token's `info`, and
+   * no groups yet.
+   */
+  connected(client: string, uid: string | undefined, info: unknown): void;
   /** A connection of this node closed: its uid and groups count it no more. */
   disconnected(client: string): void;
   /** A connection of this node took `uid` (none: unbound), keeping its groups. */
@@ -52,4 +57,26 @@ export interface PresenceRegistry {
   connectionsOf(uid: string): Promise<number>;
   /** Members (connections) `group` has in the whole cluster; rejects as `counts`. */
   membersOf(group: string): Promise<number>;
+  /**
+   * The presence of `group` in the whole cluster, read after every change this node told before
+   * the call: one entry per uid with a connection in it, with that uid's `info`, and the group's
+   * members (connections). Rejects as `counts`.
+   */
+  presence(group: string): Promise<{ members: { uid: string; info: unknown }[]; size: number }>;
+}
+
+/**
+ * A uid's first connection in a group, cluster-wide, joined it, or its last one left: what the
+ * group's watchers on every node are told (hub.ts's presence events).
+ */
+export interface PresenceEvent {
+  type: "join" | "leave";
+  group: string;
+  uid: string;
+  /** The `info` of the joining connection; join only. */
+  info?: unknown;
+  /** The connection whose join or leave it was: it is not told its own. */
+  client: string;
+  /** The group's members (connections), cluster-wide: after a join, before a leave. */
+  size: number;
 }

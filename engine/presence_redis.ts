@@ -11,6 +11,11 @@
  *   presence:groups               hash: group → members (connections), cluster-wide
  *   presence:connections          connections, cluster-wide
  *   presence:jwt                  hash: node → the fingerprint of its token settings
+ *   presence:infos                hash: client id → its token's `info` (JSON), when it has one
+ *   presence:group-uids:<group>   hash: uid → its connections in the group, cluster-wide
+ *   presence:group-info:<group>   hash: uid → the `info` of one of them (the group's presence)
+ *   presence:events               channel: a uid's first connection joined a group, or its last
+ *                                 left: {"type":"join"|"leave","group","uid","info","client","size"}
  *
  * Every change is one Lua script, so the counts always equal what the node hashes hold. A node
  * beats every HEARTBEAT_MS; the beat pushes its lapse NODE_TTL_MS ahead and removes every node
@@ -27,7 +32,7 @@
  * For one Redis (or a primary with replicas), not Redis Cluster: scripts touch keys they compute.
  */
 import { Redis } from "ioredis";
-import type { ClusterCounts, PresenceRegistry, PresentClient } from "./presence.ts";
+import type { ClusterCounts, PresenceEvent, PresenceRegistry, PresentClient } from "./presence.ts";
 import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "./redis.ts";
 
 /** Milliseconds between two heartbeats of a node: several beats fit in NODE_TTL_MS. */
@@ -66,18 +71,43 @@ const PRESENCE_LUA = `
 local p, op, node = ARGV[1], ARGV[2], ARGV[3]
 local nodes, clients = p .. 'presence:nodes', p .. 'presence:clients'
 local uids, groups, total = p .. 'presence:uids', p .. 'presence:groups', p .. 'presence:connections'
-local jwt = p .. 'presence:jwt'
+local jwt, infos, events = p .. 'presence:jwt', p .. 'presence:infos', p .. 'presence:events'
 local function nodeKey(n) return p .. 'presence:node:' .. n end
 local function groupsKey(c) return p .. 'presence:client-groups:' .. c end
 local function dec(hash, field)
   if redis.call('HINCRBY', hash, field, -1) <= 0 then redis.call('HDEL', hash, field) end
 end
+-- A uid's first connection in group g came (delta 1), or its last went (-1): told on the channel.
+local function present(g, uid, c, delta)
+  if uid == '' then return end
+  local counts, info = p .. 'presence:group-uids:' .. g, p .. 'presence:group-info:' .. g
+  local n = redis.call('HINCRBY', counts, uid, delta)
+  local size = tonumber(redis.call('HGET', groups, g) or '0')
+  local head = '{"group":' .. cjson.encode(g) .. ',"uid":' .. cjson.encode(uid) ..
+    ',"client":' .. cjson.encode(c)
+  if delta > 0 and n == 1 then
+    local i = redis.call('HGET', infos, c) or 'null'
+    redis.call('HSET', info, uid, i)
+    redis.call('PUBLISH', events, head .. ',"type":"join","info":' .. i .. ',"size":' .. size .. '}')
+  elseif delta < 0 and n <= 0 then
+    redis.call('HDEL', counts, uid)
+    redis.call('HDEL', info, uid)
+    redis.call('PUBLISH', events, head .. ',"type":"leave","size":' .. (size + 1) .. '}')
+  end
+end
+local function leave(c, g, uid)
+  if redis.call('SREM', groupsKey(c), g) == 1 then
+    dec(groups, g)
+    present(g, uid, c, -1)
+  end
+end
 local function remove(n, c)
   local uid = redis.call('HGET', nodeKey(n), c)
   if not uid then return end
   if uid ~= '' then dec(uids, uid) end
-  for _, g in ipairs(redis.call('SMEMBERS', groupsKey(c))) do dec(groups, g) end
+  for _, g in ipairs(redis.call('SMEMBERS', groupsKey(c))) do leave(c, g, uid) end
   redis.call('DEL', groupsKey(c))
+  redis.call('HDEL', infos, c)
   redis.call('HDEL', nodeKey(n), c)
   redis.call('HDEL', clients, c)
   if redis.call('DECR', total) <= 0 then redis.call('DEL', total) end
@@ -109,6 +139,7 @@ end
 local c = ARGV[4]
 if op == 'add' then
   if redis.call('HSETNX', nodeKey(node), c, ARGV[5]) == 0 then return 0 end
+  if ARGV[6] ~= '' then redis.call('HSET', infos, c, ARGV[6]) end
   redis.call('HSET', clients, c, node)
   redis.call('INCR', total)
   if ARGV[5] ~= '' then redis.call('HINCRBY', uids, ARGV[5], 1) end
@@ -121,10 +152,15 @@ elseif op == 'bind' then
   redis.call('HSET', nodeKey(node), c, ARGV[5])
   if ARGV[5] ~= '' then redis.call('HINCRBY', uids, ARGV[5], 1) end
 elseif op == 'join' then
-  if redis.call('HEXISTS', nodeKey(node), c) == 0 then return 0 end
-  if redis.call('SADD', groupsKey(c), ARGV[5]) == 1 then redis.call('HINCRBY', groups, ARGV[5], 1) end
+  local uid = redis.call('HGET', nodeKey(node), c)
+  if not uid then return 0 end
+  if redis.call('SADD', groupsKey(c), ARGV[5]) == 1 then
+    redis.call('HINCRBY', groups, ARGV[5], 1)
+    present(ARGV[5], uid, c, 1)
+  end
 elseif op == 'leave' then
-  if redis.call('SREM', groupsKey(c), ARGV[5]) == 1 then dec(groups, ARGV[5]) end
+  local uid = redis.call('HGET', nodeKey(node), c)
+  if uid then leave(c, ARGV[5], uid) end
 end
 return 1
 `;
@@ -170,6 +206,11 @@ export interface RedisPresenceOptions {
    * not at every beat); [] once they agree again. Default: nothing.
    */
   onMismatch?: (nodes: string[]) => void;
+  /**
+   * Told every presence event of the cluster (every node's, this one's included), in the order
+   * Redis ran the changes. Default: nothing.
+   */
+  onEvent?: (event: PresenceEvent) => void;
   /** Milliseconds between heartbeats; tests shorten it. Default HEARTBEAT_MS. */
   heartbeatMs?: number;
   /** Milliseconds a silent node stays listed; more than `heartbeatMs`. Default NODE_TTL_MS. */
@@ -189,6 +230,8 @@ export interface RedisPresenceOptions {
 export class RedisPresence implements PresenceRegistry {
   readonly node: string;
   readonly #redis: Redis & Scripts;
+  /** Subscribed to presence:events when there is an `onEvent`. */
+  readonly #subscriber: Redis | undefined;
   readonly #name: string;
   readonly #prefix: string;
   readonly #snapshot: () => Iterable<PresentClient>;
@@ -236,6 +279,25 @@ export class RedisPresence implements PresenceRegistry {
       this.#stale = true;
       this.beat().catch(() => {});
     });
+    const onEvent = options.onEvent;
+    if (onEvent) {
+      const channel = `${this.#prefix}presence:events`;
+      const subscriber = new Redis(options.url, {
+        ...connectionOptions("deno-pusher-presence-events"),
+        enableAutoPipelining: false,
+      });
+      subscriber.on("error", () => {}); // the command connection reports the same causes
+      subscriber.on("ready", () => void subscriber.subscribe(channel).catch(() => {}));
+      subscriber.on("message", (from: string, message: string) => {
+        if (from !== channel) return;
+        try {
+          onEvent(JSON.parse(message) as PresenceEvent);
+        } catch (err) {
+          this.#onError(this.#failed("a presence event could not be told", err));
+        }
+      });
+      this.#subscriber = subscriber;
+    }
     this.#beat = setInterval(() => this.beat().catch(() => {}), heartbeatMs);
     this.#beat.unref();
   }
@@ -245,8 +307,8 @@ export class RedisPresence implements PresenceRegistry {
     return this.#nodes;
   }
 
-  connected(client: string, uid: string | undefined): void {
-    this.#write("add", client, uid ?? "");
+  connected(client: string, uid: string | undefined, info: unknown): void {
+    this.#write("add", client, uid ?? "", infoJson(info));
   }
 
   disconnected(client: string): void {
@@ -273,6 +335,20 @@ export class RedisPresence implements PresenceRegistry {
     return { nodes, connections, uids, groups };
   }
 
+  async presence(
+    group: string,
+  ): Promise<{ members: { uid: string; info: unknown }[]; size: number }> {
+    const [size, infos] = await this.#read(
+      group,
+      Promise.all([
+        this.#redis.hget(`${this.#prefix}presence:groups`, group),
+        this.#redis.hgetall(`${this.#prefix}presence:group-info:${group}`),
+      ]),
+    );
+    const members = Object.entries(infos).map(([uid, info]) => ({ uid, info: JSON.parse(info) }));
+    return { members, size: Number(size ?? 0) };
+  }
+
   async connectionsOf(uid: string): Promise<number> {
     return Number(await this.#read(uid, this.#redis.hget(`${this.#prefix}presence:uids`, uid)));
   }
@@ -297,8 +373,8 @@ export class RedisPresence implements PresenceRegistry {
     ];
     if (this.#stale) {
       this.#stale = false;
-      for (const { id, uid, groups } of this.#snapshot()) {
-        sent.push(this.#send("add", id, uid ?? ""));
+      for (const { id, uid, info, groups } of this.#snapshot()) {
+        sent.push(this.#send("add", id, uid ?? "", infoJson(info)));
         for (const group of groups) sent.push(this.#send("join", id, group));
       }
     }
@@ -326,6 +402,7 @@ export class RedisPresence implements PresenceRegistry {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#beat);
+    this.#subscriber?.disconnect();
     if (this.#redis.status === "ready") {
       try {
         await this.#redis.presence(this.#prefix, "reset", this.node, "0", this.#fingerprint);
@@ -342,9 +419,9 @@ export class RedisPresence implements PresenceRegistry {
     return this.#redis.presence(this.#prefix, op, this.node, ...args);
   }
 
-  #write(op: string, client: string, arg?: string): void {
+  #write(op: string, client: string, ...args: string[]): void {
     if (this.#closed) return;
-    this.#send(op, client, ...(arg === undefined ? [] : [arg])).catch((err) => {
+    this.#send(op, client, ...args).catch((err) => {
       this.#stale = true;
       this.#onError(this.#failed(`cannot ${op} client ${client}`, err));
     });
@@ -362,4 +439,9 @@ export class RedisPresence implements PresenceRegistry {
     const message = err instanceof Error ? err.message : String(err);
     return new Error(`redis ${this.#name}: ${what}: ${message}`, { cause: err });
   }
+}
+
+/** A token's `info` as the registry keeps it: JSON, or "" for none. */
+function infoJson(info: unknown): string {
+  return info === undefined || info === null ? "" : JSON.stringify(info);
 }
