@@ -2,7 +2,8 @@
 # `make bench` is the quick pass (< 5 min, prints a markdown table); `make bench-full` runs every
 # scenario, including the 10-minute soak, and rewrites the tables in docs/BENCHMARKS.md.
 # Results: bench/results/latest-<profile>.{json,md,svg}. BENCH_ARGS passes extra flags to run.ts,
-# e.g. BENCH_ARGS='--peers ceiling,go' to run some peers only.
+# e.g. BENCH_ARGS='--peers ceiling,go' to run some peers only. `make bench-cluster` is issue 13's
+# cluster scenario (three nodes and Redis against one node, about 5 minutes; see below).
 
 .PHONY: bench bench-full bench-deps
 
@@ -32,3 +33,16 @@ LOADGEN_CHECK_ARGS ?= --peers deno-pusher,go --levels 10000 --rounds 30 --rates 
 bench-loadgen-check: bench-deps
 	nice -n 5 $(DENO) run --allow-all bench/run.ts --profile quick --bun $(BUN) --deno $(DENO) \
 	  --shapes 5000:1,2500:2,5000:1,2500:2 --label loadgen-check --docs $(LOADGEN_CHECK_ARGS)
+
+# The cluster scenario (issue 13 §5, bench/cluster.ts): three dist/deno-pusher nodes sharing one
+# redis-server (from PATH; `apt-get install redis-server`) with 17,000 connections each, against
+# one node alone with 19,000, same executable and flags; broadcast fan-out and closed-loop /send,
+# with Redis's CPU, in 3 interleaved repeats. About 5 minutes, bounded by --deadline-min (40).
+# Writes bench/results/latest-cluster.{md,json} and the Cluster section of docs/BENCHMARKS.md.
+# CLUSTER_ARGS passes extra flags, e.g. CLUSTER_ARGS='--per-node 1000 --single 1000 --repeats 1
+# --rounds 5 --rate-ms 1000 --label dev' for a short run that leaves the docs alone.
+CLUSTER_ARGS ?=
+.PHONY: bench-cluster
+bench-cluster: deps
+	@$(MAKE) --no-print-directory build
+	nice -n 5 $(DENO) run --allow-all bench/cluster.ts --bun $(BUN) $(if $(CLUSTER_ARGS),$(CLUSTER_ARGS),--docs)

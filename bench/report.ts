@@ -4,6 +4,7 @@
  * the load-generator CPU check, the soak summary, and SVG charts: fan-out latency and memory per
  * connection against N, and the soak.
  */
+import type { ClusterCpu, ClusterRun, Topology, TopologyRun } from "./cluster.ts";
 import type { FanoutResult, LevelResult, PeerResult, RateResult } from "./scenarios.ts";
 import { median, type Spread, spread } from "./stats.ts";
 
@@ -981,6 +982,158 @@ export function shapeTable(run: RunResult): string {
         `${r(ratio[6])} / ${r(ratio[7])}`,
       ]);
     }
+  }
+  return markdown(rows);
+}
+
+/** CPU of one stretch in cores (CPU time ÷ wall time); NaN when it did not run. */
+const coresOf = (cpu: ClusterCpu | undefined, f: (c: ClusterCpu) => number) =>
+  cpu ? f(cpu) / Math.max(1, cpu.wallMs) : NaN;
+
+/** What went wrong in one cluster-scenario run, in words; empty when nothing did. */
+function clusterProblems(r: TopologyRun): string[] {
+  const out: string[] = [];
+  if (r.error) out.push(`error: ${r.error.split("\n")[0]}`);
+  if (r.failed) out.push(`${r.failed} connects failed`);
+  if (!r.synced && r.syncNote) out.push(`not synced: ${r.syncNote}`);
+  const b = r.broadcast;
+  if (b && b.complete < b.rounds) {
+    out.push(
+      `${b.rounds - b.complete} rounds incomplete (${b.lost} messages lost)`,
+    );
+  }
+  if (b?.failedCalls) {
+    out.push(`${b.failedCalls} broadcasts answered ${b.failure}`);
+  }
+  const s = r.send;
+  if (s) {
+    const failed = s.notFound + s.otherStatus + s.errors;
+    if (failed) out.push(`${failed} /send failed (${s.notFound} of them 404)`);
+    if (s.received < s.accepted) {
+      out.push(`${s.accepted - s.received} sent messages lost`);
+    }
+  }
+  return out;
+}
+
+const TOPOLOGY_NAME: Record<Topology, (r: TopologyRun) => string> = {
+  cluster: (r) => `${r.nodes} nodes + Redis`,
+  single: () => "1 node",
+};
+
+/**
+ * Issue 13's cluster scenario: the cluster's row, the single node's under it, and their ratio on
+ * the numbers both have; medians (min–max) over the repeats.
+ */
+export function clusterTable(run: ClusterRun): string {
+  const repeats = run.settings.repeats;
+  const rows = [[
+    "topology",
+    "connections",
+    "conn/s",
+    "KB/conn per node",
+    "broadcast p50 ms",
+    "broadcast p99 ms",
+    "origin node's clients p50 ms",
+    "/send max req/s",
+    "/send p50 / p99 ms",
+    "Redis CPU, broadcast / /send (cores)",
+    "nodes' CPU, broadcast / /send (cores)",
+    "problems",
+  ]];
+  const medians: Record<Topology, number[]> = { cluster: [], single: [] };
+  for (const topology of ["cluster", "single"] as const) {
+    const runs = run.runs.filter((r) => r.topology === topology);
+    if (!runs.length) continue;
+    const over = (f: (r: TopologyRun) => number | undefined) =>
+      spread(runs.map((r) => f(r) ?? NaN));
+    const cell = (f: (r: TopologyRun) => number | undefined, digits: number) =>
+      spreadCell(over(f), repeats, digits);
+    const first = runs[0];
+    const asked = first.nodes * first.connectionsPerNode;
+    const p50 = over((r) => r.broadcast?.p50Ms);
+    const p99 = over((r) => r.broadcast?.p99Ms);
+    const max = over((r) => r.send?.achievedRate);
+    medians[topology] = [p50.median, p99.median, max.median];
+    const problems = runs.flatMap((r) =>
+      clusterProblems(r).map((p) => `#${r.repeat}: ${p}`.replace(/\s+/g, " ").replace(/\|/g, "/"))
+    );
+    rows.push([
+      TOPOLOGY_NAME[topology](first),
+      `${asked.toLocaleString("en-US")} (${first.nodes} × ${count(first.connectionsPerNode)})`,
+      cell((r) => r.connectPerSecond, 0),
+      cell((r) => r.rssPerConnectionBytes / 1024, 1),
+      spreadCell(p50, repeats, 1),
+      spreadCell(p99, repeats, 1),
+      topology === "cluster" ? cell((r) => r.broadcast?.originP50Ms, 1) : "(same)",
+      spreadCell(max, repeats, 0),
+      `${cell((r) => r.send?.latency.p50Ms, 2)} / ${cell((r) => r.send?.latency.p99Ms, 2)}`,
+      topology === "cluster"
+        ? `${cell((r) => coresOf(r.broadcast?.cpu, (c) => c.redisMs), 2)} / ` +
+          cell((r) => coresOf(r.send?.cpu, (c) => c.redisMs), 2)
+        : "no Redis",
+      `${cell((r) => coresOf(r.broadcast?.cpu, (c) => c.nodesMs), 2)} / ` +
+      cell((r) => coresOf(r.send?.cpu, (c) => c.nodesMs), 2),
+      problems.length ? problems.join("; ") : "none",
+    ]);
+  }
+  if (medians.cluster.length && medians.single.length) {
+    const r = medians.cluster.map((v, i) => v / medians.single[i]);
+    const ratio = (x: number) => Number.isFinite(x) ? `×${fmt(x, 2)}` : "–";
+    rows.push([
+      "**cluster ÷ single**",
+      "",
+      "",
+      "",
+      ratio(r[0]),
+      ratio(r[1]),
+      "",
+      `**${ratio(r[2])}**`,
+      "",
+      "",
+      "",
+      "",
+    ]);
+  }
+  return markdown(rows);
+}
+
+/** Every run of the cluster scenario, in the order they ran, with who used the CPU. */
+export function clusterRunsTable(run: ClusterRun): string {
+  const rows = [[
+    "repeat",
+    "topology",
+    "open / asked",
+    "conn/s",
+    "broadcast p50 / p99 / origin p50 ms",
+    "complete rounds",
+    "/send req/s",
+    "/send p50 / p99 ms",
+    "received / accepted",
+    "cores during broadcast: nodes / busiest node / Redis / load generators / machine",
+    "cores during /send: nodes / busiest node / Redis / load generators / machine",
+  ]];
+  const cores = (c: ClusterCpu | undefined) =>
+    c
+      ? [c.nodesMs, c.busiestNodeMs, c.redisMs, c.loadgensMs, c.machineMs]
+        .map((v) => fmt(v / Math.max(1, c.wallMs), 2)).join(" / ")
+      : "–";
+  for (const r of run.runs) {
+    const b = r.broadcast;
+    const s = r.send;
+    rows.push([
+      String(r.repeat),
+      TOPOLOGY_NAME[r.topology](r) + (r.error ? " (failed)" : ""),
+      `${r.connected} / ${r.nodes * r.connectionsPerNode}`,
+      String(r.connectPerSecond),
+      b ? `${fmt(b.p50Ms)} / ${fmt(b.p99Ms)} / ${fmt(b.originP50Ms)}` : "–",
+      b ? `${b.complete} / ${b.rounds}` : r.synced ? "–" : "not synced",
+      s ? String(s.achievedRate) : "–",
+      s ? `${fmt(s.latency.p50Ms, 2)} / ${fmt(s.latency.p99Ms, 2)}` : "–",
+      s ? `${s.received} / ${s.accepted}` : "–",
+      cores(b?.cpu),
+      cores(s?.cpu),
+    ]);
   }
   return markdown(rows);
 }
