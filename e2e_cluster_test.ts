@@ -187,6 +187,60 @@ if (!findRedisServer()) {
     for (const t of [ann, bob]) await t.client[Symbol.asyncDispose]();
   });
 
+  test("locks hold across nodes: taken on one, refused and told on another, released by ttl, by closing and by the API", async () => {
+    await using cluster = await startCluster(2);
+    const [n0, n1] = cluster.nodes;
+    const ann = await tab(n0, "ann", { groups: ["room-1"] });
+    const bob = await tab(n1, "bob", { groups: ["room-1"] });
+    await counted(n0, 2);
+    const ask = async (t: { client: TestClient }, frame: Record<string, unknown>) => {
+      t.client.ws.send(JSON.stringify(frame));
+      return await t.client.nextJson();
+    };
+
+    assert.deepEqual(await ask(ann, { type: "lock", group: "room-1", key: "f1", ref: 1 }), {
+      type: "locked",
+      ref: 1,
+      group: "room-1",
+      key: "f1",
+      expiresAt: null,
+    });
+    const annLock = { key: "f1", holder: { uid: "ann", client: ann.id }, expiresAt: null };
+    assert.deepEqual(await bob.client.nextJson(), { type: "lock", group: "room-1", ...annLock });
+    assert.deepEqual(await ask(bob, { type: "lock", group: "room-1", key: "f1", ref: 2 }), {
+      type: "error",
+      ref: 2,
+      error: `f1 in room-1 is locked by ann (client ${ann.id})`,
+    });
+    assert.deepEqual(await get(n1, "/api/groups/room-1/locks"), { items: [annLock] });
+
+    // A ttl: the holder's node releases it when it passes, and the other node hears it.
+    const f2 = await ask(bob, { type: "lock", group: "room-1", key: "f2", ttl: 0.2, ref: 3 });
+    assert.equal(f2.type, "locked");
+    assert.equal((await ann.client.nextJson()).type, "lock");
+    for (const t of [ann, bob]) {
+      assert.deepEqual(await t.client.nextJson(), { type: "unlock", group: "room-1", key: "f2" });
+    }
+
+    // The API breaks a lock held on another node; its holder is told too.
+    assert.equal(
+      (await ask(bob, { type: "lock", group: "room-1", key: "f3", ref: 4 })).type,
+      "locked",
+    );
+    assert.equal((await ann.client.nextJson()).key, "f3");
+    const broken = await fetch(`${n0.url}/api/groups/room-1/locks/f3`, { method: "DELETE" });
+    assert.deepEqual(await broken.json(), { group: "room-1", key: "f3", released: true });
+    for (const t of [ann, bob]) {
+      assert.deepEqual(await t.client.nextJson(), { type: "unlock", group: "room-1", key: "f3" });
+    }
+
+    // Ann's lock goes with her connection.
+    await ann.client[Symbol.asyncDispose]();
+    assert.deepEqual(await bob.client.nextJson(), { type: "unlock", group: "room-1", key: "f1" });
+    assert.deepEqual(await get(n0, "/api/groups/room-1/locks"), { items: [] });
+    await bob.client[Symbol.asyncDispose]();
+  });
+
   test("the /api lists and actions reach every node's connections", async () => {
     await using cluster = await startCluster(2);
     const [n0, n1] = cluster.nodes;

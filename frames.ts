@@ -183,14 +183,14 @@ async function request(
       return void client.control(answer("ack", ref, { id, delivered }));
     }
     case "lock": {
-      const lock = hub.lock(client, req.group, req.key, req.ttl);
+      const lock = await hub.lock(client, req.group, req.key, req.ttl);
       if (typeof lock === "string") return refused(lock);
       return void client.control(
         answer("locked", ref, { group: req.group, key: req.key, expiresAt: lock.expiresAt }),
       );
     }
     case "unlock": {
-      const why = hub.unlock(client, req.group, req.key);
+      const why = await hub.unlock(client, req.group, req.key);
       if (why) return refused(why);
       return void client.control(answer("unlocked", ref, { group: req.group, key: req.key }));
     }

@@ -19,6 +19,7 @@ import { DEFAULT_MAX_LOCKS_PER_CONNECTION, type Lock, Locks } from "./locks.ts";
 import type { Broker, Origin } from "./engine/broker.ts";
 import type {
   ClusterCounts,
+  LockTaken,
   PresenceEvent,
   PresenceRegistry,
   PresentClient,
@@ -196,6 +197,9 @@ export class Hub {
   /** Per-group bounds set through the API, over MAX_GROUP_MEMBERS; kept while the server runs. */
   readonly #capacities = new Map<string, number>();
   readonly #locks: Locks;
+  readonly #maxLocksPerConnection: number;
+  /** In a cluster, the expiry of the locks this node's connections took with a ttl. */
+  readonly #lockTimers = new Map<string, ReturnType<typeof setTimeout>>();
   readonly #registry: PresenceRegistry | undefined;
   /**
    * group → its connections that joined by socket and wait for the cluster's snapshot, with the
@@ -219,8 +223,10 @@ export class Hub {
     this.#maxGroupMembers = options.maxGroupMembers ?? 0;
     this.#registry = options.presence;
     this.#node = options.presence?.node;
+    this.#maxLocksPerConnection = options.maxLocksPerConnection ??
+      DEFAULT_MAX_LOCKS_PER_CONNECTION;
     this.#locks = new Locks(
-      options.maxLocksPerConnection ?? DEFAULT_MAX_LOCKS_PER_CONNECTION,
+      this.#maxLocksPerConnection,
       (lock) => this.#released([lock]),
     );
     // Every id of an earlier run is at or below where the ids start: all of it was kept before this
@@ -560,22 +566,24 @@ export class Hub {
     this.#join(client, name);
     if (!this.#registry) {
       this.#groups.get(name)!.watchers.add(client);
-      answer({ members: this.#snapshot(this.#groups.get(name)!), locks: this.locks(name) });
+      const locks = this.#locks.of(name).map(lockView);
+      answer({ members: this.#snapshot(this.#groups.get(name)!), locks });
       return;
     }
     const waiting: string[] = [];
     let joining = this.#joining.get(name);
     if (!joining) this.#joining.set(name, joining = new Map());
     joining.set(client, waiting);
-    let members: Member[] | null;
+    let members: Member[] | null, locks: LockView[];
     try {
       members = await this.#clusterPresence(name);
+      locks = await this.#registryAnswer(this.#registry.locks(name));
     } finally {
       joining.delete(client);
       if (joining.size === 0 && this.#joining.get(name) === joining) this.#joining.delete(name);
     }
     if (client.closed) return;
-    answer({ members, locks: this.locks(name) });
+    answer({ members, locks });
     const group = this.#groups.get(name);
     if (!group?.members.has(client)) return; // it left meanwhile: no events for it any more
     for (const frame of waiting) client.control(frame);
@@ -597,9 +605,25 @@ export class Hub {
   told(event: PresenceEvent): void {
     const group = this.#groups.get(event.group);
     const joining = this.#joining.get(event.group);
+    if (event.type === "lock" || event.type === "unlock") {
+      // Every member hears of locks, watcher or not; one that waits for its `joined` after it.
+      const { type, group: name, key, holder, expiresAt } = event;
+      const frame = JSON.stringify(
+        type === "lock"
+          ? { type, group: name, key, holder, expiresAt }
+          : { type, group: name, key },
+      );
+      for (const member of group?.members ?? []) {
+        if (member.id === event.client) continue;
+        const waiting = joining?.get(member);
+        if (waiting) waiting.push(frame);
+        else member.control(frame);
+      }
+      return;
+    }
     if (!group?.watchers.size && !joining) return;
     const cap = this.#maxPresenceMembers;
-    if (cap > 0 && event.size > cap) {
+    if (cap > 0 && (event.size ?? 0) > cap) {
       this.#metrics.presenceSuppressed++;
       return;
     }
@@ -656,28 +680,69 @@ export class Hub {
 
   /**
    * `client` locks `key` in `group`, of which it must be a member, for `ttl` seconds (none: until
-   * it unlocks, leaves or closes). The other members are told (`lock` event). Answers the lock, or
-   * why not, in words for the client.
+   * it unlocks, leaves or closes). The other members are told (`lock` event), on every node of a
+   * cluster, where the lock is the cluster's. Answers the lock, or why not, in words for the
+   * client; rejects with StoreUnavailableError when the registry cannot answer.
    */
-  lock(client: Client, group: string, key: string, ttl?: number): LockView | string {
+  async lock(client: Client, group: string, key: string, ttl?: number): Promise<LockView | string> {
     if (!client.groups.has(group)) return `not a member of ${group}: join it first`;
-    const taken = this.#locks.take(client, group, key, ttl);
+    const max = this.#maxLocksPerConnection;
+    let taken: LockTaken;
+    if (this.#registry) {
+      const ttlMs = ttl === undefined ? undefined : ttl * 1000;
+      taken = await this.#registryAnswer(
+        this.#registry.lock(client.id, client.uid, group, key, ttlMs, max),
+      );
+      if ("taken" in taken && ttlMs !== undefined) this.#expireLater(group, key, ttlMs);
+    } else {
+      const local = this.#locks.take(client, group, key, ttl);
+      taken = "heldBy" in local
+        ? { heldBy: lockView(this.#locks.get(group, key)!) }
+        : "tooMany" in local
+        ? local
+        : { taken: lockView(local) };
+      if ("taken" in taken) {
+        this.#tellMembers(group, { type: "lock", group, ...taken.taken }, client);
+      }
+    }
     if ("heldBy" in taken) {
-      const by = taken.heldBy;
+      const by = taken.heldBy.holder;
       return `${key} in ${group} is locked by ${
         by.uid ?? "an unbound connection"
-      } (client ${by.id})`;
+      } (client ${by.client})`;
     }
     if ("tooMany" in taken) {
       return `this connection holds ${taken.tooMany} locks already (MAX_LOCKS_PER_CONNECTION)`;
     }
-    const view = lockView(taken);
-    this.#tellMembers(group, { type: "lock", group, ...view }, client);
-    return view;
+    return taken.taken;
   }
 
-  /** `client` releases its lock on `key` in `group`; the other members are told. Why not, or "". */
-  unlock(client: Client, group: string, key: string): string {
+  /** In a cluster, the holder's node releases a lock whose ttl passed (the registry checks it). */
+  #expireLater(group: string, key: string, ttlMs: number): void {
+    const name = JSON.stringify([group, key]);
+    clearTimeout(this.#lockTimers.get(name));
+    this.#lockTimers.set(
+      name,
+      setTimeout(() => {
+        this.#lockTimers.delete(name);
+        this.#registry!.expire(group, key).catch((err) =>
+          console.error(`lock ${key} in ${group}: not expired: ${err.message}`)
+        );
+      }, ttlMs),
+    );
+  }
+
+  /**
+   * `client` releases its lock on `key` in `group`; the other members are told. Why not, or "";
+   * rejects as `lock`.
+   */
+  async unlock(client: Client, group: string, key: string): Promise<string> {
+    if (this.#registry) {
+      const released = await this.#registryAnswer(this.#registry.unlock(client.id, group, key));
+      if (released === 0) return `${key} in ${group} is not locked`;
+      if (released < 0) return `${key} in ${group} is locked by another connection`;
+      return "";
+    }
     const lock = this.#locks.get(group, key);
     if (!lock) return `${key} in ${group} is not locked`;
     if (lock.holder !== client) return `${key} in ${group} is locked by another connection`;
@@ -686,13 +751,20 @@ export class Hub {
     return "";
   }
 
-  /** The locks of `group`, oldest first. */
-  locks(group: string): LockView[] {
+  /** The locks of `group` (in a cluster, every node's), oldest first; rejects as `lock`. */
+  async locks(group: string): Promise<LockView[]> {
+    if (this.#registry) return await this.#registryAnswer(this.#registry.locks(group));
     return this.#locks.of(group).map(lockView);
   }
 
-  /** Breaks the lock on `key` in `group` (the API); every member is told. False when none. */
-  breakLock(group: string, key: string): boolean {
+  /**
+   * Breaks the lock on `key` in `group` (the API), wherever it is held; every member is told.
+   * False when none; rejects as `lock`.
+   */
+  async breakLock(group: string, key: string): Promise<boolean> {
+    if (this.#registry) {
+      return await this.#registryAnswer(this.#registry.unlock(undefined, group, key)) === 1;
+    }
     const lock = this.#locks.release(group, key);
     if (lock) this.#released([lock]);
     return lock !== undefined;

@@ -54,9 +54,7 @@ export type RosterRequest =
   | { op: "closeUid"; uid: string; code: number; reason: string }
   | { op: "bind"; id: string; uid: string | null }
   | { op: "membership"; group: string; join: boolean; id?: string; uid?: string }
-  | { op: "dissolve"; group: string }
-  | { op: "locks"; group: string }
-  | { op: "breakLock"; group: string; key: string };
+  | { op: "dissolve"; group: string };
 
 /** A connection as the API shows it. */
 export function viewOf(client: Client): ClientView {
@@ -113,10 +111,6 @@ export function answerHere(hub: Hub, request: RosterRequest): unknown {
       return membership(hub, request);
     case "dissolve":
       return hub.dissolve(request.group) ?? null;
-    case "locks":
-      return hub.locks(request.group);
-    case "breakLock":
-      return hub.breakLock(request.group, request.key);
   }
 }
 
@@ -270,14 +264,14 @@ export class Roster {
     return parts.length === 0 ? undefined : sum(parts);
   }
 
-  /** The locks of `group` on every node, oldest first. */
-  async locks(group: string): Promise<LockView[]> {
-    return (await this.#ask<LockView[]>({ op: "locks", group })).flat();
+  /** The locks of `group`, oldest first: a cluster's are in its registry (hub.ts). */
+  locks(group: string): Promise<LockView[]> {
+    return this.#hub.locks(group);
   }
 
   /** Breaks the lock on `key` in `group` wherever it is held; false when none. */
-  async breakLock(group: string, key: string): Promise<boolean> {
-    return (await this.#ask<boolean>({ op: "breakLock", group, key })).some((b) => b);
+  breakLock(group: string, key: string): Promise<boolean> {
+    return this.#hub.breakLock(group, key);
   }
 
   /** A page of the nodes' parts, one node after another. */

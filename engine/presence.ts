@@ -63,20 +63,60 @@ export interface PresenceRegistry {
    * members (connections). Rejects as `counts`.
    */
   presence(group: string): Promise<{ members: { uid: string; info: unknown }[]; size: number }>;
+  /**
+   * `client` (of `uid`) of this node takes `key` in `group` for `ttlMs` (none: until released),
+   * or renews it when it holds it; refused when another connection holds it or `client` holds
+   * `max` keys already (0: no bound). Every node's members of the group are told (a `lock` event).
+   * Rejects as `counts`. The caller checks that the client is a member of the group.
+   */
+  lock(
+    client: string,
+    uid: string | undefined,
+    group: string,
+    key: string,
+    ttlMs: number | undefined,
+    max: number,
+  ): Promise<LockTaken>;
+  /**
+   * Releases `key` in `group` if `client` holds it (none: whoever does, the API's break); the
+   * members are told. Answers 1 released, 0 not locked, -1 held by another connection.
+   */
+  unlock(client: string | undefined, group: string, key: string): Promise<number>;
+  /** Releases `key` in `group` if its ttl has passed (its holder's node calls it at the time). */
+  expire(group: string, key: string): Promise<void>;
+  /** The locks of `group`, on every node, oldest first. */
+  locks(group: string): Promise<HeldLock[]>;
 }
+
+/** A lock as frames and the API show it. */
+export interface HeldLock {
+  key: string;
+  holder: { uid: string | null; client: string };
+  /** Milliseconds since the epoch; null when it lasts until released. */
+  expiresAt: number | null;
+}
+
+/** What a `lock` got: the lock, the lock another connection holds, or the bound it reached. */
+export type LockTaken = { taken: HeldLock } | { heldBy: HeldLock } | { tooMany: number };
 
 /**
  * A uid's first connection in a group, cluster-wide, joined it, or its last one left: what the
  * group's watchers on every node are told (hub.ts's presence events).
  */
 export interface PresenceEvent {
-  type: "join" | "leave";
+  type: "join" | "leave" | "lock" | "unlock";
   group: string;
   uid: string;
   /** The `info` of the joining connection; join only. */
   info?: unknown;
-  /** The connection whose join or leave it was: it is not told its own. */
+  /** The key locked or unlocked; lock and unlock only. */
+  key?: string;
+  /** lock only. */
+  holder?: { uid: string | null; client: string };
+  /** lock only. */
+  expiresAt?: number | null;
+  /** The connection whose join, leave, lock or unlock it was: it is not told its own. */
   client: string;
-  /** The group's members (connections), cluster-wide: after a join, before a leave. */
-  size: number;
+  /** The group's members (connections), cluster-wide, after a join and before a leave; only those. */
+  size?: number;
 }

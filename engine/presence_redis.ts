@@ -14,8 +14,15 @@
  *   presence:infos                hash: client id → its token's `info` (JSON), when it has one
  *   presence:group-uids:<group>   hash: uid → its connections in the group, cluster-wide
  *   presence:group-info:<group>   hash: uid → the `info` of one of them (the group's presence)
+ *   presence:locks:<group>        hash: key → its lock {"key","holder":{"uid","client"},"expiresAt",
+ *                                 "node","at"} (expiresAt and at in Redis's ms; expiresAt null: held
+ *                                 until released)
+ *   presence:client-locks:<id>    set: the [group, key] (JSON) one connection holds
  *   presence:events               channel: a uid's first connection joined a group, or its last
- *                                 left: {"type":"join"|"leave","group","uid","info","client","size"}
+ *                                 left: {"type":"join"|"leave","group","uid","info","client","size"};
+ *                                 a lock was taken, {"type":"lock","group","key","holder",
+ *                                 "expiresAt","client"}, or released, {"type":"unlock","group","key",
+ *                                 "client"} ("client" is the connection that did it, "" for none)
  *
  * Every change is one Lua script, so the counts always equal what the node hashes hold. A node
  * beats every HEARTBEAT_MS; the beat pushes its lapse NODE_TTL_MS ahead and removes every node
@@ -32,7 +39,14 @@
  * For one Redis (or a primary with replicas), not Redis Cluster: scripts touch keys they compute.
  */
 import { Redis } from "ioredis";
-import type { ClusterCounts, PresenceEvent, PresenceRegistry, PresentClient } from "./presence.ts";
+import type {
+  ClusterCounts,
+  HeldLock,
+  LockTaken,
+  PresenceEvent,
+  PresenceRegistry,
+  PresentClient,
+} from "./presence.ts";
 import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "./redis.ts";
 
 /** Milliseconds between two heartbeats of a node: several beats fit in NODE_TTL_MS. */
@@ -95,8 +109,22 @@ local function present(g, uid, c, delta)
     redis.call('PUBLISH', events, head .. ',"type":"leave","size":' .. (size + 1) .. '}')
   end
 end
+local function locksKey(g) return p .. 'presence:locks:' .. g end
+local function heldKey(c) return p .. 'presence:client-locks:' .. c end
+-- Releases the lock on k in g, held by holder; by tells who did it ('' for nobody).
+local function unlock(g, k, holder, by)
+  redis.call('HDEL', locksKey(g), k)
+  redis.call('SREM', heldKey(holder), cjson.encode({g, k}))
+  redis.call('PUBLISH', events, '{"type":"unlock","group":' .. cjson.encode(g) .. ',"key":' ..
+    cjson.encode(k) .. ',"client":' .. cjson.encode(by) .. '}')
+end
 local function leave(c, g, uid)
   if redis.call('SREM', groupsKey(c), g) == 1 then
+    -- Its locks in the group go with it; the members who stay are told.
+    for _, m in ipairs(redis.call('SMEMBERS', heldKey(c))) do
+      local held = cjson.decode(m)
+      if held[1] == g then unlock(g, held[2], c, '') end
+    end
     dec(groups, g)
     present(g, uid, c, -1)
   end
@@ -107,6 +135,7 @@ local function remove(n, c)
   if uid ~= '' then dec(uids, uid) end
   for _, g in ipairs(redis.call('SMEMBERS', groupsKey(c))) do leave(c, g, uid) end
   redis.call('DEL', groupsKey(c))
+  redis.call('DEL', heldKey(c))
   redis.call('HDEL', infos, c)
   redis.call('HDEL', nodeKey(n), c)
   redis.call('HDEL', clients, c)
@@ -118,6 +147,7 @@ local function reap(n)
   redis.call('ZREM', nodes, n)
   redis.call('HDEL', jwt, n)
 end
+local function num(n) return string.format('%d', n) end
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -137,6 +167,53 @@ if op == 'beat' or op == 'reset' then
   return {fresh, others, redis.call('ZCARD', nodes)}
 end
 local c = ARGV[4]
+if op == 'lock' then
+  -- ARGV: client, group, key, ttl ms ('' none), uid ('' none), most locks per connection (0 none).
+  -- Answers {1, lock} when taken (or renewed), {0, lock} when another holds it, {2, max} when the
+  -- connection holds its most already.
+  local g, k, t = ARGV[5], ARGV[6], now()
+  local current = redis.call('HGET', locksKey(g), k)
+  local at = t
+  if current then
+    local l = cjson.decode(current)
+    local live = l.expiresAt == cjson.null or l.expiresAt > t
+    if l.holder.client ~= c and live then return {0, current} end
+    if l.holder.client ~= c then unlock(g, k, l.holder.client, '') else at = l.at end
+  end
+  local member = cjson.encode({g, k})
+  local max = tonumber(ARGV[9])
+  if max > 0 and redis.call('SISMEMBER', heldKey(c), member) == 0 and
+      redis.call('SCARD', heldKey(c)) >= max then
+    return {2, ARGV[9]}
+  end
+  local expires = ARGV[7] == '' and 'null' or num(t + tonumber(ARGV[7]))
+  local holder = '{"uid":' .. (ARGV[8] == '' and 'null' or cjson.encode(ARGV[8])) ..
+    ',"client":' .. cjson.encode(c) .. '}'
+  local lock = '{"key":' .. cjson.encode(k) .. ',"holder":' .. holder .. ',"expiresAt":' ..
+    expires .. ',"node":' .. cjson.encode(node) .. ',"at":' .. num(at) .. '}'
+  redis.call('HSET', locksKey(g), k, lock)
+  redis.call('SADD', heldKey(c), member)
+  redis.call('PUBLISH', events, '{"type":"lock","group":' .. cjson.encode(g) .. ',"key":' ..
+    cjson.encode(k) .. ',"holder":' .. holder .. ',"expiresAt":' .. expires .. ',"client":' ..
+    cjson.encode(c) .. '}')
+  return {1, lock}
+elseif op == 'unlock' then
+  -- ARGV: client ('' to break whoever holds it), group, key, 'expired' to release it only if its
+  -- ttl has passed. Answers 1 released, 0 not locked, -1 held by another connection (or not
+  -- expired).
+  local g, k = ARGV[5], ARGV[6]
+  local current = redis.call('HGET', locksKey(g), k)
+  if not current then return 0 end
+  local l = cjson.decode(current)
+  if ARGV[7] == 'expired' then
+    if l.expiresAt == cjson.null or l.expiresAt > now() then return -1 end
+    unlock(g, k, l.holder.client, '')
+    return 1
+  end
+  if c ~= '' and l.holder.client ~= c then return -1 end
+  unlock(g, k, l.holder.client, c)
+  return 1
+end
 if op == 'add' then
   if redis.call('HSETNX', nodeKey(node), c, ARGV[5]) == 0 then return 0 end
   if ARGV[6] ~= '' then redis.call('HSET', infos, c, ARGV[6]) end
@@ -179,7 +256,7 @@ return {
 `;
 
 interface Scripts {
-  presence(...args: string[]): Promise<number | [number, string[], number]>;
+  presence(...args: string[]): Promise<number | [number, string[], number] | [number, string]>;
   presenceCounts(prefix: string): Promise<number[]>;
 }
 
@@ -349,6 +426,55 @@ export class RedisPresence implements PresenceRegistry {
     return { members, size: Number(size ?? 0) };
   }
 
+  async lock(
+    client: string,
+    uid: string | undefined,
+    group: string,
+    key: string,
+    ttlMs: number | undefined,
+    max: number,
+  ): Promise<LockTaken> {
+    const [outcome, value] = await this.#read(
+      `${key} in ${group}`,
+      this.#send(
+        "lock",
+        client,
+        group,
+        key,
+        ttlMs === undefined ? "" : String(Math.round(ttlMs)),
+        uid ?? "",
+        String(max),
+      ),
+    ) as [number, string];
+    if (outcome === 2) return { tooMany: Number(value) };
+    const lock = heldLock(value);
+    return outcome === 1 ? { taken: lock } : { heldBy: lock };
+  }
+
+  async unlock(client: string | undefined, group: string, key: string): Promise<number> {
+    return await this.#read(
+      `${key} in ${group}`,
+      this.#send("unlock", client ?? "", group, key, ""),
+    ) as number;
+  }
+
+  async expire(group: string, key: string): Promise<void> {
+    await this.#read(`${key} in ${group}`, this.#send("unlock", "", group, key, "expired"));
+  }
+
+  async locks(group: string): Promise<HeldLock[]> {
+    const all = await this.#read(
+      `the locks of ${group}`,
+      this.#redis.hgetall(`${this.#prefix}presence:locks:${group}`),
+    );
+    return Object.values(all).map((json) => JSON.parse(json) as HeldLock & { at: number })
+      .sort((a, b) => a.at - b.at).map(({ key, holder, expiresAt }) => ({
+        key,
+        holder,
+        expiresAt,
+      }));
+  }
+
   async connectionsOf(uid: string): Promise<number> {
     return Number(await this.#read(uid, this.#redis.hget(`${this.#prefix}presence:uids`, uid)));
   }
@@ -415,7 +541,10 @@ export class RedisPresence implements PresenceRegistry {
     this.#redis.disconnect();
   }
 
-  #send(op: string, ...args: string[]): Promise<number | [number, string[], number]> {
+  #send(
+    op: string,
+    ...args: string[]
+  ): Promise<number | [number, string[], number] | [number, string]> {
     return this.#redis.presence(this.#prefix, op, this.node, ...args);
   }
 
@@ -444,4 +573,10 @@ export class RedisPresence implements PresenceRegistry {
 /** A token's `info` as the registry keeps it: JSON, or "" for none. */
 function infoJson(info: unknown): string {
   return info === undefined || info === null ? "" : JSON.stringify(info);
+}
+
+/** A lock as the registry keeps it, as frames and the API show it. */
+function heldLock(json: string): HeldLock {
+  const { key, holder, expiresAt } = JSON.parse(json) as HeldLock;
+  return { key, holder, expiresAt };
 }
