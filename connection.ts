@@ -116,10 +116,13 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
     );
   };
 
-  /** Registers the verified socket with the hub, unless its uid already has all it may. */
-  const admit = (socket: Socket, who: Identity) => {
+  /**
+   * Registers the verified socket with the hub, unless its uid already has all it may: on this
+   * node, or `anywhere` (the cluster's count, when it was asked).
+   */
+  const admit = (socket: Socket, who: Identity, anywhere = 0) => {
     const cap = config.maxConnectionsPerUid;
-    if (cap > 0 && hub.connectionsOf(who.uid) >= cap) {
+    if (cap > 0 && Math.max(anywhere, hub.connectionsOf(who.uid)) >= cap) {
       state = { name: "closed" };
       try {
         socket.close(CloseCode.tooManyForUid.code, CloseCode.tooManyForUid.reason);
@@ -149,10 +152,14 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
         err instanceof AuthError ? err.message : "token invalid",
       );
     }
+    // The cluster's count; this node's alone when the registry cannot answer now.
+    const anywhere = config.maxConnectionsPerUid > 0
+      ? await hub.connectionsAnywhere(who.uid).catch(() => 0)
+      : 0;
     if (state.name !== "authenticating") return; // timed out or closed meanwhile
     const { socket } = state;
     stopWaiting();
-    admit(socket, who);
+    admit(socket, who, anywhere);
   };
 
   /**

@@ -241,6 +241,58 @@ if (!findRedisServer()) {
     await bob.client[Symbol.asyncDispose]();
   });
 
+  test("limits hold cluster-wide: MAX_CONNECTIONS_PER_UID and MAX_GROUP_MEMBERS count every node", async () => {
+    await using cluster = await startCluster(2, [
+      "--max-connections-per-uid",
+      "1",
+      "--max-group-members",
+      "1",
+    ]);
+    const [n0, n1] = cluster.nodes;
+    const claims = { subscribe: ["room-*"] };
+    const ann = await tab(n0, "ann", claims);
+    await counted(n1, 1);
+    const url = `ws://127.0.0.1:${n1.port}/ws?format=json&token=${await token("ann", claims)}`;
+    await assert.rejects(connectClient(url), "a second connection of ann, on the other node");
+    const metrics = await (await fetch(`${n1.url}/metrics`)).text();
+    assert.match(metrics, /http_requests_total\{method="GET",route="\/ws",status="429"\} 1/);
+
+    ann.client.ws.send(JSON.stringify({ type: "join", group: "room-1", ref: 1 }));
+    assert.equal((await ann.client.nextJson()).type, "joined");
+    const bob = await tab(n1, "bob", claims);
+    await until(
+      async () => (await get(n1, "/api/groups/room-1/members/count")).members === 1,
+      "ann's membership counted",
+    );
+    bob.client.ws.send(JSON.stringify({ type: "join", group: "room-1", ref: 2 }));
+    assert.deepEqual(await bob.client.nextJson(), {
+      type: "error",
+      ref: 2,
+      error: "group is full",
+    });
+
+    // A group's own bound, set on one node, holds on every node.
+    const set = await fetch(`${n0.url}/api/groups/room-1/settings`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ maxMembers: 2 }),
+    });
+    assert.equal(set.status, 200);
+    await until(
+      async () => (await get(n1, "/api/groups/room-1/settings")).maxMembers === 2,
+      "the bound told to the other node",
+    );
+    assert.deepEqual(await get(n1, "/api/groups/room-1/settings"), {
+      group: "room-1",
+      maxMembers: 2,
+      own: true,
+      members: 1,
+    });
+    bob.client.ws.send(JSON.stringify({ type: "join", group: "room-1", ref: 3 }));
+    assert.equal((await bob.client.nextJson()).type, "joined");
+    for (const t of [ann, bob]) await t.client[Symbol.asyncDispose]();
+  });
+
   test("the /api lists and actions reach every node's connections", async () => {
     await using cluster = await startCluster(2);
     const [n0, n1] = cluster.nodes;

@@ -603,6 +603,12 @@ export class Hub {
    * MAX_PRESENCE_MEMBERS (counted in presence_events_suppressed_total).
    */
   told(event: PresenceEvent): void {
+    if (event.type === "capacity") {
+      if (event.maxMembers === null || event.maxMembers === undefined) {
+        this.#capacities.delete(event.group);
+      } else this.#capacities.set(event.group, event.maxMembers);
+      return;
+    }
     const group = this.#groups.get(event.group);
     const joining = this.#joining.get(event.group);
     if (event.type === "lock" || event.type === "unlock") {
@@ -658,10 +664,27 @@ export class Hub {
     return this.#capacities.has(group);
   }
 
-  /** Sets `group`'s own bound (0: none), or with null goes back to MAX_GROUP_MEMBERS. */
-  setCapacity(group: string, maxMembers: number | null): void {
+  /**
+   * Sets `group`'s own bound (0: none), or with null goes back to MAX_GROUP_MEMBERS; on every node
+   * of a cluster (kept in its registry). Rejects with StoreUnavailableError when the registry
+   * cannot keep it (nothing changed then).
+   */
+  async setCapacity(group: string, maxMembers: number | null): Promise<void> {
+    if (this.#registry) {
+      await this.#registryAnswer(this.#registry.setCapacity(group, maxMembers));
+    }
     if (maxMembers === null) this.#capacities.delete(group);
     else this.#capacities.set(group, maxMembers);
+  }
+
+  /**
+   * Takes the cluster's group capacities from its registry (a node does when it joins; the
+   * `capacity` events keep them after). Rejects as `setCapacity`.
+   */
+  async loadCapacities(): Promise<void> {
+    if (!this.#registry) return;
+    const capacities = await this.#registryAnswer(this.#registry.capacities());
+    for (const [group, max] of capacities) this.#capacities.set(group, max);
   }
 
   /** Whether `newcomers` more connections fit in `group`. */

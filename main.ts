@@ -319,6 +319,7 @@ function joinCluster(hub: Hub, broker: RedisBroker, presence: RedisPresence): Cl
       await broker.subscribed();
       try {
         hub.caughtUp(await broker.lastId());
+        await hub.loadCapacities();
         caughtUp = true;
         return;
       } catch (err) {

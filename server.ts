@@ -226,7 +226,7 @@ export function createApp(deps: AppDeps): App {
         throw err;
       }
       const cap = config.maxConnectionsPerUid;
-      if (cap > 0 && hub.connectionsOf(identity.uid) >= cap) {
+      if (cap > 0 && await hub.connectionsAnywhere(identity.uid) >= cap) {
         return refuse(
           c,
           429,

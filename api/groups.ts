@@ -263,7 +263,7 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
     }),
     async (c) => {
       const { group } = c.req.valid("param");
-      hub.setCapacity(group, c.req.valid("json").maxMembers);
+      await hub.setCapacity(group, c.req.valid("json").maxMembers);
       return c.json(await settings(group), 200);
     },
   );

@@ -86,6 +86,13 @@ export interface PresenceRegistry {
   expire(group: string, key: string): Promise<void>;
   /** The locks of `group`, on every node, oldest first. */
   locks(group: string): Promise<HeldLock[]>;
+  /**
+   * Sets the most members (connections) `group` may have, on every node (null: back to
+   * MAX_GROUP_MEMBERS); every node is told (a `capacity` event). Rejects as `counts`.
+   */
+  setCapacity(group: string, maxMembers: number | null): Promise<void>;
+  /** Every group's capacity set through `setCapacity`; rejects as `counts`. */
+  capacities(): Promise<Map<string, number>>;
 }
 
 /** A lock as frames and the API show it. */
@@ -104,9 +111,10 @@ export type LockTaken = { taken: HeldLock } | { heldBy: HeldLock } | { tooMany: 
  * group's watchers on every node are told (hub.ts's presence events).
  */
 export interface PresenceEvent {
-  type: "join" | "leave" | "lock" | "unlock";
+  type: "join" | "leave" | "lock" | "unlock" | "capacity";
   group: string;
-  uid: string;
+  /** join and leave only. */
+  uid?: string;
   /** The `info` of the joining connection; join only. */
   info?: unknown;
   /** The key locked or unlocked; lock and unlock only. */
@@ -115,6 +123,8 @@ export interface PresenceEvent {
   holder?: { uid: string | null; client: string };
   /** lock only. */
   expiresAt?: number | null;
+  /** capacity only: the group's own bound, or null for MAX_GROUP_MEMBERS. */
+  maxMembers?: number | null;
   /** The connection whose join, leave, lock or unlock it was: it is not told its own. */
   client: string;
   /** The group's members (connections), cluster-wide, after a join and before a leave; only those. */

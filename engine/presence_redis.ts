@@ -18,11 +18,14 @@
  *                                 "node","at"} (expiresAt and at in Redis's ms; expiresAt null: held
  *                                 until released)
  *   presence:client-locks:<id>    set: the [group, key] (JSON) one connection holds
+ *   presence:capacities           hash: group → the most members it may have, set through the API
  *   presence:events               channel: a uid's first connection joined a group, or its last
  *                                 left: {"type":"join"|"leave","group","uid","info","client","size"};
  *                                 a lock was taken, {"type":"lock","group","key","holder",
  *                                 "expiresAt","client"}, or released, {"type":"unlock","group","key",
- *                                 "client"} ("client" is the connection that did it, "" for none)
+ *                                 "client"} ("client" is the connection that did it, "" for none);
+ *                                 a group's capacity was set, {"type":"capacity","group",
+ *                                 "maxMembers"} (null: back to MAX_GROUP_MEMBERS)
  *
  * Every change is one Lua script, so the counts always equal what the node hashes hold. A node
  * beats every HEARTBEAT_MS; the beat pushes its lapse NODE_TTL_MS ahead and removes every node
@@ -212,6 +215,14 @@ elseif op == 'unlock' then
   end
   if c ~= '' and l.holder.client ~= c then return -1 end
   unlock(g, k, l.holder.client, c)
+  return 1
+end
+if op == 'capacity' then
+  -- ARGV: '', group, the bound ('' for none of its own).
+  local key = p .. 'presence:capacities'
+  if ARGV[6] == '' then redis.call('HDEL', key, ARGV[5]) else redis.call('HSET', key, ARGV[5], ARGV[6]) end
+  redis.call('PUBLISH', events, '{"type":"capacity","group":' .. cjson.encode(ARGV[5]) ..
+    ',"maxMembers":' .. (ARGV[6] == '' and 'null' or ARGV[6]) .. ',"client":""}')
   return 1
 end
 if op == 'add' then
@@ -473,6 +484,21 @@ export class RedisPresence implements PresenceRegistry {
         holder,
         expiresAt,
       }));
+  }
+
+  async setCapacity(group: string, maxMembers: number | null): Promise<void> {
+    await this.#read(
+      `the capacity of ${group}`,
+      this.#send("capacity", "", group, maxMembers === null ? "" : String(maxMembers)),
+    );
+  }
+
+  async capacities(): Promise<Map<string, number>> {
+    const all = await this.#read(
+      "the groups' capacities",
+      this.#redis.hgetall(`${this.#prefix}presence:capacities`),
+    );
+    return new Map(Object.entries(all).map(([group, max]) => [group, Number(max)]));
   }
 
   async connectionsOf(uid: string): Promise<number> {
