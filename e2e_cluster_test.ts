@@ -6,6 +6,7 @@
  * Redis is down sends answer 503 and the sockets stay open.
  */
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { test } from "node:test";
 import { ready, startCluster, type TestNode } from "./cluster_testkit.ts";
 import { findRedisServer, startRedis, testWithoutRedis } from "./redis_testkit.ts";
@@ -43,6 +44,25 @@ async function nextMessage(client: TestClient) {
   const frame = await client.nextJson();
   assert.equal(frame.type, "message", `a message, not ${JSON.stringify(frame)}`);
   return frame;
+}
+
+/** One command to the Redis on `port`, inline; answers the reply's first line without its type. */
+function redisCommand(port: number, line: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.write(`${line}\r\n`));
+    let reply = "";
+    socket.on("data", (chunk) => {
+      reply += chunk;
+      const lines = reply.split("\r\n");
+      // A bulk string comes as "$<length>" then the value; "$-1" is none.
+      if (lines[0].startsWith("$-1")) resolve(""), socket.end();
+      else if (lines[0].startsWith("$") && lines.length > 2) resolve(lines[1]), socket.end();
+      else if (!lines[0].startsWith("$") && lines.length > 1) {
+        resolve(lines[0].slice(1)), socket.end();
+      }
+    });
+    socket.on("error", reject);
+  });
 }
 
 if (!findRedisServer()) {
@@ -291,6 +311,37 @@ if (!findRedisServer()) {
     bob.client.ws.send(JSON.stringify({ type: "join", group: "room-1", ref: 3 }));
     assert.equal((await bob.client.nextJson()).type, "joined");
     for (const t of [ann, bob]) await t.client[Symbol.asyncDispose]();
+  });
+
+  test("the mailbox is the cluster's: mailed once on whichever node the uid comes back to", async () => {
+    await using cluster = await startCluster(2, ["--offline-ttl", "60"]);
+    const [n0, n1] = cluster.nodes;
+    const queued = await post(n0, "/send", { uid: "ann", message: "while away" });
+    assert.deepEqual(queued, {
+      status: 202,
+      body: { id: queued.body.id, uid: "ann", delivered: 0, queued: true },
+    });
+    const first = await tab(n1, "ann");
+    assert.deepEqual([(await nextMessage(first.client)).data], ["while away"]);
+    await first.client[Symbol.asyncDispose]();
+    await counted(n0, 0);
+    // The node that wrote it keeps the uid's written mark in Redis (within 100 ms).
+    await until(
+      async () =>
+        Number(await redisCommand(cluster.redis.port, "HGET deno-pusher:history:marks ann")) ===
+          queued.body.id,
+      "ann's written mark in Redis",
+    );
+
+    const again = await post(n1, "/send", { uid: "ann", message: "away again" });
+    assert.equal(again.status, 202);
+    const back = await tab(n0, "ann");
+    // Only what it was not written yet: "while away" is not mailed twice.
+    assert.deepEqual([(await nextMessage(back.client)).data], ["away again"]);
+    const live = await post(n1, "/send", { uid: "ann", message: "live" });
+    assert.equal(live.status, 200);
+    assert.equal((await nextMessage(back.client)).data, "live");
+    await back.client[Symbol.asyncDispose]();
   });
 
   test("the /api lists and actions reach every node's connections", async () => {

@@ -424,7 +424,9 @@ export class Hub {
       // The mailbox: what its uid was sent and none of its sockets was written, within OFFLINE_TTL.
       const uid = identity.uid;
       const mark = this.#history!.writtenThrough(uid);
-      this.#resume(client, mark, [uidStream(uid)], () => welcome(), true);
+      // A cluster's other nodes may have written the uid more since: their marks are in Redis.
+      const shared = this.#history!.sharedMark?.(uid);
+      this.#resume(client, mark, [uidStream(uid)], () => welcome(), true, shared);
     } else welcome();
     for (const group of groups) this.#join(client, group);
     return client;
@@ -445,9 +447,12 @@ export class Hub {
     streams: StreamName[],
     welcome: (resumed: ResumeOutcome) => void,
     mailbox = false,
+    sharedMark?: Promise<number>,
   ): void {
     const horizon = this.#horizon;
     const expired = Date.now() - this.#offlineTtl;
+    /** The mailbox mails nothing at or below it: `since`, or the cluster's mark once read. */
+    let written = since;
     const resume = new Resume({
       streams,
       since,
@@ -455,11 +460,23 @@ export class Hub {
       history: this.#history!,
       deliver: (publication) => {
         if (!mailbox || publication.id > horizon) client.push(this.#replayed(publication));
-        else if (publication.ts >= expired) client.push(this.#replayed(publication, true));
+        else if (publication.ts >= expired && publication.id > written) {
+          client.push(this.#replayed(publication, true));
+        }
       },
     });
     this.#resuming.set(client, resume);
-    resume.read().catch(() => ({ recovered: false, replayed: 0 })).then((outcome) => {
+    const marked = sharedMark?.then(
+      (mark) => void (written = Math.max(written, mark)),
+      (err) =>
+        console.error(
+          `mailbox of client ${client.id}: ${err.message}; mailing from this node's mark`,
+        ),
+    );
+    Promise.all([
+      resume.read().catch(() => ({ recovered: false, replayed: 0 })),
+      marked,
+    ]).then(([outcome]) => {
       if (client.closed || this.#resuming.get(client) !== resume) return;
       welcome(outcome);
       resume.flush();

@@ -93,6 +93,13 @@ export interface HistoryStore {
   writtenThrough(uid: string): number;
 
   /**
+   * `writtenThrough`, after taking in the mark as every store sharing this one's data wrote it (a
+   * cluster's nodes, each writing its own marks within MARK_FLUSH_MS). Only a shared store has it;
+   * it rejects when the shared data cannot be read.
+   */
+  sharedMark?(uid: string): Promise<number>;
+
+  /**
    * Writes what is pending, then releases the store's resources and timers. Appends it could not
    * write reject, as they would have; `close` itself resolves. After it, appends and reads reject.
    */

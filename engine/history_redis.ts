@@ -406,6 +406,26 @@ export class RedisHistory implements HistoryStore {
     return this.#marks.through(uid);
   }
 
+  async sharedMark(uid: string): Promise<number> {
+    let id: string | null, at: string | null;
+    try {
+      [id, at] = await Promise.all([
+        this.#redis.hget(this.#keys.marks, uid),
+        this.#redis.zscore(this.#keys.marksAt, uid),
+      ]);
+    } catch (err) {
+      throw this.#error(`cannot read the written mark of ${uid}`, err);
+    }
+    const mark = { id: Number(id ?? 0), at: Number(at ?? 0) };
+    if (
+      mark.id > 0 && mark.at >= this.#now() - this.#ttlMs &&
+      (this.#marks.get(uid)?.id ?? 0) < mark.id
+    ) {
+      this.#marks.load(uid, mark);
+    }
+    return this.#marks.through(uid);
+  }
+
   /**
    * Trims the expired publications of up to SWEEP_STREAMS streams, and forgets expired written
    * marks, in one script; the timer calls it every `sweepMs`. Its commands are sent at once, so a
