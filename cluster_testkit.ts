@@ -37,11 +37,16 @@ export async function ready(port: number): Promise<boolean> {
 }
 
 /**
- * Starts redis-server and `count` nodes with `args`, and resolves once every node is ready. Throws
+ * Starts redis-server (with `redisOptions`: see startRedis) and `count` nodes with `args`, and
+ * resolves once every node is ready. Throws
  * REDIS_MISSING without a redis-server (check findRedisServer first to skip).
  */
-export async function startCluster(count: number, args: string[] = []): Promise<TestCluster> {
-  const redis = await startRedis();
+export async function startCluster(
+  count: number,
+  args: string[] = [],
+  redisOptions: { dir?: string } = {},
+): Promise<TestCluster> {
+  const redis = await startRedis(redisOptions);
   const nodes: TestNode[] = [];
   const live = new Set<TestNode>();
   const addNode = async (extra: string[] = args) => {

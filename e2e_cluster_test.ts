@@ -6,7 +6,10 @@
  * Redis is down sends answer 503 and the sockets stay open.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { ready, startCluster, type TestNode } from "./cluster_testkit.ts";
 import { findRedisServer, startRedis, testWithoutRedis } from "./redis_testkit.ts";
@@ -342,6 +345,72 @@ if (!findRedisServer()) {
     assert.equal(live.status, 200);
     assert.equal((await nextMessage(back.client)).data, "live");
     await back.client[Symbol.asyncDispose]();
+  });
+
+  test("a stream of sends through a node that is killed and a Redis that restarts: every 200 arrives, in order", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "deno-pusher-redis-"));
+    try {
+      await using cluster = await startCluster(3, [], { dir });
+      const [n0, n1, n2] = cluster.nodes;
+      const live = await tab(n1, "ann");
+      await counted(n0, 1);
+      const marker = await post(n0, "/send", { uid: "ann", message: "marker" });
+      assert.equal(marker.status, 200);
+      assert.equal((await nextMessage(live.client)).id, marker.body.id);
+      const answered: number[] = []; // ids answered 200, in the order sent
+      let refused = 0; // 503s
+      let unanswered = 0; // requests that got no answer (their node died)
+      const send = async (node: TestNode, i: number) => {
+        try {
+          const res = await post(node, "/send", { uid: "ann", message: `m${i}` });
+          if (res.status === 200) answered.push(res.body.id);
+          else if (res.status === 503) refused++;
+          else {assert.fail(
+              `send ${i} through ${node.name}: ${res.status} ${JSON.stringify(res.body)}`,
+            );}
+        } catch {
+          unanswered++;
+        }
+      };
+      // Through two nodes, then one of them is killed with -9 while sends go on through the other.
+      for (let i = 0; i < 100; i++) await send(i % 2 === 0 ? n0 : n2, i);
+      await Promise.all([cluster.kill(n2), send(n2, 100), send(n0, 101)]);
+      for (let i = 102; i < 200; i++) await send(n0, i);
+
+      // Redis restarts (it persists: appendonly, fsync always); a send while it is down is a 503.
+      const port = cluster.redis.port;
+      await cluster.redis.stop();
+      await send(n0, 200);
+      assert.ok(refused >= 1, "a send while Redis is down answers 503");
+      await using _redis = await startRedis({ port, dir });
+      for (const node of [n0, n1]) await until(() => ready(node.port), `${node.name} ready`);
+      for (let i = 201; i < 300; i++) await send(n0, i);
+
+      // Live, the tab got a part, in order, nothing twice and nothing that was not answered 200.
+      const received: number[] = [];
+      const sent = new Set(answered);
+      while (received.length === 0 || received.at(-1) !== answered.at(-1)) {
+        const m = await nextMessage(live.client);
+        assert.ok(sent.has(m.id as number), `message ${m.id} was not answered 200`);
+        assert.ok(received.length === 0 || (m.id as number) > received.at(-1)!, "in order");
+        received.push(m.id as number);
+      }
+      // Resuming from the marker, it gets every one answered 200: none lost.
+      const back = await tab(n0, "ann", {}, `&since=${marker.body.id}`);
+      assert.deepEqual([back.welcome.recovered, back.welcome.replayed], [true, answered.length]);
+      const replayed: number[] = [];
+      for (let i = 0; i < answered.length; i++) {
+        replayed.push((await nextMessage(back.client)).id as number);
+      }
+      assert.deepEqual(replayed, answered);
+      console.log(
+        `stream: ${answered.length} answered 200, ${refused} answered 503, ${unanswered} ` +
+          `unanswered (node killed); ${received.length} arrived live, ${replayed.length} on resume`,
+      );
+      for (const t of [live, back]) await t.client[Symbol.asyncDispose]();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("the /api lists and actions reach every node's connections", async () => {

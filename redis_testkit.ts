@@ -78,13 +78,17 @@ function pings(port: number): Promise<boolean> {
 }
 
 /**
- * Starts a redis-server on `port` (default a free one; give a stopped server's port to restart it,
- * empty), without persistence, and resolves once it answers PING.
+ * Starts a redis-server on `port` (default a free one; give a stopped server's port to restart it)
+ * and resolves once it answers PING. Without `dir` it keeps nothing (a restart comes back empty);
+ * with `dir` it keeps an append-only file there, fsynced at every write (appendfsync always), so a
+ * restart on the same `dir` comes back with everything it had answered.
  * Throws REDIS_MISSING when there is no redis-server on PATH (call findRedisServer first to skip),
  * and an error with the server's output when it does not come up. The server is killed when the
  * test process exits, should the test forget to stop it.
  */
-export async function startRedis(options: { port?: number } = {}): Promise<TestRedis> {
+export async function startRedis(
+  options: { port?: number; dir?: string } = {},
+): Promise<TestRedis> {
   const bin = findRedisServer();
   if (!bin) throw new Error(REDIS_MISSING);
   const port = options.port ?? await freePort();
@@ -95,8 +99,9 @@ export async function startRedis(options: { port?: number } = {}): Promise<TestR
     "127.0.0.1",
     "--save",
     "",
-    "--appendonly",
-    "no",
+    ...(options.dir
+      ? ["--dir", options.dir, "--appendonly", "yes", "--appendfsync", "always"]
+      : ["--appendonly", "no"]),
   ], { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout?.on("data", (chunk) => output += chunk);
