@@ -4,7 +4,7 @@
  */
 import process from "node:process";
 import { readFileSync } from "node:fs";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import pkg from "./package.json" with { type: "json" };
@@ -166,7 +166,9 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   }
   metrics.messageLog = logger;
   // A cluster's node: a broker and a presence registry on the same Redis (engine/).
-  const node = config.nodeName ?? `${hostname()}:${config.port || process.pid}`;
+  // Port 0 is no name: two such processes on one host would share it.
+  const node = config.nodeName ??
+    `${hostname()}:${config.port || `${process.pid}-${randomBytes(3).toString("hex")}`}`;
   const cluster = redisUrl
     ? {
       broker: new RedisBroker({

@@ -19,6 +19,12 @@
  *   `since` were kept before it connected (or `since` is older than the history file), true when
  *   even counting those published during the resume none was trimmed.
  *
+ * The same property holds of a cluster: two nodes on one Redis (REDIS_URL), the tabs connecting
+ * to one node or the other and the messages sent through either. There a node answers a send once
+ * its own connections have it, not the other node's, so two checks count only what was sent
+ * through the tab's own node: a fresh tab gets nothing sent before it connected, and what was
+ * kept before it connected comes in the replay.
+ *
  * On failure fast-check prints the shrunk scenario and its seed; RESUME_PROPERTY_SEED reruns (or
  * explores) another seed.
  */
@@ -26,7 +32,8 @@ import assert from "node:assert/strict";
 import process from "node:process";
 import { test } from "node:test";
 import fc from "fast-check";
-import { startTestServer, type TestServer, within } from "./testkit.ts";
+import { startTestServer, type TestServer, until, within } from "./testkit.ts";
+import { findRedisServer, startRedis, testWithoutRedis } from "./redis_testkit.ts";
 
 const UIDS = ["u0", "u1", "u2"];
 const GROUPS = ["g0", "g1"];
@@ -146,6 +153,8 @@ interface Pub {
    * id, when the uid's history no longer held it either; a frame carrying it tells the id later.
    */
   id: number | undefined;
+  /** The node (index of the run's servers) it was sent through. */
+  node: number;
 }
 
 /** A `message` frame as a json connection gets it. */
@@ -162,6 +171,8 @@ class Conn {
   readonly groups: string[];
   /** The `since` it connected with; undefined for a fresh connect. */
   readonly since: number | undefined;
+  /** The node (index of the run's servers) it is connected to. */
+  readonly node: number;
   /** Ticked before the socket was made. */
   readonly start: number;
   /** Ticked when the welcome frame came (Infinity until then). */
@@ -178,7 +189,14 @@ class Conn {
   readonly welcomed$: Promise<void>;
   #wake = () => {};
 
-  constructor(url: string, tab: TabSpec, since: number | undefined, tick: () => number) {
+  constructor(
+    url: string,
+    tab: TabSpec,
+    since: number | undefined,
+    tick: () => number,
+    node: number,
+  ) {
+    this.node = node;
     this.uid = tab.uid;
     this.groups = tab.groups;
     this.since = since;
@@ -249,7 +267,7 @@ function streamsOf(conn: Conn, pubs: Pub[]): Pub[][] {
   ];
 }
 
-/** One run of a scenario against its own server. */
+/** One run of a scenario against its own server, or its own cluster of servers. */
 class Run {
   #clock = 0;
   readonly tick = () => ++this.#clock;
@@ -259,7 +277,15 @@ class Run {
   /** The id of the run's first message, a broadcast sent before anyone connected. */
   genesis = 0;
 
-  constructor(readonly server: TestServer, readonly historySize: number) {}
+  #published = 0;
+  #connected = 0;
+
+  constructor(readonly servers: TestServer[], readonly historySize: number) {}
+
+  /** The server the run's first node is: tokens and history look-ups go there. */
+  get server(): TestServer {
+    return this.servers[0];
+  }
 
   async setUp(specs: TabSpec[]): Promise<void> {
     this.genesis = (await this.publish({ to: "all" })).id!;
@@ -274,7 +300,9 @@ class Run {
   async publish(target: Target): Promise<Pub> {
     const start = this.tick();
     const data = `m${start}`;
-    const { url } = this.server;
+    // Through each node in turn.
+    const node = this.#published++ % this.servers.length;
+    const { url } = this.servers[node];
     const post = (path: string) =>
       fetch(`${url}${path}`, {
         method: "POST",
@@ -301,7 +329,7 @@ class Run {
       const kept = await this.server.api("GET", `/uids/${target.uid}/history?limit=1000`);
       id = kept.body.items.find((m: { data: string }) => m.data === data)?.id;
     } else assert.equal(typeof id, "number", what);
-    const pub = { data, target, start, settle, id };
+    const pub = { data, target, start, settle, id, node };
     this.pubs.push(pub);
     return pub;
   }
@@ -313,8 +341,10 @@ class Run {
     const query = via === "frame"
       ? "auth=frame"
       : `token=${tab.token}${since === undefined ? "" : `&since=${since}`}`;
-    const url = `${this.server.wsUrl}/ws?format=json&${query}`;
-    const conn = new Conn(url, tab.spec, since, this.tick);
+    // To each node in turn, with a stride that is not the publishes' (which alternate).
+    const node = Math.floor(this.#connected++ / 2) % this.servers.length;
+    const url = `${this.servers[node].wsUrl}/ws?format=json&${query}`;
+    const conn = new Conn(url, tab.spec, since, this.tick, node);
     tab.conn = conn;
     this.conns.push(conn);
     if (via === "frame") {
@@ -402,7 +432,8 @@ class Run {
 
   /** Everything that must hold of `conn`; `complete` when it received all it must before closing. */
   check(conn: Conn, complete: boolean): void {
-    const where = `HISTORY_SIZE=${this.historySize} genesis=${this.genesis}: ${conn.describe()}`;
+    const where =
+      `HISTORY_SIZE=${this.historySize} genesis=${this.genesis} node=${conn.node}: ${conn.describe()}`;
     assert.deepEqual(conn.unexpected, [], `only a welcome, then messages: ${where}`);
     const ids = conn.messages.map((m) => m.id);
     for (let k = 1; k < ids.length; k++) {
@@ -418,7 +449,9 @@ class Run {
       assert.ok(addressed(conn, pub), `${m.id} ${JSON.stringify(pub.target)} is for it: ${where}`);
       // After a since, only what is after it; after none, nothing delivered before it connected.
       if (conn.since !== undefined) assert.ok(m.id > conn.since, `${m.id} after since: ${where}`);
-      else assert.ok(pub.settle > conn.start, `${m.id} came before it connected: ${where}`);
+      else if (pub.node === conn.node) {
+        assert.ok(pub.settle > conn.start, `${m.id} came before it connected: ${where}`);
+      }
     }
     const after = this.addressedAfter(conn);
     const label = (p: Pub) => p.id ?? p.data;
@@ -450,7 +483,7 @@ class Run {
     if (complete) assert.deepEqual(ids, expected, `all, once, in order: ${where}`);
     else assert.deepEqual(ids, expected.slice(0, ids.length), `a prefix of all: ${where}`);
     // What was delivered before it connected was kept, so it comes from history.
-    const kept = after.filter((p) => p.settle < conn.start).length;
+    const kept = after.filter((p) => p.settle < conn.start && p.node === conn.node).length;
     assert.ok(replayed >= kept, `replayed ≥ ${kept} kept before it connected: ${where}`);
   }
 
@@ -478,21 +511,60 @@ class Run {
   }
 }
 
+/** Runs `scenario` against `servers`: the commands, then every tab receives all it must. */
+async function runScenario(servers: TestServer[], { historySize, tabs, cmds }: Scenario) {
+  const run = new Run(servers, historySize);
+  try {
+    await run.setUp(tabs);
+    for (const cmd of cmds) await run.apply(cmd);
+    // The end: every open tab receives what it must, then closes and is checked.
+    for (let i = 0; i < run.tabs.length; i++) await run.disconnect(i, true);
+  } finally {
+    for (const conn of run.conns) conn.ws.close();
+    await Promise.all(run.conns.map((c) => within(WAIT_MS, "close", c.closed)));
+  }
+}
+
 test("a tab that resumes with since gets every message once and in order across the seam, or is told it cannot", async () => {
   await fc.assert(
-    fc.asyncProperty(scenarioArb, async ({ historySize, tabs, cmds }) => {
-      await using server = await startTestServer({ historySize, maxConnectsPerIp: 0 });
-      const run = new Run(server, historySize);
-      try {
-        await run.setUp(tabs);
-        for (const cmd of cmds) await run.apply(cmd);
-        // The end: every open tab receives what it must, then closes and is checked.
-        for (let i = 0; i < run.tabs.length; i++) await run.disconnect(i, true);
-      } finally {
-        for (const conn of run.conns) conn.ws.close();
-        await Promise.all(run.conns.map((c) => within(WAIT_MS, "close", c.closed)));
-      }
+    fc.asyncProperty(scenarioArb, async (scenario) => {
+      await using server = await startTestServer({
+        historySize: scenario.historySize,
+        maxConnectsPerIp: 0,
+      });
+      await runScenario([server], scenario);
     }),
     { numRuns: 40, seed: SEED },
   );
 });
+
+if (!findRedisServer()) {
+  testWithoutRedis("the resume property on a two-node cluster");
+} else {
+  test("the same on a cluster of two nodes on one Redis: tabs on either node, sends through either", async () => {
+    await using redis = await startRedis();
+    let runs = 0;
+    await fc.assert(
+      fc.asyncProperty(scenarioArb, async (scenario) => {
+        // Each run its own keys in the one Redis, as a deployment of its own.
+        const prefix = `run${++runs}:`;
+        const settings = {
+          historySize: scenario.historySize,
+          maxConnectsPerIp: 0,
+          redisUrl: redis.url,
+          redisPrefix: prefix,
+        };
+        await using a = await startTestServer({ ...settings, nodeName: "a" });
+        await using b = await startTestServer({ ...settings, nodeName: "b" });
+        for (const server of [a, b]) {
+          await until(
+            async () => (await fetch(`${server.url}/readyz`)).status === 200,
+            "the node joined",
+          );
+        }
+        await runScenario([a, b], scenario);
+      }),
+      { numRuns: 25, seed: SEED },
+    );
+  });
+}
