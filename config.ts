@@ -169,6 +169,14 @@ export const SETTINGS = {
     help: "serve the chat and forms examples at /examples/, with a token endpoint for " +
       "loopback callers (make run sets it); never in production",
   },
+  "reuse-port": {
+    env: "REUSE_PORT",
+    schema: boolean(),
+    default: "false",
+    values: BOOLEAN_VALUES,
+    help: "let several processes listen on the same PORT (SO_REUSEPORT, Linux; Deno and Bun " +
+      "alike): the kernel spreads new connections over them, e.g. cluster nodes on one machine",
+  },
   "access-log": {
     env: "ACCESS_LOG",
     schema: boolean(),

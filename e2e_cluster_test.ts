@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -17,6 +17,7 @@ import {
   connectClient,
   postJson,
   programToken as token,
+  rawRequest,
   type TestClient,
   until,
 } from "./testkit.ts";
@@ -47,6 +48,18 @@ async function nextMessage(client: TestClient) {
   const frame = await client.nextJson();
   assert.equal(frame.type, "message", `a message, not ${JSON.stringify(frame)}`);
   return frame;
+}
+
+/** A TCP port nobody listens on now, on 127.0.0.1. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }
 
 /** One command to the Redis on `port`, inline; answers the reply's first line without its type. */
@@ -411,6 +424,59 @@ if (!findRedisServer()) {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test("several nodes on one machine and one port (REUSE_PORT): the kernel spreads the connections, the cluster counts them all", async () => {
+    await using cluster = await startCluster(0);
+    const port = await freePort();
+    const shared = ["--port", String(port), "--reuse-port", "true"];
+    await cluster.addNode(shared);
+    await cluster.addNode(shared);
+    const entry = cluster.nodes[0]; // either node: they answer on the same port
+    const tabs = [];
+    for (let i = 0; i < 20; i++) tabs.push(await tab(entry, `u${i}`));
+    await counted(entry, 20);
+
+    // Each new TCP connection lands on one node or the other; each tells its own count.
+    const perNode = new Map<string, number>();
+    while (perNode.size < 2) {
+      const { body } = await rawRequest(
+        port,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close",
+      );
+      const node = /^cluster_node_info\{node="([^"]+)"\} 1$/m.exec(body)![1];
+      perNode.set(node, Number(/^connections (\d+)$/m.exec(body)![1]));
+    }
+    assert.deepEqual([...perNode.keys()].toSorted(), ["n0", "n1"]);
+    assert.equal([...perNode.values()].reduce((a, b) => a + b), 20);
+    assert.ok([...perNode.values()].every((n) => n > 0), `spread: ${JSON.stringify([...perNode])}`);
+
+    const all = await post(entry, "/api/broadcast", { message: "to all" });
+    assert.equal(all.body.delivered, 20);
+    for (const t of tabs) assert.equal((await nextMessage(t.client)).data, "to all");
+    for (const t of tabs) await t.client[Symbol.asyncDispose]();
+  });
+
+  test("a message's receipt is the cluster's: acked on one node, GET /api/messages/{id} on another says so", async () => {
+    await using cluster = await startCluster(2);
+    const [n0, n1] = cluster.nodes;
+    const ann = await tab(n1, "ann");
+    await counted(n0, 1);
+    const sent = await post(n0, "/send", { uid: "ann", message: "please ack" });
+    const m = await nextMessage(ann.client);
+    ann.client.ws.send(JSON.stringify({ type: "ack", id: m.id }));
+    // The message log writes in batches (LOG_FLUSH_MS): wait for the ack's.
+    await until(
+      async () => (await get(n0, `/api/messages/${sent.body.id}`)).status === "acked",
+      "the ack recorded",
+    );
+    const receipt = await get(n0, `/api/messages/${sent.body.id}`);
+    assert.deepEqual(
+      [receipt.target, receipt.uid, receipt.message, receipt.written, receipt.acked],
+      ["uid:ann", "ann", "please ack", 1, 1],
+    );
+    assert.equal((await fetch(`${n0.url}/api/messages/1`)).status, 404);
+    await ann.client[Symbol.asyncDispose]();
   });
 
   test("the /api lists and actions reach every node's connections", async () => {

@@ -247,6 +247,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       maxFrameBytes: config.maxFrameBytes,
       maxTcpConnections: maxTcpConnections(fileLimit),
       maxQueueBytes: config.maxQueueBytes,
+      reusePort: config.reusePort,
     });
   } catch (err) {
     checkpoints?.stop();
@@ -332,6 +333,7 @@ function joinCluster(hub: Hub, broker: RedisBroker, presence: RedisPresence): Cl
   };
   catchUp();
   return {
+    node: presence.node,
     unready: () =>
       !caughtUp
         ? "joining the cluster: Redis has not answered yet"

@@ -26,7 +26,7 @@ export interface Gauges {
   pending: number;
   unauthenticated: number;
   /** A cluster node's view of its cluster; absent for a single node. */
-  cluster?: { nodes: number; lagSeconds: number };
+  cluster?: { node: string; nodes: number; lagSeconds: number };
 }
 
 /** Process-wide counters. No label ever holds a uid, a token or a raw path. */
@@ -82,6 +82,12 @@ export class Metrics {
       gauges.unauthenticated,
     );
     if (gauges.cluster) {
+      const node = gauges.cluster.node.replace(/[\\"\n]/g, "_");
+      out.push(
+        "# HELP cluster_node_info This node's name in its cluster (NODE_NAME), as a label.",
+        "# TYPE cluster_node_info gauge",
+        `cluster_node_info{node="${node}"} 1`,
+      );
       one(
         "cluster_nodes",
         "gauge",

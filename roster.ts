@@ -11,6 +11,23 @@
 import type { Client, Format } from "./client.ts";
 import { type Hub, type LockView, type Page, StoreUnavailableError } from "./hub.ts";
 import type { NodeAnswer, NodeChannel } from "./engine/nodes.ts";
+import type { DeliveryStatus, LoggedMessage } from "./message/logger.ts";
+
+/**
+ * Which node's status a message shows when the nodes' logs differ: the one furthest along (a
+ * node whose connections took it says more than one that only took the send).
+ */
+const STATUS_RANK: readonly DeliveryStatus[] = [
+  "offline",
+  "interrupted",
+  "failed",
+  "dropped",
+  "expired",
+  "accepted",
+  "queued",
+  "delivered",
+  "acked",
+];
 
 /** A connection as the API shows it. */
 export interface ClientView {
@@ -54,7 +71,8 @@ export type RosterRequest =
   | { op: "closeUid"; uid: string; code: number; reason: string }
   | { op: "bind"; id: string; uid: string | null }
   | { op: "membership"; group: string; join: boolean; id?: string; uid?: string }
-  | { op: "dissolve"; group: string };
+  | { op: "dissolve"; group: string }
+  | { op: "message"; id: number };
 
 /** A connection as the API shows it. */
 export function viewOf(client: Client): ClientView {
@@ -111,6 +129,10 @@ export function answerHere(hub: Hub, request: RosterRequest): unknown {
       return membership(hub, request);
     case "dissolve":
       return hub.dissolve(request.group) ?? null;
+    case "message": {
+      const found = hub.message(request.id);
+      return found === null ? "no log" : found ?? null;
+    }
   }
 }
 
@@ -272,6 +294,26 @@ export class Roster {
   /** Breaks the lock on `key` in `group` wherever it is held; false when none. */
   breakLock(group: string, key: string): Promise<boolean> {
     return this.#hub.breakLock(group, key);
+  }
+
+  /**
+   * Message `id` as the nodes' logs keep it: each node logs the messages its own connections were
+   * sent, and those it took that nobody had (README: Cluster on Redis). One row: `written` and
+   * `acked` summed over the nodes, the status furthest along, the latest change. Undefined when no
+   * node has it, null when no node keeps a log that can be read.
+   */
+  async message(id: number): Promise<LoggedMessage | undefined | null> {
+    const answers = await this.#ask<LoggedMessage | null | "no log">({ op: "message", id });
+    const rows = answers.filter((a): a is LoggedMessage => a !== null && a !== "no log");
+    if (rows.length === 0) return answers.every((a) => a === "no log") ? null : undefined;
+    const rank = (row: LoggedMessage) => STATUS_RANK.indexOf(row.status);
+    const furthest = rows.reduce((a, b) => rank(b) > rank(a) ? b : a);
+    return {
+      ...furthest,
+      written: sum(rows.map((r) => r.written)),
+      acked: sum(rows.map((r) => r.acked)),
+      updatedAt: Math.max(...rows.map((r) => r.updatedAt)),
+    };
   }
 
   /** A page of the nodes' parts, one node after another. */

@@ -49,6 +49,8 @@ export interface AppDeps {
 
 /** What /readyz and /metrics tell of a cluster node. */
 export interface ClusterState {
+  /** This node's name (NODE_NAME). */
+  node: string;
   /** Why the node cannot take sends now (Redis is unreachable), or undefined when it can. */
   unready(): string | undefined;
   /** Nodes of the cluster now; the last count known while Redis cannot answer. */
@@ -333,6 +335,7 @@ export function createApp(deps: AppDeps): App {
       pending: hub.pending,
       unauthenticated: unauthenticated.count,
       cluster: deps.cluster && {
+        node: deps.cluster.node,
         nodes: await deps.cluster.nodes(),
         lagSeconds: deps.cluster.lagSeconds(),
       },

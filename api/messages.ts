@@ -42,7 +42,7 @@ const MessageSchema = z.object({
 /** 404 when the log keeps nothing that can be read back. */
 const NO_LOG = "no message log is kept that can be read (MESSAGE_LOGGER=sqlite keeps one)";
 
-export function messageRoutes(api: OpenAPIHono<Env>, { hub }: RouteDeps) {
+export function messageRoutes(api: OpenAPIHono<Env>, { roster }: RouteDeps) {
   api.openapi(
     createRoute({
       method: "get",
@@ -61,9 +61,9 @@ export function messageRoutes(api: OpenAPIHono<Env>, { hub }: RouteDeps) {
         ...refusals(400),
       },
     }),
-    (c) => {
+    async (c) => {
       const { id } = c.req.valid("param");
-      const found = hub.message(id);
+      const found = await roster.message(id);
       if (found === null) return c.json({ error: NO_LOG }, 404);
       if (found === undefined) return c.json({ error: `message not found: ${id}` }, 404);
       const { createdAt, updatedAt, ...rest } = found;

@@ -30,6 +30,7 @@ interface BunRuntime {
   serve(options: {
     hostname: string;
     port: number;
+    reusePort: boolean;
     fetch(
       request: Request,
       server: BunServer,
@@ -79,6 +80,7 @@ export function serveBun(app: Served, options: ServeOptions): Promise<Listening>
   const server = bun.serve({
     hostname: options.host,
     port: options.port,
+    reusePort: options.reusePort ?? false,
     async fetch(request, server) {
       let upgraded = false;
       const response = await app.fetch(request, {

@@ -93,6 +93,11 @@ export interface ServeOptions {
    * past HARD_QUEUE_FACTOR times this, or after SLOW_CONSUMER_TIMEOUT over it.
    */
   maxQueueBytes: number;
+  /**
+   * Lets other processes listen on the same host and port (SO_REUSEPORT; Linux), the kernel
+   * spreading new connections over them: several cluster nodes on one machine without a proxy.
+   */
+  reusePort?: boolean;
 }
 
 /** A listening server. */

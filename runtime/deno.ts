@@ -139,7 +139,7 @@ export function serveDeno(app: Served, options: ServeOptions): Promise<Listening
 
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(options.port, options.host, () => {
+    server.listen({ port: options.port, host: options.host, reusePort: options.reusePort }, () => {
       server.off("error", reject);
       // The listener goes on after a failed accept; say why, rather than end the process.
       server.on("error", (err) => console.error(`http server: ${err.message}`));
