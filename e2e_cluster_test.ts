@@ -7,12 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { ready, startCluster, type TestNode } from "./cluster_testkit.ts";
-import { findRedisServer, startRedis, testWithoutRedis } from "./redis_testkit.ts";
+import { findRedisServer, freePort, startRedis, testWithoutRedis } from "./redis_testkit.ts";
 import {
   connectClient,
   postJson,
@@ -48,18 +48,6 @@ async function nextMessage(client: TestClient) {
   const frame = await client.nextJson();
   assert.equal(frame.type, "message", `a message, not ${JSON.stringify(frame)}`);
   return frame;
-}
-
-/** A TCP port nobody listens on now, on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** One command to the Redis on `port`, inline; answers the reply's first line without its type. */

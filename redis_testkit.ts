@@ -50,7 +50,7 @@ export function testWithoutRedis(what: string): void {
 }
 
 /** A TCP port nobody listens on now, on 127.0.0.1. */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);

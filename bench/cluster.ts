@@ -45,6 +45,8 @@ import {
   start,
   treeCpuMs,
   treeRssBytes,
+  updateDocs,
+  version,
 } from "./peers.ts";
 import { MAX_CONNECTIONS_PER_PROCESS, PAYLOAD_BYTES } from "./profiles.ts";
 import { clusterRunsTable, clusterTable } from "./report.ts";
@@ -747,15 +749,6 @@ async function closedLoop(rig: ClusterRig, durationMs: number): Promise<ClusterS
   };
 }
 
-async function version(cmd: string, args = ["--version"]): Promise<string> {
-  try {
-    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-    return new TextDecoder().decode(out.stdout).split("\n")[0].trim();
-  } catch {
-    return "not found";
-  }
-}
-
 async function machine(plan: Plan): Promise<Record<string, unknown>> {
   const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
   const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
@@ -807,22 +800,6 @@ function header(run: ClusterRun): string {
     `alternating; each cell is the median (min–max) of the repeats`,
     ...(run.stoppedEarly ? [`- **stopped early**: ${run.stoppedEarly}`] : []),
   ].join("\n");
-}
-
-/** Replaces the section `name` of docs/BENCHMARKS.md between its markers, laid out by deno fmt. */
-async function updateDocs(name: string, md: string): Promise<void> {
-  const path = `${repo}/docs/BENCHMARKS.md`;
-  const doc = await Deno.readTextFile(path);
-  const begin = `<!-- bench:${name}:begin -->`;
-  const end = `<!-- bench:${name}:end -->`;
-  const a = doc.indexOf(begin);
-  const b = doc.indexOf(end);
-  if (a < 0 || b < a) throw new Error(`${path} has no ${begin} ... ${end} section`);
-  await Deno.writeTextFile(path, `${doc.slice(0, a + begin.length)}\n\n${md}\n\n${doc.slice(b)}`);
-  await new Deno.Command(Deno.execPath(), {
-    args: ["fmt", "--quiet", "--config", `${repo}/deno.json`, path],
-  }).output();
-  log(`updated ${path}`);
 }
 
 async function main(): Promise<void> {
@@ -936,7 +913,7 @@ async function main(): Promise<void> {
   await Deno.writeTextFile(`${resultsDir}/${name}-${stamp}.json`, json);
   await Deno.writeTextFile(`${resultsDir}/latest-${name}.json`, json);
   await Deno.writeTextFile(`${resultsDir}/latest-${name}.md`, md);
-  if (values.docs) await updateDocs(name, md);
+  if (values.docs) log(`updated ${await updateDocs(name, md)}`);
   console.log(md);
 }
 

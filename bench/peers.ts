@@ -490,3 +490,38 @@ export function portFree(port: number): boolean {
     return false;
   }
 }
+
+/** The first line `cmd args` prints (its version), or "not found". */
+export async function version(cmd: string, args = ["--version"]): Promise<string> {
+  try {
+    const out = await new Deno.Command(cmd, {
+      args,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return new TextDecoder().decode(out.stdout).split("\n")[0].trim();
+  } catch {
+    return "not found";
+  }
+}
+
+/**
+ * Replaces the section `name` of docs/BENCHMARKS.md, between its `<!-- bench:<name>:begin -->` and
+ * `end` markers, with `md`, laid out by deno fmt (the repo's `deno fmt --check` covers docs/).
+ * Answers the file's path; throws when the markers are missing.
+ */
+export async function updateDocs(name: string, md: string): Promise<string> {
+  const repo = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+  const path = `${repo}/docs/BENCHMARKS.md`;
+  const doc = await Deno.readTextFile(path);
+  const begin = `<!-- bench:${name}:begin -->`;
+  const end = `<!-- bench:${name}:end -->`;
+  const a = doc.indexOf(begin);
+  const b = doc.indexOf(end);
+  if (a < 0 || b < a) throw new Error(`${path} has no ${begin} ... ${end} section`);
+  await Deno.writeTextFile(path, `${doc.slice(0, a + begin.length)}\n\n${md}\n\n${doc.slice(b)}`);
+  await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", "--config", `${repo}/deno.json`, path],
+  }).output();
+  return path;
+}

@@ -27,6 +27,8 @@ import {
   start,
   type Toolchain,
   treeRssBytes,
+  updateDocs,
+  version,
 } from "./peers.ts";
 import { DURABLE_FIXED_RATE, type Profile, PROFILES } from "./profiles.ts";
 import {
@@ -72,19 +74,6 @@ const resultsDir = `${repo}/bench/results`;
 
 function log(s: string): void {
   console.error(s);
-}
-
-async function version(cmd: string, args = ["--version"]): Promise<string> {
-  try {
-    const out = await new Deno.Command(cmd, {
-      args,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    return new TextDecoder().decode(out.stdout).split("\n")[0].trim();
-  } catch {
-    return "not found";
-  }
 }
 
 async function machine(bun: string): Promise<Record<string, unknown>> {
@@ -517,7 +506,7 @@ async function main(): Promise<void> {
   if (soakSvg) {
     await Deno.writeTextFile(`${resultsDir}/latest-${name}-soak.svg`, soakSvg);
   }
-  if (values.docs) await updateDocs(name, md);
+  if (values.docs) log(`updated ${await updateDocs(name, md)}`);
   console.log(md);
 }
 
@@ -556,30 +545,6 @@ function loadgenLine(run: RunResult): string {
     ? `${l.receivers} socket holders (≤ ${l.socketsPerReceiver} sockets each) + ${l.senders} ` +
       `/send caller${l.senders > 1 ? "s" : ""}`
     : "none ran";
-}
-
-/** Replaces the profile's section of docs/BENCHMARKS.md between its markers. */
-async function updateDocs(name: string, md: string): Promise<void> {
-  const path = `${repo}/docs/BENCHMARKS.md`;
-  const doc = await Deno.readTextFile(path);
-  const begin = `<!-- bench:${name}:begin -->`;
-  const end = `<!-- bench:${name}:end -->`;
-  const a = doc.indexOf(begin);
-  const b = doc.indexOf(end);
-  if (a < 0 || b < a) {
-    throw new Error(`${path} has no ${begin} ... ${end} section`);
-  }
-  await Deno.writeTextFile(
-    path,
-    doc.slice(0, a + begin.length) + "\n" + md + doc.slice(b),
-  );
-  // The repo's `deno fmt --check` covers docs/, so the generated tables are laid out by it.
-  const repoConfig = `${repo}/deno.json`;
-  await new Deno.Command(Deno.execPath(), {
-    args: ["fmt", "--quiet", "--config", repoConfig, path],
-  })
-    .output();
-  log(`updated ${path}`);
 }
 
 if (import.meta.main) await main();

@@ -41,10 +41,12 @@ import { HISTORY_APPEND_LUA, type RedisHistory } from "./history_redis.ts";
 import { REACH_LUA } from "./presence_redis.ts";
 import {
   DEFAULT_PREFIX,
+  quit,
   redactedUrl,
   REDIS_COMMAND_TIMEOUT_MS,
   REDIS_CONNECT_TIMEOUT_MS,
   REDIS_RETRIES_PER_COMMAND,
+  reportErrors,
 } from "./redis.ts";
 import { frozen, type Publication, type Sender, type StreamName } from "./stream.ts";
 
@@ -195,7 +197,7 @@ export class RedisBroker implements Broker {
     });
     redis.defineCommand("brokerPublish", { lua: PUBLISH_LUA });
     this.#redis = redis as Redis & Scripts;
-    this.#reportErrors(redis);
+    reportErrors(redis, this.#name, this.#onRedisError);
 
     // Subscribed again on each `ready` by us, not by ioredis, so that `subscribed()` can tell when.
     this.#subscriber = new Redis(options.url, {
@@ -203,7 +205,7 @@ export class RedisBroker implements Broker {
       autoResubscribe: false,
       connectionName: "deno-pusher-broker-subscriber",
     });
-    this.#reportErrors(this.#subscriber);
+    reportErrors(this.#subscriber, this.#name, this.#onRedisError);
     this.#subscriber.on("ready", () => this.#subscribe());
     this.#subscriber.on("close", () => this.#lostSubscription());
     this.#subscriber.on("message", (channel: string, message: string) => {
@@ -422,30 +424,6 @@ export class RedisBroker implements Broker {
       if (id <= publication.id) this.#release(id);
     }
   }
-
-  /** Reports a connection's errors through onRedisError, once per cause rather than per retry. */
-  #reportErrors(redis: Redis): void {
-    let lastError = "";
-    redis.on("error", (err: Error) => {
-      if (err.message === lastError) return;
-      lastError = err.message;
-      this.#onRedisError(new Error(`redis ${this.#name}: ${err.message}`, { cause: err }));
-    });
-    redis.on("ready", () => void (lastError = ""));
-  }
-}
-
-/** Ends a connection after the answers to what was sent on it, or at once when it is down. */
-async function quit(redis: Redis): Promise<void> {
-  if (redis.status === "ready") {
-    try {
-      await redis.quit();
-      return;
-    } catch {
-      // The connection went down meanwhile: disconnect below.
-    }
-  }
-  redis.disconnect();
 }
 
 function errorMessage(err: unknown): string {

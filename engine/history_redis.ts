@@ -44,7 +44,7 @@ import {
   WrittenMarks,
 } from "./history.ts";
 import { frozen, type Publication, type StreamName } from "./stream.ts";
-import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "./redis.ts";
+import { connectionOptions, DEFAULT_PREFIX, quit, redactedUrl, reportErrors } from "./redis.ts";
 
 export { DEFAULT_PREFIX };
 
@@ -303,14 +303,7 @@ export class RedisHistory implements HistoryStore {
       readOnly: true,
     });
     this.#redis = redis as Redis & Scripts;
-    // Without a listener, ioredis prints every failed connection attempt itself.
-    let lastError = "";
-    redis.on("error", (err: Error) => {
-      if (err.message === lastError) return; // one report per cause, not one per retry
-      lastError = err.message;
-      this.#onError(new Error(`redis ${this.#name}: ${err.message}`, { cause: err }));
-    });
-    redis.on("ready", () => void (lastError = ""));
+    reportErrors(redis, this.#name, this.#onError);
     this.#loadingMarks = this.#loadMarks();
     const sweepMs = options.sweepMs ?? HISTORY_SWEEP_MS;
     if (sweepMs > 0) {
@@ -463,19 +456,7 @@ export class RedisHistory implements HistoryStore {
     this.#saveMarks();
     this.#closed = true;
     await Promise.allSettled([this.#loadingMarks, this.#savingMarks]);
-    if (this.#redis.status === "ready") {
-      try {
-        // ioredis may send QUIT ahead of commands it is still gathering into a pipeline: a PING
-        // goes in order behind them, so once it is answered, so are they.
-        await this.#redis.ping();
-        await this.#redis.quit();
-        return;
-      } catch {
-        // The connection went down meanwhile: disconnect below.
-      }
-    }
-    // Commands waiting for a connection are rejected, and their callers told.
-    this.#redis.disconnect();
+    await quit(this.#redis);
   }
 
   /** The keys a stream's scripts name, in their KEYS order. */

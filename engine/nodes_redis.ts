@@ -14,7 +14,7 @@
 import { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import type { NodeAnswer, NodeChannel } from "./nodes.ts";
-import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "./redis.ts";
+import { connectionOptions, DEFAULT_PREFIX, quit, redactedUrl, reportErrors } from "./redis.ts";
 
 /**
  * Milliseconds an ask waits for every node's answer: a node answers from memory in well under one,
@@ -81,15 +81,7 @@ export class RedisNodes implements NodeChannel {
       ...connectionOptions("deno-pusher-nodes-subscriber"),
       enableAutoPipelining: false,
     });
-    for (const redis of [this.#redis, this.#subscriber]) {
-      let lastError = "";
-      redis.on("error", (err: Error) => {
-        if (err.message === lastError) return; // one report per cause, not one per retry
-        lastError = err.message;
-        onError(new Error(`redis ${this.#name}: ${err.message}`, { cause: err }));
-      });
-      redis.on("ready", () => void (lastError = ""));
-    }
+    for (const redis of [this.#redis, this.#subscriber]) reportErrors(redis, this.#name, onError);
     this.#subscriber.on("ready", () => {
       this.#subscriber.subscribe(this.#requests, this.#answers).then(
         () => void (this.#subscribed = true),
@@ -153,17 +145,7 @@ export class RedisNodes implements NodeChannel {
       asking.reject(new Error("the nodes' channel closed before every node answered"));
       this.#asking.delete(rid);
     }
-    await Promise.all([this.#redis, this.#subscriber].map(async (redis) => {
-      if (redis.status === "ready") {
-        try {
-          await redis.quit();
-          return;
-        } catch {
-          // down meanwhile: disconnect below
-        }
-      }
-      redis.disconnect();
-    }));
+    await Promise.all([quit(this.#redis), quit(this.#subscriber)]);
   }
 
   /** Runs the handler on another node's request (or this node's own) and publishes the answer. */

@@ -50,7 +50,7 @@ import type {
   PresenceRegistry,
   PresentClient,
 } from "./presence.ts";
-import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "./redis.ts";
+import { connectionOptions, DEFAULT_PREFIX, quit, redactedUrl, reportErrors } from "./redis.ts";
 
 /** Milliseconds between two heartbeats of a node: several beats fit in NODE_TTL_MS. */
 export const HEARTBEAT_MS = 2_000;
@@ -355,14 +355,8 @@ export class RedisPresence implements PresenceRegistry {
     redis.defineCommand("presence", { numberOfKeys: 0, lua: PRESENCE_LUA });
     redis.defineCommand("presenceCounts", { numberOfKeys: 0, lua: COUNTS_LUA, readOnly: true });
     this.#redis = redis as Redis & Scripts;
-    let lastError = "";
-    redis.on("error", (err: Error) => {
-      if (err.message === lastError) return; // one report per cause, not one per retry
-      lastError = err.message;
-      this.#onError(new Error(`redis ${this.#name}: ${err.message}`, { cause: err }));
-    });
+    reportErrors(redis, this.#name, this.#onError);
     redis.on("ready", () => {
-      lastError = "";
       // Whatever was written before the connection broke may be lost (a Redis that restarted).
       this.#stale = true;
       this.beat().catch(() => {});
@@ -556,15 +550,11 @@ export class RedisPresence implements PresenceRegistry {
     clearInterval(this.#beat);
     this.#subscriber?.disconnect();
     if (this.#redis.status === "ready") {
-      try {
-        await this.#redis.presence(this.#prefix, "reset", this.node, "0", this.#fingerprint);
-        await this.#redis.quit();
-        return;
-      } catch {
-        // Down meanwhile: the others remove this node after NODE_TTL_MS.
-      }
+      // Out of the registry now; when Redis is down, the others remove it after NODE_TTL_MS.
+      await this.#redis.presence(this.#prefix, "reset", this.node, "0", this.#fingerprint)
+        .catch(() => {});
     }
-    this.#redis.disconnect();
+    await quit(this.#redis);
   }
 
   #send(

@@ -1,7 +1,8 @@
 /**
- * What every Redis store of the engine shares: the key prefix, the connection's bounds, and the
- * Redis URL as errors may show it (never with its password).
+ * What every Redis store of the engine shares: the key prefix, the connection's bounds, the Redis
+ * URL as errors may show it (never with its password), error reports and the way to hang up.
  */
+import type { Redis } from "ioredis";
 
 /** The key prefix when none is given. */
 export const DEFAULT_PREFIX = "deno-pusher:";
@@ -51,4 +52,38 @@ export function redactedUrl(url: string): string {
   }
   if (parsed.password) parsed.password = "";
   return parsed.toString();
+}
+
+/**
+ * Reports `redis`'s connection errors through `onError`, naming the Redis by `name` (its URL
+ * without the password): once per cause rather than once per retry, and again after it was ready.
+ * Without a listener, ioredis would print every failed attempt itself.
+ */
+export function reportErrors(redis: Redis, name: string, onError: (err: Error) => void): void {
+  let lastError = "";
+  redis.on("error", (err: Error) => {
+    if (err.message === lastError) return;
+    lastError = err.message;
+    onError(new Error(`redis ${name}: ${err.message}`, { cause: err }));
+  });
+  redis.on("ready", () => void (lastError = ""));
+}
+
+/**
+ * Ends a connection after the answers to what was sent on it, or at once when it is down (the
+ * commands still waiting for a connection are then rejected, and their callers told).
+ */
+export async function quit(redis: Redis): Promise<void> {
+  if (redis.status === "ready") {
+    try {
+      // ioredis may send QUIT ahead of commands it is still gathering into a pipeline: a PING
+      // goes in order behind them, so once it is answered, so are they.
+      await redis.ping();
+      await redis.quit();
+      return;
+    } catch {
+      // The connection went down meanwhile: disconnect below.
+    }
+  }
+  redis.disconnect();
 }

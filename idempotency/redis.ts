@@ -35,7 +35,13 @@
  */
 import { Redis } from "ioredis";
 import { errorMessage } from "../sqlite.ts";
-import { connectionOptions, DEFAULT_PREFIX, redactedUrl } from "../engine/redis.ts";
+import {
+  connectionOptions,
+  DEFAULT_PREFIX,
+  quit,
+  redactedUrl,
+  reportErrors,
+} from "../engine/redis.ts";
 import { randomUUID } from "node:crypto";
 import { clearInterval, setInterval } from "node:timers";
 import { encodeAnswer, keyOf } from "./local.ts";
@@ -258,14 +264,7 @@ export class RedisIdempotency implements IdempotencyStore {
     redis.defineCommand("idempotencyAbandon", { numberOfKeys: 1, lua: ABANDON_LUA });
     redis.defineCommand("idempotencySweep", { numberOfKeys: 2, lua: SWEEP_LUA });
     this.#redis = redis as Redis & Scripts;
-    // Without a listener, ioredis prints every failed connection attempt itself.
-    let lastError = "";
-    redis.on("error", (err: Error) => {
-      if (err.message === lastError) return; // one report per cause, not one per retry
-      lastError = err.message;
-      this.#onError(new Error(`redis ${this.#name}: ${err.message}`, { cause: err }));
-    });
-    redis.on("ready", () => void (lastError = ""));
+    reportErrors(redis, this.#name, this.#onError);
     const sweepMs = options.sweepMs ?? SWEEP_MS;
     if (sweepMs > 0) {
       this.#sweeper = setInterval(() => this.sweep().catch(this.#onError), sweepMs);
@@ -367,17 +366,7 @@ export class RedisIdempotency implements IdempotencyStore {
     for (const [id, token] of this.#claims) this.#release(id, token);
     this.#claims.clear();
     await Promise.allSettled(this.#writing);
-    if (this.#redis.status === "ready") {
-      // QUIT goes after every command sent, so their answers come first.
-      try {
-        await this.#redis.quit();
-        return;
-      } catch {
-        // The connection went down meanwhile: disconnect below.
-      }
-    }
-    // Commands waiting for a connection are rejected, and their callers told.
-    this.#redis.disconnect();
+    await quit(this.#redis);
   }
 
   /** The first request of `id`, which holds its claim under `token`. */
