@@ -44,16 +44,19 @@ export async function ready(port: number): Promise<boolean> {
 export async function startCluster(
   count: number,
   args: string[] = [],
-  redisOptions: { dir?: string } = {},
+  redisOptions: { dir?: string; password?: string } = {},
 ): Promise<TestCluster> {
   const redis = await startRedis(redisOptions);
+  const url = redisOptions.password
+    ? `redis://:${redisOptions.password}@127.0.0.1:${redis.port}`
+    : redis.url;
   const nodes: TestNode[] = [];
   const live = new Set<TestNode>();
   const addNode = async (extra: string[] = args) => {
     const name = `n${nodes.length}`;
     const started = await startProgram(
       ["--port", "0", "--node-name", name, ...extra],
-      { JWT_SECRET: PROGRAM_SECRET, REDIS_URL: redis.url },
+      { JWT_SECRET: PROGRAM_SECRET, REDIS_URL: url },
     );
     const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
     const node = { name, port, started, url: `http://127.0.0.1:${port}` };

@@ -16,10 +16,14 @@ import { findRedisServer, freePort, startRedis, testWithoutRedis } from "./redis
 import {
   connectClient,
   postJson,
+  PROGRAM_SECRET,
   programToken as token,
   rawRequest,
+  startProgram,
+  stopProgram,
   type TestClient,
   until,
+  within,
 } from "./testkit.ts";
 
 /** A json tab of `uid` on `node` with `claims`: the socket, its client id and its welcome. */
@@ -464,6 +468,35 @@ if (!findRedisServer()) {
       ["uid:ann", "ann", "please ack", 1, 1],
     );
     assert.equal((await fetch(`${n0.url}/api/messages/1`)).status, 404);
+    await ann.client[Symbol.asyncDispose]();
+  });
+
+  test("a password in REDIS_URL: the nodes use it and never print it; a wrong one keeps a node out, and it says why", async () => {
+    const password = "redis-password-0123456789";
+    await using cluster = await startCluster(2, [], { password });
+    const [n0, n1] = cluster.nodes;
+    const ann = await tab(n1, "ann");
+    await counted(n0, 1);
+    assert.equal((await post(n0, "/send", { uid: "ann", message: "hi" })).body.delivered, 1);
+    assert.equal((await nextMessage(ann.client)).data, "hi");
+
+    const wrong = "not-the-password-0123456789";
+    const outsider = await startProgram(["--port", "0", "--node-name", "outsider"], {
+      JWT_SECRET: PROGRAM_SECRET,
+      REDIS_URL: `redis://:${wrong}@127.0.0.1:${cluster.redis.port}`,
+    });
+    try {
+      await within(10_000, "the refusal", outsider.printed(/WRONGPASS|NOAUTH|invalid password/i));
+      const port = Number(/listening on [^:]+:(\d+)/.exec(outsider.banner)![1]);
+      const readyz = await fetch(`http://127.0.0.1:${port}/readyz`);
+      assert.deepEqual([readyz.status, (await readyz.json()).status], [503, "unavailable"]);
+      assert.ok(!outsider.output().includes(wrong), outsider.output());
+    } finally {
+      await stopProgram(outsider);
+    }
+    for (const node of cluster.nodes) {
+      assert.ok(!node.started.output().includes(password), node.started.output());
+    }
     await ann.client[Symbol.asyncDispose]();
   });
 

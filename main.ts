@@ -22,6 +22,7 @@ import { RedisHistory } from "./engine/history_redis.ts";
 import { RedisBroker } from "./engine/broker_redis.ts";
 import { RedisPresence } from "./engine/presence_redis.ts";
 import { RedisNodes } from "./engine/nodes_redis.ts";
+import { redactedUrl } from "./engine/redis.ts";
 import type { PresentClient } from "./engine/presence.ts";
 import type { HistoryStore } from "./engine/history.ts";
 import type { IdempotencyStore } from "./idempotency/store.ts";
@@ -53,6 +54,8 @@ export interface Running {
   /** True when the secret was generated for this process. */
   generatedSecret: boolean;
   maxConnections: number;
+  /** This node's name in its cluster (REDIS_URL); undefined for a single node. */
+  node: string | undefined;
   /**
    * Stops: /readyz turns 503, every socket gets 1001, the log is flushed, then it waits up to
    * SHUTDOWN_GRACE seconds for the listener to finish open requests. Idempotent.
@@ -274,6 +277,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     secret,
     generatedSecret: hmac && config.jwtSecret === undefined,
     maxConnections,
+    node: cluster && node,
     stop: () =>
       stopping ??= (async () => {
         app.drain();
@@ -401,6 +405,12 @@ export async function banner(running: Running, config: Config): Promise<string> 
         : config.messageLogger
     }`,
   ];
+  if (config.redisUrl) {
+    lines.push(
+      `cluster: node ${running.node} on ${redactedUrl(config.redisUrl)} ` +
+        `(REDIS_PREFIX ${config.redisPrefix}); /readyz says when it has joined`,
+    );
+  }
   if (config.examples) {
     lines.push(`examples (EXAMPLES=true): ${running.url}/examples/`);
   }

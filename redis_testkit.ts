@@ -72,7 +72,8 @@ function pings(port: number): Promise<boolean> {
       reply += chunk;
       if (reply.includes("\r\n")) socket.end();
     });
-    socket.on("close", () => resolve(reply.startsWith("+PONG")));
+    // A server with a password answers NOAUTH: it is up all the same.
+    socket.on("close", () => resolve(reply.startsWith("+PONG") || reply.startsWith("-NOAUTH")));
     socket.on("error", () => {});
   });
 }
@@ -81,13 +82,14 @@ function pings(port: number): Promise<boolean> {
  * Starts a redis-server on `port` (default a free one; give a stopped server's port to restart it)
  * and resolves once it answers PING. Without `dir` it keeps nothing (a restart comes back empty);
  * with `dir` it keeps an append-only file there, fsynced at every write (appendfsync always), so a
- * restart on the same `dir` comes back with everything it had answered.
+ * restart on the same `dir` comes back with everything it had answered. With `password`, it
+ * refuses clients that do not give it (AUTH); `url` does not carry it.
  * Throws REDIS_MISSING when there is no redis-server on PATH (call findRedisServer first to skip),
  * and an error with the server's output when it does not come up. The server is killed when the
  * test process exits, should the test forget to stop it.
  */
 export async function startRedis(
-  options: { port?: number; dir?: string } = {},
+  options: { port?: number; dir?: string; password?: string } = {},
 ): Promise<TestRedis> {
   const bin = findRedisServer();
   if (!bin) throw new Error(REDIS_MISSING);
@@ -102,6 +104,7 @@ export async function startRedis(
     ...(options.dir
       ? ["--dir", options.dir, "--appendonly", "yes", "--appendfsync", "always"]
       : ["--appendonly", "no"]),
+    ...(options.password ? ["--requirepass", options.password] : []),
   ], { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout?.on("data", (chunk) => output += chunk);
