@@ -500,6 +500,29 @@ if (!findRedisServer()) {
     await ann.client[Symbol.asyncDispose]();
   });
 
+  test("a node whose JWT_SECRET differs from the others' is named in a warning on both sides, never with the secret", async () => {
+    await using cluster = await startCluster(1);
+    const [n0] = cluster.nodes;
+    const other = "another-secret-0123456789abcdef0123456";
+    const odd = await startProgram(["--port", "0", "--node-name", "odd"], {
+      JWT_SECRET: other,
+      REDIS_URL: cluster.redis.url,
+    });
+    try {
+      const warning = /cluster: node\(s\) (\S+) check tokens with other settings than this node/;
+      await within(10_000, "the odd node's warning", odd.printed(warning));
+      assert.equal(warning.exec(odd.output())![1], "n0");
+      // The first node hears of the newcomer at its next beat (every 2 s).
+      await within(10_000, "the first node's warning", n0.started.printed(warning));
+      assert.equal(warning.exec(n0.started.output())![1], "odd");
+      for (const out of [odd.output(), n0.started.output()]) {
+        assert.ok(!out.includes(other) && !out.includes(PROGRAM_SECRET), out);
+      }
+    } finally {
+      await stopProgram(odd);
+    }
+  });
+
   test("the /api lists and actions reach every node's connections", async () => {
     await using cluster = await startCluster(2);
     const [n0, n1] = cluster.nodes;
