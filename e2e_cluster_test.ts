@@ -299,6 +299,12 @@ if (!findRedisServer()) {
       error: "group is full",
     });
 
+    // The API's join, made on the node that is not bob's, counts every node's members too.
+    const refused = await fetch(`${n0.url}/api/groups/room-1/clients/${bob.id}`, { method: "PUT" });
+    assert.deepEqual([refused.status, await refused.json()], [409, {
+      error: "group is full: room-1 holds 1 of 1 members",
+    }]);
+
     // A group's own bound, set on one node, holds on every node.
     const set = await fetch(`${n0.url}/api/groups/room-1/settings`, {
       method: "PUT",

@@ -664,8 +664,22 @@ export class Hub {
 
   /** Whether one more connection fits in `group`, counting every node's members. */
   async #hasRoomAnywhere(group: string): Promise<boolean> {
-    const members = await this.#registryAnswer(this.#registry!.membersOf(group));
-    return members + 1 <= this.capacity(group);
+    return (await this.roomAnywhere(group, 1)).room;
+  }
+
+  /**
+   * Whether `newcomers` more connections fit in `group`, counting every node's members in a
+   * cluster, and how many members it has now. Rejects as `counts`.
+   */
+  async roomAnywhere(
+    group: string,
+    newcomers: number,
+  ): Promise<{ room: boolean; members: number }> {
+    const members = this.#registry
+      ? await this.#registryAnswer(this.#registry.membersOf(group))
+      : this.#groups.get(group)?.members.size ?? 0;
+    const cap = this.capacity(group);
+    return { room: cap === 0 || members + newcomers <= cap, members };
   }
 
   /**

@@ -70,7 +70,16 @@ export type RosterRequest =
   | { op: "close"; id: string; code: number; reason: string }
   | { op: "closeUid"; uid: string; code: number; reason: string }
   | { op: "bind"; id: string; uid: string | null }
-  | { op: "membership"; group: string; join: boolean; id?: string; uid?: string }
+  | {
+    op: "membership";
+    group: string;
+    join: boolean;
+    id?: string;
+    uid?: string;
+    /** The asking node checked the group's room for the whole cluster already. */
+    checked?: boolean;
+  }
+  | { op: "newcomers"; group: string; id?: string; uid?: string }
   | { op: "dissolve"; group: string }
   | { op: "message"; id: number };
 
@@ -127,6 +136,13 @@ export function answerHere(hub: Hub, request: RosterRequest): unknown {
     }
     case "membership":
       return membership(hub, request);
+    case "newcomers": {
+      const clients = targets(hub, request);
+      return {
+        found: clients.length,
+        newcomers: clients.filter((c) => !c.groups.has(request.group)).length,
+      };
+    }
     case "dissolve":
       return hub.dissolve(request.group) ?? null;
     case "message": {
@@ -140,18 +156,21 @@ function part(page: Page<Client> | undefined): Part<ClientView> {
   return page ? { items: page.items.map(viewOf), total: page.total } : { items: [], total: 0 };
 }
 
+/** The connection `id`, or every connection of `uid`, on this node. */
+function targets(hub: Hub, { id, uid }: { id?: string; uid?: string }): Client[] {
+  const one = id === undefined ? undefined : hub.client(id);
+  if (one) return [one];
+  return uid === undefined ? [] : hub.clientsOf(uid, 0, Infinity)?.items ?? [];
+}
+
 function membership(
   hub: Hub,
-  { group, join, id, uid }: { group: string; join: boolean; id?: string; uid?: string },
+  request: { group: string; join: boolean; id?: string; uid?: string; checked?: boolean },
 ): Membership {
-  const one = id === undefined ? undefined : hub.client(id);
-  const clients = one
-    ? [one]
-    : uid === undefined
-    ? []
-    : hub.clientsOf(uid, 0, Infinity)?.items ?? [];
+  const { group, join, checked } = request;
+  const clients = targets(hub, request);
   const members = () => hub.groupSize(group)?.members ?? 0;
-  if (join && !hub.hasRoomFor(clients, group)) {
+  if (join && !checked && !hub.hasRoomFor(clients, group)) {
     return {
       found: clients.length,
       changed: 0,
@@ -270,7 +289,36 @@ export class Roster {
     join: boolean,
     who: { id: string } | { uid: string },
   ): Promise<Membership> {
-    const parts = await this.#ask<Membership>({ op: "membership", group, join, ...who });
+    // A cluster's bounded group: the room is checked for every node's members first, then the
+    // nodes join without checking their own. (One node checks and joins in one step.)
+    let checked = false;
+    if (join && this.#channel && this.#hub.capacity(group) > 0) {
+      const found = await this.#ask<{ found: number; newcomers: number }>({
+        op: "newcomers",
+        group,
+        ...who,
+      });
+      const { room, members } = await this.#hub.roomAnywhere(
+        group,
+        sum(found.map((f) => f.newcomers)),
+      );
+      if (!room) {
+        return {
+          found: sum(found.map((f) => f.found)),
+          changed: 0,
+          members,
+          full: `group is full: ${group} holds ${members} of ${this.#hub.capacity(group)} members`,
+        };
+      }
+      checked = true;
+    }
+    const parts = await this.#ask<Membership>({
+      op: "membership",
+      group,
+      join,
+      ...who,
+      ...(checked ? { checked } : {}),
+    });
     return {
       found: sum(parts.map((p) => p.found)),
       changed: sum(parts.map((p) => p.changed)),
