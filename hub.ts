@@ -252,6 +252,11 @@ export class Hub {
     }
   }
 
+  /** Whether this hub is a node of a cluster (it has a presence registry). */
+  get clustered(): boolean {
+    return this.#registry !== undefined;
+  }
+
   /** Whether messages are kept for clients that resume (HISTORY_SIZE > 0). */
   get keepsHistory(): boolean {
     return this.#history !== undefined;

@@ -228,7 +228,13 @@ export function createApp(deps: AppDeps): App {
         throw err;
       }
       const cap = config.maxConnectionsPerUid;
-      if (cap > 0 && await hub.connectionsAnywhere(identity.uid) >= cap) {
+      // This node's count first, in this tick, so a burst of handshakes cannot all pass it; then,
+      // in a cluster, every node's.
+      if (
+        cap > 0 &&
+        (hub.connectionsOf(identity.uid) >= cap ||
+          (hub.clustered && await hub.connectionsAnywhere(identity.uid) >= cap))
+      ) {
         return refuse(
           c,
           429,
