@@ -14,13 +14,14 @@ BUN ?= $(or $(shell command -v bun 2>/dev/null),$(TOOLS_BIN)/bun)
 # connection cap) to nothing less.
 DENO_FLAGS := --allow-all
 
-.PHONY: help deps run run-cluster stop-cluster test test-deno test-bun test-bin lint fmt build build-deno clean
+.PHONY: help deps run run-cluster stop-cluster sdk test test-deno test-bun test-bin lint fmt build build-deno clean
 
 help:
 	@echo "make run      start the server on :8181 (SQLite under ./data, prints a dev token)"
 	@echo "make run-cluster  three nodes on 8181-8183 and a redis-server (REDIS_URL); Ctrl-C stops"
 	@echo "make test     run the whole suite (fmt, lint, type check, tests on Deno and Bun)"
 	@echo "make build    compile dist/deno-pusher with bun build --compile"
+	@echo "make sdk      rebuild sdk/bundle.ts (what GET /sdk/deno-pusher.js serves) from sdk/client.ts"
 	@echo "make bench    quick side-by-side benchmark"
 
 $(TOOLS_BIN)/deno:
@@ -39,6 +40,11 @@ deps: $(DENO) $(BUN) node_modules/.installed
 
 run: deps
 	EXAMPLES=$${EXAMPLES:-true} $(DENO) run $(DENO_FLAGS) main.ts $(ARGS)
+
+# The browser build of the client SDK, embedded in sdk/bundle.ts (sdk/build.ts says more); the
+# suite fails (sdk/bundle_test.ts) when sdk/client.ts changed and this was not run.
+sdk: deps
+	$(DENO) run --allow-all sdk/build.ts $(BUN)
 
 # A local cluster: redis-server from PATH and three nodes (deploy/run-cluster.sh says more).
 run-cluster: deps

@@ -17,6 +17,7 @@ import { type Hub, StoreUnavailableError } from "./hub.ts";
 import { requireApiKey } from "./apikey.ts";
 import { createApi } from "./api/api.ts";
 import { exampleRoutes } from "./examples/routes.ts";
+import { sdkRoutes } from "./sdk/routes.ts";
 import { clientNotFoundMessage, messageTooLarge, oversize } from "./api/errors.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import type { NodeChannel } from "./engine/nodes.ts";
@@ -308,6 +309,7 @@ export function createApp(deps: AppDeps): App {
   const roster = new Roster(hub, deps.nodes);
   app.route("/api", createApi({ config, hub, roster, idempotent: idem }));
   if (config.examples) exampleRoutes(app, { hub, authenticator });
+  sdkRoutes(app);
 
   async function readBody(c: Context<Env>): Promise<Record<string, unknown> | Response> {
     const type = c.req.header("content-type")?.split(";")[0].trim().toLowerCase() ?? "";
