@@ -294,6 +294,68 @@ test("presence: members that opted in hear a uid's first join and last leave, wi
   assert.match((await noPresenceInText.json()).error, /presence events need format=json/);
 });
 
+test("the message log lists the latest messages, newest first, one uid's or all, page by page", async () => {
+  await using server = await startTestServer({ messageLogger: "sqlite" });
+  const ann = await server.connectAs("ann", { groups: ["room"] });
+  await using _ann = ann.client;
+  const ids: number[] = [];
+  for (const text of ["one", "two", "three"]) {
+    ids.push((await server.api("POST", "/uids/ann/send", { message: text })).body.id);
+  }
+  const toRoom = (await server.api("POST", "/groups/room/send", { message: "four" })).body.id;
+  const toBob = (await server.send("bob", "five")).body.id; // offline: logged all the same
+
+  const all = await server.api("GET", "/messages");
+  assert.equal(all.status, 200);
+  assert.deepEqual(all.body.items.map((m: { id: number }) => m.id), [
+    toBob,
+    toRoom,
+    ...ids.reverse(),
+  ]);
+  assert.equal(all.body.next, null);
+  const [bob, room] = all.body.items;
+  assert.deepEqual([bob.target, bob.uid, bob.message, bob.status], [
+    "uid:bob",
+    "bob",
+    "five",
+    "offline",
+  ]);
+  assert.deepEqual([room.target, room.uid, room.status, room.written], [
+    "group:room",
+    null,
+    "delivered",
+    1,
+  ]);
+  assert.equal(typeof room.ts, "number");
+
+  // ann's three, two to a page: the second page starts below the first's `next`.
+  const first = await server.api("GET", "/messages?uid=ann&limit=2");
+  assert.deepEqual(first.body.items.map((m: { message: string }) => m.message), ["three", "two"]);
+  assert.equal(first.body.next, first.body.items[1].id);
+  const second = await server.api("GET", `/messages?uid=ann&limit=2&before=${first.body.next}`);
+  assert.deepEqual(second.body.items.map((m: { message: string }) => m.message), ["one"]);
+  assert.equal(second.body.next, null);
+  assert.deepEqual((await server.api("GET", "/messages?uid=nobody")).body, {
+    items: [],
+    next: null,
+  });
+
+  const bad = await server.api("GET", "/messages?limit=0");
+  assert.deepEqual([bad.status, bad.body.error], [400, "limit must be 1 to 1000"]);
+  assert.equal(
+    (await server.api("GET", "/messages?before=x")).body.error,
+    "before must be a message id",
+  );
+});
+
+test("without a message log that can be read, the list answers 404 and says why", async () => {
+  await using server = await startTestServer(); // MESSAGE_LOGGER=none
+  assert.deepEqual(await server.api("GET", "/messages"), {
+    status: 404,
+    body: { error: "no message log is kept that can be read (MESSAGE_LOGGER=sqlite keeps one)" },
+  });
+});
+
 test("/api needs a key when API_KEYS is set, by Bearer or X-API-Key", async () => {
   await using server = await startTestServer({ apiKeys: ["k-one", "k-two"] });
   const get = (headers: Record<string, string>) =>
@@ -375,6 +437,7 @@ test("the OpenAPI document and the README list every operation", async () => {
     "GET /groups/{group}/members",
     "GET /groups/{group}/members/count",
     "GET /groups/{group}/settings",
+    "GET /messages",
     "GET /messages/{id}",
     "GET /uids",
     "GET /uids/count",

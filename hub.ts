@@ -11,7 +11,12 @@
 import type { Identity } from "./authenticator.ts";
 import { Client, type ClientEvents, CloseCode, type Format, type Socket } from "./client.ts";
 import { countFrom, type IdSource } from "./message/ids.ts";
-import type { DeliveryStatus, LoggedMessage, MessageLogger } from "./message/logger.ts";
+import type {
+  DeliveryStatus,
+  LatestQuery,
+  LoggedMessage,
+  MessageLogger,
+} from "./message/logger.ts";
 import { Message, PROTOCOL_VERSION, type Target, targetKey } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
 import { permissionsOf } from "./permissions.ts";
@@ -282,6 +287,14 @@ export class Hub {
    */
   message(id: number): LoggedMessage | undefined | null {
     return this.#logger.find ? this.#logger.find(id) : null;
+  }
+
+  /**
+   * The latest messages of this node's log, newest first (see MessageLogger.latest); null when the
+   * log cannot be read. Throws what the log's store threw.
+   */
+  messages(query: LatestQuery): LoggedMessage[] | null {
+    return this.#logger.latest ? this.#logger.latest(query) : null;
   }
 
   /** Connections now. */

@@ -148,6 +148,18 @@ test("every refusal /api gives is declared, with the Error schema, on the operat
       error: "Malformed JSON in request body",
     },
     {
+      operation: ["GET", "/messages"],
+      request: ["/messages?before=0"],
+      status: 400,
+      error: "before must be 1 or more",
+    },
+    {
+      operation: ["GET", "/messages"],
+      request: ["/messages"],
+      status: 404,
+      error: "no message log is kept that can be read (MESSAGE_LOGGER=sqlite keeps one)",
+    },
+    {
       operation: ["PUT", "/groups/{group}/uids/{uid}"],
       request: ["/groups/g/uids/nobody", { method: "PUT" }],
       status: 404,
@@ -196,7 +208,7 @@ test("the API key's refusals (401, 403, 429) are declared on every operation", a
   const { doc } = await fetchDoc(keyed, { "x-api-key": "k" });
   const operations = Object.values(doc.paths as Record<string, Record<string, Doc>>)
     .flatMap((methods) => Object.values(methods));
-  assert.equal(operations.length, 34);
+  assert.equal(operations.length, 35);
   for (const op of operations) {
     for (const status of ["401", "403", "429"]) {
       assert.ok(op.responses[status], `${op.operationId} does not declare ${status}`);

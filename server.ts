@@ -18,6 +18,7 @@ import { requireApiKey } from "./apikey.ts";
 import { createApi } from "./api/api.ts";
 import { exampleRoutes } from "./examples/routes.ts";
 import { sdkRoutes } from "./sdk/routes.ts";
+import { adminRoutes } from "./admin/routes.ts";
 import { clientNotFoundMessage, messageTooLarge, oversize } from "./api/errors.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import type { NodeChannel } from "./engine/nodes.ts";
@@ -310,6 +311,7 @@ export function createApp(deps: AppDeps): App {
   app.route("/api", createApi({ config, hub, roster, idempotent: idem }));
   if (config.examples) exampleRoutes(app, { hub, authenticator });
   sdkRoutes(app);
+  adminRoutes(app);
 
   async function readBody(c: Context<Env>): Promise<Record<string, unknown> | Response> {
     const type = c.req.header("content-type")?.split(";")[0].trim().toLowerCase() ?? "";

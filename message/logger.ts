@@ -65,6 +65,16 @@ export interface LoggedMessage extends Omit<MessageRecord, "written" | "acks"> {
   updatedAt: number;
 }
 
+/** What `MessageLogger.latest` is asked for. */
+export interface LatestQuery {
+  /** Only the records sent to this uid. */
+  uid?: string;
+  /** Only the records whose id is below this one: the next page after a page that ended there. */
+  before?: number;
+  /** Most records answered, at least 1. */
+  limit: number;
+}
+
 /**
  * The status a record moves to when `next` comes after `current`. `acked` is final; `expired`
  * only ends a `queued` one (a mailed message that was written meanwhile stays `delivered`).
@@ -116,6 +126,12 @@ export interface MessageLogger {
   targetOf?(id: number): string | undefined;
   /** Record `id` with everything that happened to it so far; undefined when unknown. */
   find?(id: number): LoggedMessage | undefined;
+  /**
+   * The latest records, newest first, as `find` gives each: at most `limit`, only those to `uid`
+   * when it is given (the records whose target is `uid:<uid>`), only those older than id `before`
+   * when it is given. A logger that cannot look records up has no `latest`.
+   */
+  latest?(query: LatestQuery): LoggedMessage[];
   /**
    * Settles as `expired` every `queued` record created before `before` (ms since the epoch): the
    * mailbox's messages whose OFFLINE_TTL passed. Answers how many.

@@ -9,6 +9,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import {
   BatchingLogger,
   type DeliveryStatus,
+  type LatestQuery,
   type LoggedMessage,
   type MessageRecord,
   type RecordChange,
@@ -83,6 +84,24 @@ function migrate(db: DatabaseSync): void {
   }
 }
 
+/** The columns `loggedMessage` reads, in the order of the table. */
+const COLUMNS = "id, uid, target, message, created_at, status, written, acked, updated_at";
+
+/** A row of COLUMNS as the log's readers see it. */
+function loggedMessage(row: Record<string, unknown>): LoggedMessage {
+  return {
+    id: Number(row.id),
+    uid: row.uid as string | null,
+    target: row.target as string,
+    message: row.message as string,
+    createdAt: Number(row.created_at),
+    status: row.status as DeliveryStatus,
+    written: Number(row.written),
+    acked: Number(row.acked),
+    updatedAt: Number(row.updated_at),
+  };
+}
+
 /** SQLite's primary result codes for a row it will never take: TOOBIG, CONSTRAINT, MISMATCH. */
 const ROW_ERRORS = new Set([18, 19, 20]);
 
@@ -99,6 +118,9 @@ export class SqliteLogger extends BatchingLogger {
   #insertAck!: StatementSync;
   #countAck!: StatementSync;
   #find!: StatementSync;
+  /** The latest rows below an id (any id, when none is given), all of them or one uid's. */
+  #latest!: StatementSync;
+  #latestOfUid!: StatementSync;
   #target!: StatementSync;
   #expire!: StatementSync;
   /** The open file's identity (device and inode), to notice it deleted or replaced under us. */
@@ -159,9 +181,14 @@ export class SqliteLogger extends BatchingLogger {
     this.#countAck = this.db.prepare(
       "UPDATE messages SET acked = acked + 1, status = 'acked', updated_at = ? WHERE id = ?",
     );
-    this.#find = this.db.prepare(
-      `SELECT id, uid, target, message, created_at, status, written, acked, updated_at
-       FROM messages WHERE id = ?`,
+    this.#find = this.db.prepare(`SELECT ${COLUMNS} FROM messages WHERE id = ?`);
+    // Two statements, so that each has its own plan: the primary key backwards, or the
+    // (uid, id) index backwards; neither sorts.
+    this.#latest = this.db.prepare(
+      `SELECT ${COLUMNS} FROM messages WHERE id < ? ORDER BY id DESC LIMIT ?`,
+    );
+    this.#latestOfUid = this.db.prepare(
+      `SELECT ${COLUMNS} FROM messages WHERE uid = ? AND id < ? ORDER BY id DESC LIMIT ?`,
     );
     this.#target = this.db.prepare("SELECT target FROM messages WHERE id = ?");
     this.#expire = this.db.prepare(
@@ -261,17 +288,22 @@ export class SqliteLogger extends BatchingLogger {
     } catch (err) {
       throw new Error(`message log ${this.#path}: ${errorMessage(err)}`, { cause: err });
     }
-    return row && {
-      id: Number(row.id),
-      uid: row.uid as string | null,
-      target: row.target as string,
-      message: row.message as string,
-      createdAt: Number(row.created_at),
-      status: row.status as DeliveryStatus,
-      written: Number(row.written),
-      acked: Number(row.acked),
-      updatedAt: Number(row.updated_at),
-    };
+    return row && loggedMessage(row);
+  }
+
+  /** Writes what waits first, so the answer has every message and change so far. */
+  latest({ uid, before, limit }: LatestQuery): LoggedMessage[] {
+    this.flush();
+    const below = before ?? Number.MAX_SAFE_INTEGER;
+    let rows;
+    try {
+      rows = uid === undefined
+        ? this.#latest.all(below, limit)
+        : this.#latestOfUid.all(uid, below, limit);
+    } catch (err) {
+      throw new Error(`message log ${this.#path}: ${errorMessage(err)}`, { cause: err });
+    }
+    return rows.map((row) => loggedMessage(row as Record<string, unknown>));
   }
 
   expireQueued(before: number): number {
