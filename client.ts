@@ -223,6 +223,11 @@ export class Client {
     return true;
   }
 
+  /** Outbound bytes waiting for this connection: its queue and the socket's own buffer. */
+  get queuedBytes(): number {
+    return this.#queuedBytes + this.socket.bufferedAmount();
+  }
+
   /**
    * Whether the client must be cut off as slow: past the hard bound, or more than maxQueueBytes
    * behind for slowConsumerTimeout. A client that reads at full speed can fall behind for a moment
@@ -230,7 +235,7 @@ export class Client {
    * is slow. The first time it falls behind starts the timer that checks again when its time is up.
    */
   #tooFarBehind(): boolean {
-    const backlog = this.#queuedBytes + this.socket.bufferedAmount();
+    const backlog = this.queuedBytes;
     if (backlog <= this.maxQueueBytes) {
       this.#behindSince = undefined;
       return false;

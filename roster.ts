@@ -38,6 +38,8 @@ export interface ClientView {
   format: Format;
   /** Milliseconds since the epoch. */
   connectedAt: number;
+  /** Outbound bytes waiting for it (its queue and its socket's buffer), when it was asked. */
+  queuedBytes: number;
 }
 
 /** One node's part of a list: its first `take` items, and how many it has. */
@@ -92,6 +94,7 @@ export function viewOf(client: Client): ClientView {
     info: client.info ?? null,
     format: client.format,
     connectedAt: client.connectedAt,
+    queuedBytes: client.queuedBytes,
   };
 }
 

@@ -495,8 +495,8 @@ function drawDetail() {
     ...row("info", el("code", {}, JSON.stringify(c.info))),
     ...row(
       "queue",
-      "not reported per connection by /api; all connections together: " +
-        (m ? m.pending : 0) + " frames waiting",
+      c.queuedBytes + " bytes waiting (all connections together: " + (m ? m.pending : 0) +
+        " frames)",
     ),
   );
 }

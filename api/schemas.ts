@@ -54,6 +54,10 @@ export const ClientSchema = z.object({
   info: z.unknown().openapi({ description: "the token's info claim" }),
   format: z.enum(["text", "json"]),
   connectedAt: z.number().int().openapi({ description: "ms since the epoch" }),
+  queuedBytes: z.number().int().openapi({
+    description: "outbound bytes waiting for it now: its queue and its socket's buffer " +
+      "(past MAX_QUEUE_BYTES for SLOW_CONSUMER_TIMEOUT it is cut off, 4008)",
+  }),
 }).openapi("Client");
 
 export const Closed = z.object({ closed: z.number().int() }).openapi("Closed");

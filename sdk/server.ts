@@ -153,6 +153,8 @@ export interface ClientInfo {
   format: "text" | "json";
   /** ms since the epoch. */
   connectedAt: number;
+  /** Outbound bytes waiting for it now: its queue and its socket's buffer. */
+  queuedBytes: number;
 }
 
 export interface Count {

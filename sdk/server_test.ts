@@ -394,6 +394,7 @@ test("a backend looks up, moves, groups, closes and logs out connections", async
     info: { name: "Ann" },
     format: "json",
     connectedAt: annInfo.connectedAt,
+    queuedBytes: 0,
   });
   const clients = await pusher.listClients({ limit: 1 });
   assert.deepEqual([clients.items.length, clients.total, clients.next], [1, 2, 1]);
