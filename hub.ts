@@ -900,24 +900,13 @@ export class Hub {
   }
 
   /**
-   * Pushes to one connection; not kept (a client id dies with its socket). In a cluster it goes
-   * through the broker to whichever node has the connection; rejects as sendToUid does then.
+   * Pushes to one connection; not kept (a client id dies with its socket). It goes through the
+   * broker all the same, in id order behind the sends before it (and in a cluster to whichever
+   * node has the connection); rejects as sendToUid does.
    */
-  async sendToClient(id: string, data: string, dataBytes?: number): Promise<SendResult> {
+  async sendToClient(id: string, data: string): Promise<SendResult> {
     this.#checkLog();
-    if (this.#broker.publishToClient && this.#node !== undefined) {
-      const broker = this.#broker;
-      return await this.#published(() => broker.publishToClient!(id, data));
-    }
-    const client = this.#clients.get(id);
-    return this.#publish(
-      { client: id },
-      client && [client],
-      this.#ids.next(),
-      data,
-      Date.now(),
-      dataBytes,
-    );
+    return await this.#published(() => this.#broker.publishToClient(id, data));
   }
 
   /** Pushes to every member of `group`, once kept (see sendToUid). */
@@ -1041,7 +1030,7 @@ export class Hub {
       if (mine) this.#results.set(id, { id, delivered: elsewhere, connections: elsewhere });
       return;
     }
-    const result = this.#publish(target, recipients, id, data, ts, undefined, from);
+    const result = this.#publish(target, recipients, id, data, ts, from);
     if (!mine) return;
     result.delivered += elsewhere;
     result.connections += elsewhere;
@@ -1058,10 +1047,9 @@ export class Hub {
     id: number,
     data: string,
     ts: number,
-    dataBytes?: number,
     from?: Sender,
   ): SendResult {
-    const message = new Message(id, target, data, ts, dataBytes, from);
+    const message = new Message(id, target, data, ts, undefined, from);
     this.#metrics.messagesAccepted++;
     this.#logger.log({
       id,

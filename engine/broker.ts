@@ -52,10 +52,11 @@ export interface Broker {
 
   /**
    * Publishes to one connection (`client:<id>`), on whichever node it is: as `publish`, with the
-   * next id and in id order, but kept nowhere, since a client id dies with its socket. Only a
-   * cluster's broker has it; a single node delivers to its own connections itself.
+   * next id and in id order across all streams, but kept nowhere, since a client id dies with its
+   * socket. In id order, so that a client that resumes after the last id it got (the SDK) never
+   * skips a stream message issued before it whose append was still in flight.
    */
-  publishToClient?(client: string, data: string): Promise<Publication>;
+  publishToClient(client: string, data: string): Promise<Publication>;
 
   /**
    * Hands `handler` every publication delivered from now on, until the returned function is

@@ -63,6 +63,24 @@ export class MemoryBroker implements Broker {
   }
 
   publish(stream: StreamName, data: string, from?: Sender): Promise<Publication> {
+    return this.#publish(stream, data, from, true);
+  }
+
+  /**
+   * Publishes to one connection (`client:<id>`): kept nowhere, but delivered in id order behind
+   * the publications issued before it, whose appends may still be in flight (see Broker).
+   */
+  publishToClient(client: string, data: string): Promise<Publication> {
+    return this.#publish(`client:${client}`, data, undefined, false);
+  }
+
+  #publish(
+    stream: StreamName,
+    data: string,
+    from: Sender | undefined,
+    keep: boolean,
+  ): Promise<Publication> {
+    const history = keep ? this.#history : undefined;
     // The executor runs now: ids are assigned, and appends called, in the order publish is called.
     return new Promise<Publication>((resolve, reject) => {
       if (this.#closed) {
@@ -71,16 +89,16 @@ export class MemoryBroker implements Broker {
       const publication = frozen({ id: this.#ids.next(), stream, data, ts: this.#now(), from });
       const issued: Issued = {
         publication,
-        settled: !this.#history,
+        settled: !history,
         failed: false,
         resolve,
         reject,
       };
       this.#issued.push(issued);
-      if (this.#history) {
+      if (history) {
         // Promise.try: a store that throws instead of rejecting must not leave an entry unsettled
         // at the front of #issued, which would hold back every later publication for ever.
-        Promise.try(() => this.#history!.append(publication)).then(
+        Promise.try(() => history.append(publication)).then(
           () => this.#settle(issued, false),
           (error) => this.#settle(issued, true, error),
         );

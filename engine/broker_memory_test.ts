@@ -242,3 +242,22 @@ test("an id source that fails: publish rejects with its error and nothing is hel
   assert.deepEqual(got, [1, 3]);
   await broker.close();
 });
+
+test("a publication to one client id is kept nowhere, and waits in id order behind the appends before it", async () => {
+  const history = new HeldHistory();
+  const broker = new MemoryBroker({ ids: countFrom(0), history });
+  const handed: number[] = [];
+  broker.subscribe((p) => handed.push(p.id));
+  const toChat = broker.publish(CHAT, "kept first");
+  const toClient = broker.publishToClient("c1", "for one tab");
+  // The client's publication is not appended, but it does not overtake the chat's either: a
+  // client that resumes after the last id it got would skip the chat's otherwise.
+  assert.deepEqual(history.held, [1]);
+  assert.deepEqual(handed, []);
+  history.settle(1);
+  assert.deepEqual([(await toChat).id, (await toClient).id], [1, 2]);
+  assert.deepEqual(handed, [1, 2]);
+  assert.deepEqual((await toClient).stream, "client:c1");
+  assert.equal((await history.read("client:c1", 0, 10)).publications.length, 0, "kept nowhere");
+  await broker.close();
+});
