@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { z } from "zod";
+import { DEFAULT_WEBHOOK_TYPES, WEBHOOK_TYPES } from "./webhook/events.ts";
 
 /** One setting: its flag (`--name`), its environment variable, its schema and its help line. */
 interface Setting {
@@ -238,6 +239,58 @@ export const SETTINGS = {
     help: "seconds a send's answer is kept for a retry with the same Idempotency-Key " +
       "(in <data-dir>/idempotency.db)",
   },
+  "webhook-url": {
+    env: "WEBHOOK_URL",
+    schema: list().pipe(
+      z.array(z.url({ protocol: /^https?$/, error: "must be http(s) URLs, comma-separated" })),
+    ),
+    default: "",
+    help: "comma-separated URLs that get the webhook events, signed with WEBHOOK_SECRET, " +
+      "retried until WEBHOOK_MAX_AGE (kept in <data-dir>/webhooks.db); empty: none",
+  },
+  "webhook-events": {
+    env: "WEBHOOK_EVENTS",
+    schema: list().pipe(
+      z.array(z.enum(WEBHOOK_TYPES, { error: `must name ${WEBHOOK_TYPES.join(", ")}` })),
+    ),
+    default: DEFAULT_WEBHOOK_TYPES.join(","),
+    values: WEBHOOK_TYPES.join(", "),
+    help: "comma-separated event types sent to WEBHOOK_URL (message.acked is off by default)",
+  },
+  "webhook-secret": {
+    env: "WEBHOOK_SECRET",
+    schema: z.string().min(
+      32,
+      "must be at least 32 characters; make one with: openssl rand -hex 32",
+    ),
+    help: "signs every webhook POST (X-Deno-Pusher-Signature); required with WEBHOOK_URL",
+    secret: true,
+  },
+  "webhook-offline-delay": {
+    env: "WEBHOOK_OFFLINE_DELAY",
+    schema: seconds(0, 3600),
+    default: "5",
+    help: "seconds a uid stays online after its last connection closed, so that a reload sends " +
+      "no uid.offline and uid.online pair",
+  },
+  "webhook-max-age": {
+    env: "WEBHOOK_MAX_AGE",
+    schema: seconds(60, 30 * 86400),
+    default: "86400",
+    help: "seconds a webhook event is retried before it is dropped (counted in /metrics)",
+  },
+  "client-message-hook": {
+    env: "CLIENT_MESSAGE_HOOK",
+    schema: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
+    help: "a client's publish or send is POSTed here first (signed with WEBHOOK_SECRET) and " +
+      "delivered only on a 2xx, which may rewrite it; unset: no gate",
+  },
+  "client-message-hook-timeout": {
+    env: "CLIENT_MESSAGE_HOOK_TIMEOUT",
+    schema: seconds(0.1, 60),
+    default: "2",
+    help: "seconds CLIENT_MESSAGE_HOOK has to answer; past it the frame is refused",
+  },
   "redis-url": {
     env: "REDIS_URL",
     schema: z.string().regex(
@@ -463,10 +516,27 @@ export function configFromFlags(
   const config = out as Config;
   checkJwtKeys(config);
   checkMailbox(config);
+  checkWebhooks(config);
   return config;
 }
 
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** Webhooks are signed: a URL needs the secret. */
+function checkWebhooks(config: Config): void {
+  for (
+    const [set, name] of [[config.webhookUrl.length > 0, "WEBHOOK_URL"], [
+      config.clientMessageHook !== undefined,
+      "CLIENT_MESSAGE_HOOK",
+    ]] as const
+  ) {
+    if (set && config.webhookSecret === undefined) {
+      throw new ConfigError(
+        `${name} needs WEBHOOK_SECRET, which signs every POST (make one with: openssl rand -hex 32)`,
+      );
+    }
+  }
+}
 
 /** The mailbox keeps its messages in history: it needs one that keeps them as long. */
 function checkMailbox(config: Config): void {

@@ -14,6 +14,7 @@ import type { Hub } from "./hub.ts";
 import { utf8Length } from "./message/message.ts";
 import type { Metrics } from "./metrics.ts";
 import { Bucket } from "./ratelimit.ts";
+import type { ClientMessageGate } from "./webhook/gate.ts";
 import { answerFrame, errorFrame } from "./frames.ts";
 import { permissionsOf } from "./permissions.ts";
 import type { Socket, SocketHandlers } from "./runtime/contract.ts";
@@ -32,6 +33,8 @@ export interface ConnectionDeps {
   open: Set<Closable>;
   /** Called exactly once when the socket has closed, whatever closed it, even if it never opened. */
   onClosed(): void;
+  /** CLIENT_MESSAGE_HOOK's gate, for the socket's publish and send frames. */
+  gate?: ClientMessageGate;
 }
 
 /** A socket as shutdown sees it. */
@@ -230,11 +233,11 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
       if (state.name !== "open") return;
       const { client } = state;
       if (data === "ping") return void client.control("pong");
-      if (format === "json") answerFrame(client, data, { hub, config, refresh });
+      if (format === "json") answerFrame(client, data, { hub, config, refresh, gate: deps.gate });
     },
-    close() {
+    close(code, reason) {
       clearTimeout(expiryTimer);
-      if (state.name === "open") hub.disconnected(state.client);
+      if (state.name === "open") hub.disconnected(state.client, code, reason);
       else stopWaiting();
       state = { name: "closed" };
       deps.open.delete(closable);

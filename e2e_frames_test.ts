@@ -7,31 +7,18 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
+  ask,
   connectClient,
   postJson,
+  programTab,
   programToken as token,
-  type TestClient,
   withProgram,
 } from "./testkit.ts";
 
 /** Claims that let a client do everything in rooms `room-*` and message anyone. */
 const TALKER = { subscribe: ["room-*"], publish: ["room-*"], send: ["*"] };
 
-/** A json tab of `uid` with `claims`: the socket and its client id. */
-async function tab(port: number, uid: string, claims: Record<string, unknown> = {}) {
-  const client = await connectClient(
-    `ws://127.0.0.1:${port}/ws?format=json&token=${await token(uid, claims)}`,
-  );
-  const welcome = await client.nextJson();
-  assert.equal(welcome.type, "welcome");
-  return { client, id: welcome.client as string };
-}
-
-/** Sends `frame` and answers the next frame the tab gets. */
-async function ask(client: TestClient, frame: Record<string, unknown>) {
-  client.ws.send(JSON.stringify(frame));
-  return await client.nextJson();
-}
+const tab = programTab;
 
 test("two people with the claims join a room, see each other, and exchange room and direct messages with acks", async () => {
   await withProgram([], async (port) => {

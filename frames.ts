@@ -23,6 +23,7 @@ import { GroupName, LockKey, Uid } from "./api/schemas.ts";
 import type { Client } from "./client.ts";
 import type { Config } from "./config.ts";
 import { GROUP_FULL, type Hub, StoreUnavailableError } from "./hub.ts";
+import type { ClientMessageGate } from "./webhook/gate.ts";
 import { MAX_LOCK_TTL } from "./locks.ts";
 
 /** A `ref` as a client may pick it: a string of at most 64 characters, or a number. */
@@ -69,6 +70,8 @@ export interface FrameDeps {
   config: Config;
   /** Refreshes the client's token (connection.ts): an `auth` frame after the first. */
   refresh(client: Client, token: string | undefined): void;
+  /** CLIENT_MESSAGE_HOOK: asks the backend before a client's publish or send goes out. */
+  gate?: ClientMessageGate;
 }
 
 /**
@@ -121,11 +124,28 @@ export function answerFrame(client: Client, text: string, deps: FrameDeps): void
 async function request(
   client: Client,
   req: Request,
-  { hub, config }: FrameDeps,
+  { hub, config, gate }: FrameDeps,
   refused: (error: string, extra?: Record<string, unknown>) => void,
 ): Promise<void> {
   const { permissions } = client;
   const ref = req.ref;
+  /**
+   * The message to send: `data` within MAX_MESSAGE_BYTES, as the backend let it through (or
+   * rewrote it) when CLIENT_MESSAGE_HOOK is set; undefined, the client told why, when refused.
+   */
+  const gated = async (
+    data: string,
+    about: { uid: string; client: string; group?: string; to?: string },
+  ): Promise<string | undefined> => {
+    let big = oversize(config, data);
+    if (big) return void refused(big);
+    if (!gate) return data;
+    const decision = await gate.check({ ...about, data });
+    if (!decision.ok) return void refused(decision.error);
+    big = oversize(config, decision.data);
+    if (big) return void refused(`the backend's rewrite: ${big}`);
+    return decision.data;
+  };
   switch (req.type) {
     case "join": {
       if (!permissions.subscribe.allows(req.group)) {
@@ -163,9 +183,9 @@ async function request(
       }
       const from = sender(client, req.echo);
       if (!from) return refused("this connection has no uid to publish as");
-      const big = oversize(config, req.data);
-      if (big) return refused(big);
-      const { id } = await hub.publishFrom(from, req.group, req.data);
+      const data = await gated(req.data, { uid: from.uid, client: client.id, group: req.group });
+      if (data === undefined) return;
+      const { id } = await hub.publishFrom(from, req.group, data);
       return void client.control(answer("ack", ref, { id }));
     }
     case "send": {
@@ -174,9 +194,9 @@ async function request(
       }
       const from = sender(client, false);
       if (!from) return refused("this connection has no uid to send as");
-      const big = oversize(config, req.data);
-      if (big) return refused(big);
-      const { id, delivered, connections, queued } = await hub.sendFrom(from, req.uid, req.data);
+      const data = await gated(req.data, { uid: from.uid, client: client.id, to: req.uid });
+      if (data === undefined) return;
+      const { id, delivered, connections, queued } = await hub.sendFrom(from, req.uid, data);
       // An offline uid is /send's 404, or its 202 with the mailbox on.
       if (queued) return void client.control(answer("ack", ref, { id, delivered, queued }));
       if (connections === 0) return refused(`client not found: ${req.uid}`, { id });

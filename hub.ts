@@ -22,6 +22,8 @@ import type { Metrics } from "./metrics.ts";
 import { permissionsOf } from "./permissions.ts";
 import { DEFAULT_MAX_LOCKS_PER_CONNECTION, type Lock, Locks } from "./locks.ts";
 import type { Broker, Origin } from "./engine/broker.ts";
+import { webhookEvent, type WebhookSink, type WebhookType } from "./webhook/events.ts";
+import { UidHooks } from "./webhook/uids.ts";
 import type {
   ClusterCounts,
   LockTaken,
@@ -133,6 +135,14 @@ export interface HubOptions {
    * and have `publishToClient`, and a send's counts are the cluster's (see SendResult).
    */
   presence?: PresenceRegistry;
+  /**
+   * Where webhook events go (webhook/events.ts; WEBHOOK_URL): connects and disconnects, joins and
+   * leaves, groups created and vacated, clients' own messages, undelivered and acked messages,
+   * and uids online and offline (debounced by `offlineDelay`). None: nothing is made.
+   */
+  webhooks?: WebhookSink;
+  /** Milliseconds a uid stays online after its last connection closed (WEBHOOK_OFFLINE_DELAY). */
+  offlineDelay?: number;
 }
 
 /** A lock as frames and the API show it. */
@@ -206,6 +216,8 @@ export class Hub {
   /** In a cluster, the expiry of the locks this node's connections took with a ttl. */
   readonly #lockTimers = new Map<string, ReturnType<typeof setTimeout>>();
   readonly #registry: PresenceRegistry | undefined;
+  readonly #webhooks: WebhookSink | undefined;
+  readonly #uidHooks: UidHooks | undefined;
   /**
    * group → its connections that joined by socket and wait for the cluster's snapshot, with the
    * presence frames that came meanwhile (see joinBySocket).
@@ -227,6 +239,8 @@ export class Hub {
     this.#offlineTtl = options.history ? options.offlineTtl ?? 0 : 0;
     this.#maxGroupMembers = options.maxGroupMembers ?? 0;
     this.#registry = options.presence;
+    this.#webhooks = options.webhooks;
+    this.#uidHooks = options.webhooks && new UidHooks(options.webhooks, options.offlineDelay);
     this.#node = options.presence?.node;
     this.#maxLocksPerConnection = options.maxLocksPerConnection ??
       DEFAULT_MAX_LOCKS_PER_CONNECTION;
@@ -533,8 +547,28 @@ export class Hub {
   }
 
   /** The socket of `client` closed (either side): it leaves the hub. Idempotent. */
-  disconnected(client: Client): void {
-    this.#detach(client, 1000, "");
+  /**
+   * The socket of `client` closed (either side), with `code` and `reason` as the runtime saw them:
+   * it leaves the hub. Idempotent.
+   */
+  disconnected(client: Client, code = 1000, reason = ""): void {
+    this.#detach(client, code, reason);
+  }
+
+  /** Tells the webhooks, when there are any, of an event of `type` with `fields`. */
+  #hook(type: WebhookType, fields: Record<string, unknown>): void {
+    this.#webhooks?.emit(webhookEvent(type, fields));
+  }
+
+  /** Message `id` to `uid` left the mailbox unsent (OFFLINE_TTL passed): the webhooks are told. */
+  expired(id: number, uid: string): void {
+    const target = targetKey({ uid });
+    this.#hook("message.undelivered", { messageId: id, target, status: "expired", uid });
+  }
+
+  /** Tells now the uids' `uid.offline` still waiting for WEBHOOK_OFFLINE_DELAY (shutdown). */
+  flushWebhooks(): void {
+    this.#uidHooks?.flush();
   }
 
   /** Closes `client` with `code` and removes it. Idempotent. */
@@ -960,6 +994,7 @@ export class Hub {
     if (uid === undefined) return "this connection has no uid to ack as";
     this.#logger.ack(id, uid, Date.now());
     this.#metrics.messagesAcked++;
+    this.#hook("message.acked", { messageId: id, uid, client: client.id });
     return undefined;
   }
 
@@ -968,16 +1003,22 @@ export class Hub {
    * `from`, the sending connection only when `from.echo`. The caller has checked that it may.
    * Rejects as sendToGroup does.
    */
-  publishFrom(from: Sender, group: string, data: string): Promise<SendResult> {
-    return this.#publishStream(groupStream(group), data, from);
+  async publishFrom(from: Sender, group: string, data: string): Promise<SendResult> {
+    const result = await this.#publishStream(groupStream(group), data, from);
+    const { uid, client } = from;
+    this.#hook("message.client", { messageId: result.id, uid, client, group, data });
+    return result;
   }
 
   /**
    * A client's own message to `uid` (a `send` frame), from `from`: every connection of `uid` gets it
    * with `from`, but the sending one itself (unless `from.echo`). Rejects as sendToUid does.
    */
-  sendFrom(from: Sender, uid: string, data: string): Promise<SendResult> {
-    return this.#publishStream(uidStream(uid), data, from);
+  async sendFrom(from: Sender, uid: string, data: string): Promise<SendResult> {
+    const result = await this.#publishStream(uidStream(uid), data, from);
+    const { uid: sender, client } = from;
+    this.#hook("message.client", { messageId: result.id, uid: sender, client, to: uid, data });
+    return result;
   }
 
   async #publishStream(stream: StreamName, data: string, from?: Sender): Promise<SendResult> {
@@ -1103,6 +1144,8 @@ export class Hub {
 
   #attach(client: Client): void {
     this.#clients.set(client.id, client);
+    // Before its uid's `uid.online`, which it causes.
+    this.#hook("client.connect", { client: client.id, uid: client.uid, format: client.format });
     this.#setUid(client, client.uid, true);
     this.#registry?.connected(client.id, client.uid, client.info);
   }
@@ -1113,9 +1156,11 @@ export class Hub {
     if (this.#clients.get(client.id) === client) {
       // The registry drops the connection with its uid and groups in one step.
       for (const group of [...client.groups]) this.#leave(client, group, false);
+      const uid = client.uid;
       this.#setUid(client, undefined);
       this.#clients.delete(client.id);
       this.#registry?.disconnected(client.id);
+      this.#hook("client.disconnect", { client: client.id, uid, code, reason });
     }
     client.close(code, reason);
   }
@@ -1126,12 +1171,18 @@ export class Hub {
     if (!fresh && old !== undefined) {
       const set = this.#byUid.get(old);
       set?.delete(client);
-      if (set?.size === 0) this.#byUid.delete(old);
+      if (set?.size === 0) {
+        this.#byUid.delete(old);
+        this.#uidHooks?.down(old);
+      }
     }
     client.uid = uid;
     if (uid !== undefined) {
       let set = this.#byUid.get(uid);
-      if (!set) this.#byUid.set(uid, set = new Set());
+      if (!set) {
+        this.#byUid.set(uid, set = new Set());
+        this.#uidHooks?.up(uid);
+      }
       set.add(client);
     }
   }
@@ -1141,7 +1192,9 @@ export class Hub {
     let group = this.#groups.get(name);
     if (!group) {
       this.#groups.set(name, group = { members: new Set(), watchers: new Set(), uids: new Map() });
+      this.#hook("group.created", { group: name });
     }
+    this.#hook("group.join", { group: name, client: client.id, uid: client.uid });
     group.members.add(client);
     this.#registry?.joined(client.id, name);
     // A resuming client watches only once its welcome is out (see #resume).
@@ -1183,7 +1236,11 @@ export class Hub {
         }
       }
     }
-    if (group.members.size === 0) this.#groups.delete(name);
+    this.#hook("group.leave", { group: name, client: client.id, uid: client.uid });
+    if (group.members.size === 0) {
+      this.#groups.delete(name);
+      this.#hook("group.vacated", { group: name });
+    }
   }
 
   /**
@@ -1212,6 +1269,13 @@ export class Hub {
     if (message.status !== "accepted") return;
     message.status = status;
     this.#logger.setStatus(message.id, status);
+    if (status === "failed" || status === "dropped") {
+      const { id, target } = message;
+      // The uid, group or client id it was for, as the other events name them.
+      const to = "all" in target ? {} : target;
+      const fields = { messageId: id, target: targetKey(target), status, ...to };
+      this.#hook("message.undelivered", fields);
+    }
   }
 
   #clientEvents(): ClientEvents {

@@ -23,6 +23,10 @@ import { RedisBroker } from "./engine/broker_redis.ts";
 import { RedisPresence } from "./engine/presence_redis.ts";
 import { RedisNodes } from "./engine/nodes_redis.ts";
 import { redactedUrl } from "./engine/redis.ts";
+import { ClientMessageGate } from "./webhook/gate.ts";
+import { WebhookDeliverer } from "./webhook/deliverer.ts";
+import { SqliteOutbox, WEBHOOK_FILE } from "./webhook/outbox_sqlite.ts";
+import { filtered } from "./webhook/events.ts";
 import type { PresentClient } from "./engine/presence.ts";
 import type { HistoryStore } from "./engine/history.ts";
 import type { IdempotencyStore } from "./idempotency/store.ts";
@@ -106,6 +110,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       ...(config.messageLogger === "sqlite" ? [join(dataDir.dir, "messages.db")] : []),
       ...(config.historySize > 0 && !redisUrl ? [join(dataDir.dir, "history.db")] : []),
       ...(redisUrl ? [] : [join(dataDir.dir, IDEMPOTENCY_FILE)]),
+      ...(config.webhookUrl.length > 0 ? [join(dataDir.dir, WEBHOOK_FILE)] : []),
     ],
     (err) => {
       metrics.sqliteCheckpointErrors++;
@@ -116,6 +121,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   let logger: MessageLogger | undefined, ids: MessageIds;
   let history: HistoryStore | undefined;
   let idempotency: IdempotencyStore | undefined;
+  let outbox: SqliteOutbox | undefined;
   try {
     logger = config.messageLogger === "sqlite"
       ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
@@ -153,6 +159,11 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         ttl: config.idempotencyTtl,
         onError: onIdempotencyError,
       });
+    if (config.webhookUrl.length > 0) {
+      outbox = new SqliteOutbox(join(dataDir.dir, WEBHOOK_FILE), {
+        onError: (err) => console.error(`webhooks: ${err.message}`),
+      });
+    }
     if (logger instanceof SqliteLogger && logger.interrupted > 0) {
       console.error(
         `message log: ${logger.interrupted} message(s) the last run left accepted (it ended ` +
@@ -164,10 +175,19 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     logger?.close();
     await history?.close();
     await idempotency?.close();
+    await outbox?.close();
     dataDir.release();
     throw err;
   }
   metrics.messageLog = logger;
+  // Webhooks: kept in the outbox at once, POSTed by the deliverer; the hub never waits on them.
+  const deliverer = outbox && new WebhookDeliverer({
+    urls: config.webhookUrl,
+    secret: config.webhookSecret!,
+    outbox,
+    maxAgeMs: config.webhookMaxAge * 1000,
+    onError: (err) => console.error(`webhooks: ${err.message}`),
+  });
   // A cluster's node: a broker and a presence registry on the same Redis (engine/).
   // Port 0 is no name: two such processes on one host would share it.
   const node = config.nodeName ??
@@ -218,6 +238,8 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     onDeliveryError: options.onDeliveryError,
     broker: cluster?.broker,
     presence: cluster?.presence,
+    webhooks: deliverer && filtered(deliverer, config.webhookEvents),
+    offlineDelay: config.webhookOfflineDelay * 1000,
   });
   const clusterState = cluster && joinCluster(hub, cluster.broker, cluster.presence);
 
@@ -240,6 +262,12 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     idempotency,
     cluster: clusterState,
     nodes: cluster?.nodes,
+    webhookStats: deliverer && (() => deliverer.stats()),
+    gate: config.clientMessageHook === undefined ? undefined : new ClientMessageGate({
+      url: config.clientMessageHook,
+      secret: config.webhookSecret!,
+      timeoutMs: config.clientMessageHookTimeout * 1000,
+    }),
   });
   let listening: Listening;
   try {
@@ -257,13 +285,15 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     await cluster?.presence.close();
     await cluster?.nodes.close();
     await cluster?.broker.close();
+    await deliverer?.close();
+    await outbox?.close();
     logger.close();
     await history?.close();
     await idempotency?.close();
     dataDir.release();
     throw err;
   }
-  const expiry = expireMailbox(config, logger);
+  const expiry = expireMailbox(config, logger, hub);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host;
   let stopping: Promise<void> | undefined;
   return {
@@ -306,6 +336,11 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         await cluster?.presence.close();
         await cluster?.nodes.close();
         await cluster?.broker.close();
+        // Every uid is gone: its uid.offline goes into the outbox now, not after the delay; what
+        // the receiver has not taken waits there for the next start.
+        hub.flushWebhooks();
+        await deliverer?.close();
+        await outbox?.close();
         logger.close();
         await history?.close();
         await idempotency?.close();
@@ -374,18 +409,19 @@ const MAILBOX_EXPIRY_MS = 10_000;
 
 /**
  * Settles as `expired` the mailbox's messages older than OFFLINE_TTL, now and then (a mailbox
- * message left waiting is `expired` within OFFLINE_TTL plus MAILBOX_EXPIRY_MS); none without a
- * mailbox or a log that keeps statuses.
+ * message left waiting is `expired` within OFFLINE_TTL plus MAILBOX_EXPIRY_MS), and tells the
+ * webhooks (message.undelivered); none without a mailbox or a log that keeps statuses.
  */
 function expireMailbox(
   config: Config,
   logger: MessageLogger,
+  hub: Hub,
 ): ReturnType<typeof setInterval> | undefined {
   if (config.offlineTtl === 0 || !logger.expireQueued) return undefined;
   const ttlMs = config.offlineTtl * 1000;
   const timer = setInterval(() => {
     try {
-      logger.expireQueued!(Date.now() - ttlMs);
+      for (const { id, uid } of logger.expireQueued!(Date.now() - ttlMs)) hub.expired(id, uid);
     } catch (err) {
       console.error(`mailbox: ${err instanceof Error ? err.message : err}`);
     }

@@ -19,6 +19,8 @@ export const HTTP_METHODS: ReadonlySet<string> = new Set([
   "OPTIONS",
 ]);
 
+import { LATENCY_BUCKETS_SECONDS, type WebhookStats } from "./webhook/deliverer.ts";
+
 /** Values read at scrape time from whoever owns them. */
 export interface Gauges {
   connections: number;
@@ -27,6 +29,8 @@ export interface Gauges {
   unauthenticated: number;
   /** A cluster node's view of its cluster; absent for a single node. */
   cluster?: { node: string; nodes: number; lagSeconds: number };
+  /** Webhook delivery (WEBHOOK_URL); absent without it. */
+  webhooks?: WebhookStats;
 }
 
 /** Process-wide counters. No label ever holds a uid, a token or a raw path. */
@@ -81,6 +85,7 @@ export class Metrics {
       "Sockets still waiting for their auth frame.",
       gauges.unauthenticated,
     );
+    if (gauges.webhooks) this.#renderWebhooks(out, gauges.webhooks);
     if (gauges.cluster) {
       const node = gauges.cluster.node.replace(/[\\"\n]/g, "_");
       out.push(
@@ -210,5 +215,57 @@ export class Metrics {
       }
     }
     return out.join("\n") + "\n";
+  }
+
+  /** The webhook_* samples. */
+  #renderWebhooks(out: string[], stats: WebhookStats): void {
+    const head = (name: string, type: string, help: string) =>
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    head("webhook_events_total", "counter", "Webhook events made, by type.");
+    for (const [type, count] of Object.entries(stats.emitted)) {
+      out.push(`webhook_events_total{type="${type}"} ${count}`);
+    }
+    const one = (name: string, type: string, help: string, value: number) => {
+      head(name, type, help);
+      out.push(`${name} ${value}`);
+    };
+    one(
+      "webhook_delivered_total",
+      "counter",
+      "Webhook events a receiver accepted.",
+      stats.delivered,
+    );
+    one(
+      "webhook_failures_total",
+      "counter",
+      "Webhook POSTs that got no 2xx (a status, a network error, no answer in time).",
+      stats.failures,
+    );
+    one("webhook_outbox", "gauge", "Webhook events waiting in the outbox.", stats.outbox);
+    one(
+      "webhook_dropped_total",
+      "counter",
+      "Webhook events dropped, the oldest first, to keep the outbox within its bound.",
+      stats.dropped,
+    );
+    one(
+      "webhook_expired_total",
+      "counter",
+      "Webhook events dropped because no receiver took them within WEBHOOK_MAX_AGE.",
+      stats.expired,
+    );
+    head(
+      "webhook_delivery_seconds",
+      "histogram",
+      "Time from a webhook event to its receiver's 2xx.",
+    );
+    LATENCY_BUCKETS_SECONDS.forEach((le, i) =>
+      out.push(`webhook_delivery_seconds_bucket{le="${le}"} ${stats.latency.buckets[i]}`)
+    );
+    out.push(
+      `webhook_delivery_seconds_bucket{le="+Inf"} ${stats.latency.count}`,
+      `webhook_delivery_seconds_sum ${stats.latency.sum}`,
+      `webhook_delivery_seconds_count ${stats.latency.count}`,
+    );
   }
 }

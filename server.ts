@@ -22,6 +22,8 @@ import { adminRoutes } from "./admin/routes.ts";
 import { clientNotFoundMessage, messageTooLarge, oversize } from "./api/errors.ts";
 import { type Metrics, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import type { NodeChannel } from "./engine/nodes.ts";
+import type { ClientMessageGate } from "./webhook/gate.ts";
+import type { WebhookStats } from "./webhook/deliverer.ts";
 import { Roster } from "./roster.ts";
 import { originAllowed } from "./origin.ts";
 import { addressKey, Bucket, RateLimiter } from "./ratelimit.ts";
@@ -47,6 +49,10 @@ export interface AppDeps {
   cluster?: ClusterState;
   /** How the API reaches the other nodes' connections (REDIS_URL); none for a single node. */
   nodes?: NodeChannel;
+  /** CLIENT_MESSAGE_HOOK's gate for clients' publish and send frames; none without it. */
+  gate?: ClientMessageGate;
+  /** How webhook delivery is going, for /metrics; none without WEBHOOK_URL. */
+  webhookStats?: () => WebhookStats;
 }
 
 /** What /readyz and /metrics tell of a cluster node. */
@@ -148,6 +154,7 @@ export function createApp(deps: AppDeps): App {
     unauthenticated,
     open,
     onClosed: socketClosed,
+    gate: deps.gate,
   };
 
   app.use(async (c, next) => {
@@ -349,6 +356,7 @@ export function createApp(deps: AppDeps): App {
         nodes: await deps.cluster.nodes(),
         lagSeconds: deps.cluster.lagSeconds(),
       },
+      webhooks: deps.webhookStats?.(),
     });
     return c.body(body, 200, { "content-type": METRICS_CONTENT_TYPE });
   });

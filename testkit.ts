@@ -481,6 +481,25 @@ export function within<T>(ms: number, what: string, promise: Promise<T>): Promis
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * A json tab of `uid` with token `claims` on the program at `port`, once welcomed: the socket and
+ * the client id the welcome gave it.
+ */
+export async function programTab(port: number, uid: string, claims: Record<string, unknown> = {}) {
+  const client = await connectClient(
+    `ws://127.0.0.1:${port}/ws?format=json&token=${await programToken(uid, claims)}`,
+  );
+  const welcome = await client.nextJson();
+  assert.equal(welcome.type, "welcome");
+  return { client, id: welcome.client as string };
+}
+
+/** Sends `frame` on `client` and answers the next frame it gets. */
+export async function ask(client: TestClient, frame: Record<string, unknown>) {
+  client.ws.send(JSON.stringify(frame));
+  return await client.nextJson();
+}
+
 /** A token for `uid` that programs started by withProgram accept. */
 export const programToken = async (uid: string, claims: Record<string, unknown> = {}) =>
   (await Authenticator.hmac(PROGRAM_SECRET)).sign(uid, 3600, claims);

@@ -134,9 +134,9 @@ export interface MessageLogger {
   latest?(query: LatestQuery): LoggedMessage[];
   /**
    * Settles as `expired` every `queued` record created before `before` (ms since the epoch): the
-   * mailbox's messages whose OFFLINE_TTL passed. Answers how many.
+   * mailbox's messages whose OFFLINE_TTL passed. Answers them, by id and uid.
    */
-  expireQueued?(before: number): number;
+  expireQueued?(before: number): { id: number; uid: string }[];
   /** The highest id recorded by earlier runs, or 0. */
   lastId(): number;
   /** Writes everything queued, now. */

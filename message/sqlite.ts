@@ -193,7 +193,7 @@ export class SqliteLogger extends BatchingLogger {
     this.#target = this.db.prepare("SELECT target FROM messages WHERE id = ?");
     this.#expire = this.db.prepare(
       `UPDATE messages SET status = 'expired', updated_at = ?
-       WHERE status = 'queued' AND created_at < ?`,
+       WHERE status = 'queued' AND created_at < ? RETURNING id, uid`,
     );
     this.#file = this.#identity();
   }
@@ -306,10 +306,11 @@ export class SqliteLogger extends BatchingLogger {
     return rows.map((row) => loggedMessage(row as Record<string, unknown>));
   }
 
-  expireQueued(before: number): number {
+  expireQueued(before: number): { id: number; uid: string }[] {
     this.flush();
     try {
-      return Number(this.#expire.run(Date.now(), before).changes);
+      return (this.#expire.all(Date.now(), before) as { id: number | bigint; uid: string }[])
+        .map(({ id, uid }) => ({ id: Number(id), uid }));
     } catch (err) {
       throw new Error(
         `message log ${this.#path}: cannot expire the mailbox: ${errorMessage(err)}`,

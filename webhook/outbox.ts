@@ -1,0 +1,109 @@
+/**
+ * The webhook outbox: where events wait until a receiver has answered 2xx. One row per event and
+ * destination URL. Each URL's rows form queues, one per order key (orderKey: the event's uid), and
+ * a queue is delivered in the order its rows were added: its head blocks the rows behind it while
+ * it fails, and only its own; other queues go on. A queue's head comes due at its `nextAt`, which
+ * a failure pushes back (the deliverer's backoff).
+ *
+ * The embedded implementation is outbox_sqlite.ts (a file in the data directory, so that a restart
+ * keeps what was not delivered); one on Redis for a cluster would sit beside it.
+ */
+import type { WebhookEvent } from "./events.ts";
+
+/** OutboxOptions.maxEvents's default: rows kept at most, some tens of MiB of small events. */
+export const MAX_OUTBOX_EVENTS = 100_000;
+
+/** One event waiting for one URL, as `due` answers it. */
+export interface OutboxRow {
+  /** Its place in the outbox: rows added later have higher ones. */
+  seq: number;
+  /** Its queue (orderKey of the event). */
+  key: string;
+  /** The event as JSON, exactly as it is POSTed. */
+  json: string;
+  /** When the event happened (its `ts`), ms since the epoch: its age counts from there. */
+  createdAt: number;
+  /** Deliveries of this row that failed so far. */
+  attempts: number;
+}
+
+/** How an outbox is doing. Counters only grow. */
+export interface OutboxStats {
+  /** Rows waiting, written or about to be. */
+  rows: number;
+  /** Rows dropped, the oldest first, to keep the outbox within maxEvents. */
+  dropped: number;
+  /** Rows `expire` removed. */
+  expired: number;
+}
+
+/**
+ * The outbox's contract. `add` is synchronous and cheap, so that a caller never waits on it; the
+ * other methods may reach a disk or a network. Every error names the outbox's file or server.
+ * Used by one deliverer at a time, which never has two requests in flight for one URL.
+ */
+export interface Outbox {
+  /**
+   * Adds `event` once per URL of `urls`, behind the rows of its queue there; written soon after
+   * (the embedded one commits at the next turn of the event loop). Beyond its bound the oldest rows
+   * go. Throws, naming the outbox, when it is closed, and a TypeError when the event cannot be
+   * turned into JSON (a BigInt, a cycle): nothing is added then.
+   */
+  add(event: WebhookEvent, urls: readonly string[]): void;
+  /**
+   * Up to `limit` rows for `url` whose queue's head is due at `now` (ms since the epoch): queues
+   * due the longest first, and each queue's rows from its head, in order, without a gap.
+   */
+  due(url: string, now: number, limit: number): Promise<OutboxRow[]>;
+  /**
+   * Removes `rows` of `url`, which its receiver accepted. A queue with rows left behind them comes
+   * due at `now`, behind the queues waiting already: one busy uid does not hold up the others.
+   */
+  delivered(url: string, rows: readonly OutboxRow[], now: number): Promise<void>;
+  /**
+   * Counts a failed delivery of `rows` of `url`, and sets each of their queues' next time to
+   * `nextAt(attempts)`, `attempts` being the new count of the queue's head (1 after its first
+   * failure).
+   */
+  retry(
+    url: string,
+    rows: readonly OutboxRow[],
+    nextAt: (attempts: number) => number,
+  ): Promise<void>;
+  /**
+   * Removes rows of any URL whose event happened at or before `cutoff` (ms since the epoch), the
+   * oldest first, some thousands at a time; answers how many went.
+   */
+  expire(cutoff: number): Promise<number>;
+  /** When the first of `url`'s queues comes due, ms since the epoch; undefined when it has none. */
+  nextDueAt(url: string): Promise<number | undefined>;
+  /** Rows waiting, of every URL. */
+  size(): number;
+  stats(): OutboxStats;
+  /** Writes what `add` was given and closes; rejects, naming the outbox, when it cannot. */
+  close(): Promise<void>;
+}
+
+/** What an outbox is built from. */
+export interface OutboxOptions {
+  /**
+   * Rows kept at most, 1 or more (an event to two URLs is two rows); past it the oldest are
+   * dropped. Default MAX_OUTBOX_EVENTS.
+   */
+  maxEvents?: number;
+  /**
+   * Told when rows start being dropped to keep the bound (once per burst), and when a write
+   * fails (once until one succeeds). Default: nothing.
+   */
+  onError?: (err: Error) => void;
+}
+
+/**
+ * The queue an event waits in: its uid's, so that a uid's events arrive in order; for an event
+ * without a uid, its group's; else one queue for all the others.
+ */
+export function orderKey(event: WebhookEvent): string {
+  if (typeof event.uid === "string") return `uid:${event.uid}`;
+  if (typeof event.group === "string") return `group:${event.group}`;
+  return "";
+}
