@@ -13,6 +13,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { SIGNATURE_HEADER, verifySignature } from "./webhook/signature.ts";
 import type { WebhookEvent } from "./webhook/events.ts";
+import { startCluster } from "./cluster_testkit.ts";
+import { findRedisServer, testWithoutRedis } from "./redis_testkit.ts";
 import {
   ask,
   postJson,
@@ -357,3 +359,56 @@ test("CLIENT_MESSAGE_HOOK lets a message through, rewrites it, or refuses it wit
     await receiver.close();
   }
 });
+
+if (!findRedisServer()) {
+  testWithoutRedis("the webhooks of a cluster");
+} else {
+  test("in a cluster, uid.online/offline and group.created/vacated come once for the whole cluster, debounced across nodes", async () => {
+    const receiver = new Receiver();
+    const rport = await receiver.listen();
+    await using cluster = await startCluster(2, [
+      "--webhook-url",
+      `http://127.0.0.1:${rport}/hooks`,
+      "--webhook-secret",
+      SECRET,
+      "--webhook-offline-delay",
+      "0.5",
+    ]);
+    const [n0, n1] = cluster.nodes;
+    try {
+      const ann0 = await programTab(n0.port, "ann", { groups: ["room"] });
+      await receiver.until((e) => e.some((x) => x.type === "group.created"), "group.created");
+      const ann1 = await programTab(n1.port, "ann", { groups: ["room"] });
+      const bob1 = await programTab(n1.port, "bob", { groups: ["room"] });
+      await receiver.until(
+        (e) => e.filter((x) => x.type === "client.connect").length === 3,
+        "three connects",
+      );
+      // Ann's tab on one node closes while her other one stays: nothing for her uid.
+      await ann0.client[Symbol.asyncDispose]();
+      // Bob's only tab goes, and comes back on the other node within the delay: nothing either.
+      await bob1.client[Symbol.asyncDispose]();
+      const bob0 = await programTab(n0.port, "bob", { groups: ["room"] });
+      await receiver.until(
+        (e) => e.filter((x) => x.type === "client.disconnect").length === 2,
+        "two disconnects",
+      );
+      for (const t of [ann1, bob0]) await t.client[Symbol.asyncDispose]();
+      await receiver.until(
+        (e) =>
+          ["ann", "bob"].every((uid) => e.some((x) => x.type === "uid.offline" && x.uid === uid)) &&
+          e.some((x) => x.type === "group.vacated"),
+        "both offline, the room vacated",
+      );
+      for (const uid of ["ann", "bob"]) {
+        assert.equal(receiver.of("uid.online", uid).length, 1, `${uid} online once`);
+        assert.equal(receiver.of("uid.offline", uid).length, 1, `${uid} offline once`);
+      }
+      assert.equal(receiver.of("group.created").length, 1);
+      assert.equal(receiver.of("group.vacated").length, 1);
+      assert.deepEqual(receiver.forged, []);
+    } finally {
+      await receiver.close();
+    }
+  });
+}

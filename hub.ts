@@ -27,6 +27,7 @@ import { UidHooks } from "./webhook/uids.ts";
 import type {
   ClusterCounts,
   LockTaken,
+  PresenceChange,
   PresenceEvent,
   PresenceRegistry,
   PresentClient,
@@ -240,7 +241,10 @@ export class Hub {
     this.#maxGroupMembers = options.maxGroupMembers ?? 0;
     this.#registry = options.presence;
     this.#webhooks = options.webhooks;
-    this.#uidHooks = options.webhooks && new UidHooks(options.webhooks, options.offlineDelay);
+    // In a cluster, the registry tells who is online and which groups exist (`clusterChanged`).
+    this.#uidHooks = options.webhooks && !options.presence
+      ? new UidHooks(options.webhooks, options.offlineDelay)
+      : undefined;
     this.#node = options.presence?.node;
     this.#maxLocksPerConnection = options.maxLocksPerConnection ??
       DEFAULT_MAX_LOCKS_PER_CONNECTION;
@@ -564,6 +568,14 @@ export class Hub {
   expired(id: number, uid: string): void {
     const target = targetKey({ uid });
     this.#hook("message.undelivered", { messageId: id, target, status: "expired", uid });
+  }
+
+  /**
+   * A change of the cluster's presence, from its registry: a uid online or offline, a group
+   * created or vacated, once for the whole cluster. The webhooks are told.
+   */
+  clusterChanged(change: PresenceChange, name: string): void {
+    this.#hook(change, change.startsWith("uid.") ? { uid: name } : { group: name });
   }
 
   /** Tells now the uids' `uid.offline` still waiting for WEBHOOK_OFFLINE_DELAY (shutdown). */
@@ -1192,7 +1204,7 @@ export class Hub {
     let group = this.#groups.get(name);
     if (!group) {
       this.#groups.set(name, group = { members: new Set(), watchers: new Set(), uids: new Map() });
-      this.#hook("group.created", { group: name });
+      if (!this.#registry) this.#hook("group.created", { group: name });
     }
     this.#hook("group.join", { group: name, client: client.id, uid: client.uid });
     group.members.add(client);
@@ -1239,7 +1251,7 @@ export class Hub {
     this.#hook("group.leave", { group: name, client: client.id, uid: client.uid });
     if (group.members.size === 0) {
       this.#groups.delete(name);
-      this.#hook("group.vacated", { group: name });
+      if (!this.#registry) this.#hook("group.vacated", { group: name });
     }
   }
 

@@ -210,6 +210,8 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         snapshot: (): Iterable<PresentClient> => hub.present(),
         fingerprint: jwtFingerprint(config, secret),
         onEvent: (event) => hub.told(event),
+        onChange: (change, name) => hub.clusterChanged(change, name),
+        offlineDelayMs: config.webhookOfflineDelay * 1000,
         onMismatch: (nodes) => {
           if (nodes.length === 0) return;
           console.error(

@@ -95,6 +95,9 @@ export interface PresenceRegistry {
   capacities(): Promise<Map<string, number>>;
 }
 
+/** A change of the cluster's presence that webhooks report (RedisPresenceOptions.onChange). */
+export type PresenceChange = "uid.online" | "uid.offline" | "group.created" | "group.vacated";
+
 /** A lock as frames and the API show it. */
 export interface HeldLock {
   key: string;

@@ -46,6 +46,7 @@ import type {
   ClusterCounts,
   HeldLock,
   LockTaken,
+  PresenceChange,
   PresenceEvent,
   PresenceRegistry,
   PresentClient,
@@ -89,10 +90,41 @@ local p, op, node = ARGV[1], ARGV[2], ARGV[3]
 local nodes, clients = p .. 'presence:nodes', p .. 'presence:clients'
 local uids, groups, total = p .. 'presence:uids', p .. 'presence:groups', p .. 'presence:connections'
 local jwt, infos, events = p .. 'presence:jwt', p .. 'presence:infos', p .. 'presence:events'
+local leaving = p .. 'presence:leaving'
 local function nodeKey(n) return p .. 'presence:node:' .. n end
 local function groupsKey(c) return p .. 'presence:client-groups:' .. c end
+local function num(n) return string.format('%d', n) end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- What the cluster's presence went through in this step, for the webhooks: kind, name, kind, …
+local out, quiet = {}, false
+local function tell(kind, name)
+  if not quiet then
+    table.insert(out, kind)
+    table.insert(out, name)
+  end
+end
 local function dec(hash, field)
-  if redis.call('HINCRBY', hash, field, -1) <= 0 then redis.call('HDEL', hash, field) end
+  if redis.call('HINCRBY', hash, field, -1) <= 0 then
+    redis.call('HDEL', hash, field)
+    return true
+  end
+  return false
+end
+-- A uid's first connection anywhere: online, unless it was leaving (back within the delay).
+local function uidUp(uid)
+  if redis.call('HINCRBY', uids, uid, 1) == 1 and redis.call('HDEL', leaving, uid) == 0 then
+    tell('uid.online', uid)
+  end
+end
+-- Its last one: leaving from now; offline once the delay passed without its coming back.
+local function uidDown(uid)
+  if dec(uids, uid) then
+    redis.call('HSET', leaving, uid, num(now()))
+    tell('uid.down', uid)
+  end
 end
 -- A uid's first connection in group g came (delta 1), or its last went (-1): told on the channel.
 local function present(g, uid, c, delta)
@@ -105,11 +137,15 @@ local function present(g, uid, c, delta)
   if delta > 0 and n == 1 then
     local i = redis.call('HGET', infos, c) or 'null'
     redis.call('HSET', info, uid, i)
-    redis.call('PUBLISH', events, head .. ',"type":"join","info":' .. i .. ',"size":' .. size .. '}')
+    if not quiet then
+      redis.call('PUBLISH', events, head .. ',"type":"join","info":' .. i .. ',"size":' .. size .. '}')
+    end
   elseif delta < 0 and n <= 0 then
     redis.call('HDEL', counts, uid)
     redis.call('HDEL', info, uid)
-    redis.call('PUBLISH', events, head .. ',"type":"leave","size":' .. (size + 1) .. '}')
+    if not quiet then
+      redis.call('PUBLISH', events, head .. ',"type":"leave","size":' .. (size + 1) .. '}')
+    end
   end
 end
 local function locksKey(g) return p .. 'presence:locks:' .. g end
@@ -128,14 +164,14 @@ local function leave(c, g, uid)
       local held = cjson.decode(m)
       if held[1] == g then unlock(g, held[2], c, '') end
     end
-    dec(groups, g)
+    if dec(groups, g) then tell('group.vacated', g) end
     present(g, uid, c, -1)
   end
 end
 local function remove(n, c)
   local uid = redis.call('HGET', nodeKey(n), c)
   if not uid then return end
-  if uid ~= '' then dec(uids, uid) end
+  if uid ~= '' then uidDown(uid) end
   for _, g in ipairs(redis.call('SMEMBERS', groupsKey(c))) do leave(c, g, uid) end
   redis.call('DEL', groupsKey(c))
   redis.call('DEL', heldKey(c))
@@ -150,24 +186,43 @@ local function reap(n)
   redis.call('ZREM', nodes, n)
   redis.call('HDEL', jwt, n)
 end
-local function num(n) return string.format('%d', n) end
-local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 if op == 'beat' or op == 'reset' then
+  -- ARGV: the TTL, the fingerprint, and the age (ms) after which a uid still leaving is told
+  -- offline by whoever beats (its own node died before it could).
   local t = now()
-  if op == 'reset' then reap(node) end
+  if op == 'reset' then
+    -- This node's part is written again right after, quietly: it changed nothing for anyone.
+    quiet = true
+    reap(node)
+    quiet = false
+  end
   local fresh = redis.call('ZADD', nodes, t + tonumber(ARGV[4]), node)
   for _, n in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', t)) do reap(n) end
-  if ARGV[4] == '0' then return {fresh, {}, 0} end
+  if ARGV[4] == '0' then return {fresh, {}, 0, out} end
+  local stale = redis.call('HGETALL', leaving)
+  for i = 1, #stale, 2 do
+    if t - tonumber(stale[i + 1]) >= tonumber(ARGV[6]) and redis.call('HEXISTS', uids, stale[i]) == 0 then
+      redis.call('HDEL', leaving, stale[i])
+      tell('uid.offline', stale[i])
+    end
+  end
   redis.call('HSET', jwt, node, ARGV[5])
   local others = {}
   local all = redis.call('HGETALL', jwt)
   for i = 1, #all, 2 do
     if all[i + 1] ~= ARGV[5] then table.insert(others, all[i]) end
   end
-  return {fresh, others, redis.call('ZCARD', nodes)}
+  return {fresh, others, redis.call('ZCARD', nodes), out}
+end
+if op == 'offline' then
+  -- ARGV: uid, the delay (ms). Told offline if it is still leaving, and has been for the delay.
+  local uid, since = ARGV[4], redis.call('HGET', leaving, ARGV[4])
+  if since and now() - tonumber(since) >= tonumber(ARGV[5]) - 100 and
+      redis.call('HEXISTS', uids, uid) == 0 then
+    redis.call('HDEL', leaving, uid)
+    return 1
+  end
+  return 0
 end
 local c = ARGV[4]
 if op == 'lock' then
@@ -225,32 +280,35 @@ if op == 'capacity' then
     ',"maxMembers":' .. (ARGV[6] == '' and 'null' or ARGV[6]) .. ',"client":""}')
   return 1
 end
+-- add: client, uid, info, 'quiet'? (a snapshot's rewrite); join: client, group, 'quiet'?
 if op == 'add' then
-  if redis.call('HSETNX', nodeKey(node), c, ARGV[5]) == 0 then return 0 end
+  quiet = ARGV[7] == 'quiet'
+  if redis.call('HSETNX', nodeKey(node), c, ARGV[5]) == 0 then return out end
   if ARGV[6] ~= '' then redis.call('HSET', infos, c, ARGV[6]) end
   redis.call('HSET', clients, c, node)
   redis.call('INCR', total)
-  if ARGV[5] ~= '' then redis.call('HINCRBY', uids, ARGV[5], 1) end
+  if ARGV[5] ~= '' then uidUp(ARGV[5]) end
 elseif op == 'remove' then
   remove(node, c)
 elseif op == 'bind' then
   local old = redis.call('HGET', nodeKey(node), c)
-  if not old then return 0 end
-  if old ~= '' then dec(uids, old) end
+  if not old then return out end
+  if old ~= '' then uidDown(old) end
   redis.call('HSET', nodeKey(node), c, ARGV[5])
-  if ARGV[5] ~= '' then redis.call('HINCRBY', uids, ARGV[5], 1) end
+  if ARGV[5] ~= '' then uidUp(ARGV[5]) end
 elseif op == 'join' then
+  quiet = ARGV[6] == 'quiet'
   local uid = redis.call('HGET', nodeKey(node), c)
-  if not uid then return 0 end
+  if not uid then return out end
   if redis.call('SADD', groupsKey(c), ARGV[5]) == 1 then
-    redis.call('HINCRBY', groups, ARGV[5], 1)
+    if redis.call('HINCRBY', groups, ARGV[5], 1) == 1 then tell('group.created', ARGV[5]) end
     present(ARGV[5], uid, c, 1)
   end
 elseif op == 'leave' then
   local uid = redis.call('HGET', nodeKey(node), c)
   if uid then leave(c, ARGV[5], uid) end
 end
-return 1
+return out
 `;
 
 /** ARGV: prefix. Answers nodes whose heartbeat is current, connections, uids, groups. */
@@ -267,7 +325,9 @@ return {
 `;
 
 interface Scripts {
-  presence(...args: string[]): Promise<number | [number, string[], number] | [number, string]>;
+  presence(
+    ...args: string[]
+  ): Promise<number | string[] | [number, string[], number, string[]] | [number, string]>;
   presenceCounts(prefix: string): Promise<number[]>;
 }
 
@@ -299,6 +359,15 @@ export interface RedisPresenceOptions {
    * Redis ran the changes. Default: nothing.
    */
   onEvent?: (event: PresenceEvent) => void;
+  /**
+   * Told each change of the cluster's presence that webhooks report, whichever node's connection
+   * caused it, once for the cluster: a uid's first connection anywhere (`uid.online`), its last
+   * one gone for `offlineDelayMs` (`uid.offline`), a group's first member anywhere
+   * (`group.created`) and its last (`group.vacated`). Default: nothing.
+   */
+  onChange?: (change: PresenceChange, name: string) => void;
+  /** Milliseconds a uid stays online after its last connection (WEBHOOK_OFFLINE_DELAY). Default 5 s. */
+  offlineDelayMs?: number;
   /** Milliseconds between heartbeats; tests shorten it. Default HEARTBEAT_MS. */
   heartbeatMs?: number;
   /** Milliseconds a silent node stays listed; more than `heartbeatMs`. Default NODE_TTL_MS. */
@@ -326,6 +395,11 @@ export class RedisPresence implements PresenceRegistry {
   readonly #nodeTtlMs: number;
   readonly #onError: (err: Error) => void;
   readonly #fingerprint: string;
+  readonly #onChange: (change: PresenceChange, name: string) => void;
+  readonly #offlineDelayMs: number;
+  readonly #heartbeatMs: number;
+  /** uid → the timer that asks whether it is offline (see `#changed`). */
+  readonly #leaving = new Map<string, ReturnType<typeof setTimeout>>();
   readonly #onMismatch: (nodes: string[]) => void;
   #nodes = 0;
   /** The nodes of another fingerprint at the last beat, sorted and joined. */
@@ -350,6 +424,9 @@ export class RedisPresence implements PresenceRegistry {
     }
     this.#onError = options.onError ?? (() => {});
     this.#fingerprint = options.fingerprint ?? "";
+    this.#onChange = options.onChange ?? (() => {});
+    this.#offlineDelayMs = options.offlineDelayMs ?? 5_000;
+    this.#heartbeatMs = heartbeatMs;
     this.#onMismatch = options.onMismatch ?? (() => {});
     const redis = new Redis(options.url, connectionOptions("deno-pusher-presence"));
     redis.defineCommand("presence", { numberOfKeys: 0, lua: PRESENCE_LUA });
@@ -514,19 +591,26 @@ export class RedisPresence implements PresenceRegistry {
   async beat(): Promise<void> {
     if (this.#closed) return;
     const op = this.#stale ? "reset" : "beat";
+    // A uid still leaving this long after its last connection went is told offline by whoever
+    // beats: its own node, which would have told it, died meanwhile.
+    const staleLeaving = String(this.#offlineDelayMs + 2 * this.#heartbeatMs);
     const sent: Promise<unknown>[] = [
-      this.#send(op, String(this.#nodeTtlMs), this.#fingerprint),
+      this.#send(op, String(this.#nodeTtlMs), this.#fingerprint, staleLeaving),
     ];
     if (this.#stale) {
       this.#stale = false;
+      // Quietly: the cluster's presence did not change, only Redis's copy of it.
       for (const { id, uid, info, groups } of this.#snapshot()) {
-        sent.push(this.#send("add", id, uid ?? "", infoJson(info)));
-        for (const group of groups) sent.push(this.#send("join", id, group));
+        sent.push(this.#send("add", id, uid ?? "", infoJson(info), "quiet"));
+        for (const group of groups) sent.push(this.#send("join", id, group, "quiet"));
       }
     }
     try {
-      const [[fresh, others, nodes]] = await Promise.all(sent) as [[number, string[], number]];
+      const [[fresh, others, nodes, changes]] = await Promise.all(sent) as [
+        [number, string[], number, string[]],
+      ];
       this.#nodes = nodes;
+      this.#changed(changes);
       const mismatched = [...others].sort().join(",");
       if (mismatched !== this.#mismatched) {
         this.#mismatched = mismatched;
@@ -548,6 +632,16 @@ export class RedisPresence implements PresenceRegistry {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#beat);
+    // Going away: the uids this node saw leave are told offline now, if they have not come back.
+    const leaving = [...this.#leaving.keys()];
+    for (const timer of this.#leaving.values()) clearTimeout(timer);
+    this.#leaving.clear();
+    await Promise.all(leaving.map((uid) =>
+      this.#send("offline", uid, "0").then(
+        (gone) => gone === 1 && this.#onChange("uid.offline", uid),
+        () => {}, // Redis is down: another node's beat tells it
+      )
+    ));
     this.#subscriber?.disconnect();
     if (this.#redis.status === "ready") {
       // Out of the registry now; when Redis is down, the others remove it after NODE_TTL_MS.
@@ -560,16 +654,44 @@ export class RedisPresence implements PresenceRegistry {
   #send(
     op: string,
     ...args: string[]
-  ): Promise<number | [number, string[], number] | [number, string]> {
+  ): Promise<number | string[] | [number, string[], number, string[]] | [number, string]> {
     return this.#redis.presence(this.#prefix, op, this.node, ...args);
   }
 
   #write(op: string, client: string, ...args: string[]): void {
     if (this.#closed) return;
-    this.#send(op, client, ...args).catch((err) => {
+    this.#send(op, client, ...args).then((changes) => this.#changed(changes), (err) => {
       this.#stale = true;
       this.#onError(this.#failed(`cannot ${op} client ${client}`, err));
     });
+  }
+
+  /**
+   * What a step changed in the cluster's presence (kind, name, kind, name…): told to
+   * `onChange`, but a uid's going down, which is told `uid.offline` only if it has not come back
+   * after the offline delay (the `offline` step decides, in Redis).
+   */
+  #changed(changes: unknown): void {
+    if (!Array.isArray(changes)) return;
+    for (let i = 0; i + 1 < changes.length; i += 2) {
+      const [kind, name] = [String(changes[i]), String(changes[i + 1])];
+      if (kind !== "uid.down") {
+        this.#onChange(kind as PresenceChange, name);
+        continue;
+      }
+      clearTimeout(this.#leaving.get(name));
+      this.#leaving.set(
+        name,
+        setTimeout(() => {
+          this.#leaving.delete(name);
+          if (this.#closed) return;
+          this.#send("offline", name, String(this.#offlineDelayMs)).then(
+            (gone) => gone === 1 && this.#onChange("uid.offline", name),
+            (err) => this.#onError(this.#failed(`cannot tell ${name} offline`, err)),
+          );
+        }, this.#offlineDelayMs),
+      );
+    }
   }
 
   async #read<T>(what: string, answer: Promise<T>): Promise<T> {
