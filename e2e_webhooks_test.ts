@@ -406,6 +406,8 @@ if (!findRedisServer()) {
       }
       assert.equal(receiver.of("group.created").length, 1);
       assert.equal(receiver.of("group.vacated").length, 1);
+      // One outbox in Redis, two nodes' deliverers taking from it: each event came once.
+      assert.equal(new Set(receiver.events.map((e) => e.id)).size, receiver.events.length);
       assert.deepEqual(receiver.forged, []);
     } finally {
       await receiver.close();

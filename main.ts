@@ -26,6 +26,8 @@ import { redactedUrl } from "./engine/redis.ts";
 import { ClientMessageGate } from "./webhook/gate.ts";
 import { WebhookDeliverer } from "./webhook/deliverer.ts";
 import { SqliteOutbox, WEBHOOK_FILE } from "./webhook/outbox_sqlite.ts";
+import { RedisOutbox } from "./webhook/outbox_redis.ts";
+import type { Outbox } from "./webhook/outbox.ts";
 import { filtered } from "./webhook/events.ts";
 import type { PresentClient } from "./engine/presence.ts";
 import type { HistoryStore } from "./engine/history.ts";
@@ -110,7 +112,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
       ...(config.messageLogger === "sqlite" ? [join(dataDir.dir, "messages.db")] : []),
       ...(config.historySize > 0 && !redisUrl ? [join(dataDir.dir, "history.db")] : []),
       ...(redisUrl ? [] : [join(dataDir.dir, IDEMPOTENCY_FILE)]),
-      ...(config.webhookUrl.length > 0 ? [join(dataDir.dir, WEBHOOK_FILE)] : []),
+      ...(config.webhookUrl.length > 0 && !redisUrl ? [join(dataDir.dir, WEBHOOK_FILE)] : []),
     ],
     (err) => {
       metrics.sqliteCheckpointErrors++;
@@ -121,7 +123,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   let logger: MessageLogger | undefined, ids: MessageIds;
   let history: HistoryStore | undefined;
   let idempotency: IdempotencyStore | undefined;
-  let outbox: SqliteOutbox | undefined;
+  let outbox: Outbox | undefined;
   try {
     logger = config.messageLogger === "sqlite"
       ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
@@ -160,9 +162,11 @@ export async function start(config: Config, options: StartOptions = {}): Promise
         onError: onIdempotencyError,
       });
     if (config.webhookUrl.length > 0) {
-      outbox = new SqliteOutbox(join(dataDir.dir, WEBHOOK_FILE), {
-        onError: (err) => console.error(`webhooks: ${err.message}`),
-      });
+      const onError = (err: Error) => console.error(`webhooks: ${err.message}`);
+      // In a cluster, one outbox for every node: a node that dies leaves its events to the others.
+      outbox = redisUrl
+        ? new RedisOutbox({ url: redisUrl, prefix: config.redisPrefix, onError })
+        : new SqliteOutbox(join(dataDir.dir, WEBHOOK_FILE), { onError });
     }
     if (logger instanceof SqliteLogger && logger.interrupted > 0) {
       console.error(

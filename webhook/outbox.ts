@@ -6,7 +6,8 @@
  * a failure pushes back (the deliverer's backoff).
  *
  * The embedded implementation is outbox_sqlite.ts (a file in the data directory, so that a restart
- * keeps what was not delivered); one on Redis for a cluster would sit beside it.
+ * keeps what was not delivered); a cluster's is outbox_redis.ts, shared by every node, whose `due`
+ * also leases the queues it answers (LEASE_MS) so that two nodes never POST one queue at once.
  */
 import type { WebhookEvent } from "./events.ts";
 
