@@ -108,3 +108,50 @@ export function orderKey(event: WebhookEvent): string {
   if (typeof event.group === "string") return `group:${event.group}`;
   return "";
 }
+
+/**
+ * A drop burst ends when the outbox is back under this share of maxEvents: the next drop is
+ * reported again. Below 1, so that a full outbox that delivers and drops by turns reports once.
+ */
+const BURST_END = 0.9;
+
+/**
+ * The rows an outbox drops, the oldest first, to stay within its bound: counted, and reported
+ * once per burst (not once per row), naming the outbox.
+ */
+export class DropBursts {
+  /** Rows dropped, ever. */
+  dropped = 0;
+  /** Whether a burst was reported and has not ended. */
+  #dropping = false;
+
+  constructor(
+    private readonly name: string,
+    private readonly maxEvents: number,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  /** Counts `n` rows dropped, and reports it if no burst is reported already. */
+  drop(n: number): void {
+    this.dropped += n;
+    if (this.#dropping) return;
+    this.#dropping = true;
+    this.onError(
+      new Error(
+        `${this.name} is full (${this.maxEvents} events): dropped the oldest ${count(n)}, ` +
+          `which no receiver will get; further drops are counted, not logged, until it is back ` +
+          `under ${Math.floor(this.maxEvents * BURST_END)}`,
+      ),
+    );
+  }
+
+  /** Ends the burst when the outbox, now holding `size` rows, is back under BURST_END. */
+  settle(size: number): void {
+    if (this.#dropping && size < this.maxEvents * BURST_END) this.#dropping = false;
+  }
+}
+
+/** "1 event", "3 events". */
+export function count(n: number): string {
+  return `${n} event${n === 1 ? "" : "s"}`;
+}

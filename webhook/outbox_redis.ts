@@ -63,6 +63,8 @@ import {
 import { errorMessage } from "../sqlite.ts";
 import type { WebhookEvent } from "./events.ts";
 import {
+  count,
+  DropBursts,
   MAX_OUTBOX_EVENTS,
   orderKey,
   type Outbox,
@@ -86,12 +88,6 @@ export const EXPIRE_ROWS = 10_000;
 
 /** Milliseconds before a failed write is tried again: a Redis that is down is not retried hot. */
 export const WRITE_RETRY_MS = 1000;
-
-/**
- * A drop burst ends when the outbox is back under this share of maxEvents: the next drop is
- * reported again (as outbox_sqlite.ts does).
- */
-const BURST_END = 0.9;
 
 /** What a Redis outbox is built from. */
 export interface RedisOutboxOptions extends OutboxOptions {
@@ -310,6 +306,8 @@ export class RedisOutbox implements Outbox {
   /** Names this outbox's leases. */
   readonly #token = randomUUID();
   readonly #maxEvents: number;
+  /** The rows dropped to stay within maxEvents, reported once per burst. */
+  readonly #drops: DropBursts;
   readonly #onError: (err: Error) => void;
   /** Rows of the next write, oldest first. */
   #pending: PendingRow[] = [];
@@ -328,10 +326,7 @@ export class RedisOutbox implements Outbox {
   #rows = 0;
   /** The queues this outbox holds leases on, by URL: `close` ends them. */
   readonly #leases = new Map<string, Set<string>>();
-  #dropped = 0;
   #expired = 0;
-  /** Whether a drop burst was reported and has not ended (BURST_END). */
-  #dropping = false;
   /** Whether a write failed and none succeeded since: its error was reported. */
   #failing = false;
   #closed = false;
@@ -350,6 +345,7 @@ export class RedisOutbox implements Outbox {
     this.#keys = `${options.prefix ?? DEFAULT_PREFIX}webhooks:`;
     this.#maxEvents = maxEvents;
     this.#onError = options.onError ?? (() => {});
+    this.#drops = new DropBursts(this.#name, maxEvents, this.#onError);
     const redis = new Redis(options.url, connectionOptions("deno-pusher-webhooks"));
     redis.defineCommand("webhooksAdd", { numberOfKeys: 0, lua: ADD_LUA });
     redis.defineCommand("webhooksDue", { numberOfKeys: 0, lua: DUE_LUA });
@@ -410,7 +406,7 @@ export class RedisOutbox implements Outbox {
       const [, total] = await this.#redis.webhooksDelivered(...args);
       for (const row of rows) this.#leased(url, row.key, false);
       this.#rows = Number(total);
-      this.#endBurst();
+      this.#drops.settle(this.size());
     });
   }
 
@@ -444,7 +440,7 @@ export class RedisOutbox implements Outbox {
       );
       this.#rows = Number(total);
       this.#expired += Number(n);
-      this.#endBurst();
+      this.#drops.settle(this.size());
       return Number(n);
     });
   }
@@ -461,7 +457,7 @@ export class RedisOutbox implements Outbox {
   }
 
   stats(): OutboxStats {
-    return { rows: this.size(), dropped: this.#dropped, expired: this.#expired };
+    return { rows: this.size(), dropped: this.#drops.dropped, expired: this.#expired };
   }
 
   /**
@@ -549,8 +545,8 @@ export class RedisOutbox implements Outbox {
       this.#writing = undefined;
       this.#failing = false;
       this.#rows = Number(total);
-      if (dropped > 0) this.#droppedOldest(Number(dropped));
-      this.#endBurst();
+      if (dropped > 0) this.#drops.drop(Number(dropped));
+      this.#drops.settle(this.size());
       this.#wakeWaiters();
       // Rows that came while it was in flight waited already.
       if (this.#pending.length > 0 && !this.#closed) this.#flush();
@@ -573,31 +569,13 @@ export class RedisOutbox implements Outbox {
     });
   }
 
-  /** Counts `n` rows dropped for the bound, and reports it if no burst is reported already. */
-  #droppedOldest(n: number): void {
-    this.#dropped += n;
-    if (this.#dropping) return;
-    this.#dropping = true;
-    this.#onError(
-      new Error(
-        `${this.#name} is full (${this.#maxEvents} events): dropped the oldest ${count(n)}, ` +
-          `which no receiver will get; further drops are counted, not logged, until it is back ` +
-          `under ${Math.floor(this.#maxEvents * BURST_END)}`,
-      ),
-    );
-  }
-
-  #endBurst(): void {
-    if (this.#dropping && this.size() < this.#maxEvents * BURST_END) this.#dropping = false;
-  }
-
   /** While writes fail, keeps the rows waiting in memory within the bound, the newest. */
   #boundPending(): void {
     const over = this.size() - this.#maxEvents;
     if (over <= 0) return;
     const n = Math.min(over, this.#pending.length);
     this.#pending.splice(0, n);
-    this.#droppedOldest(n);
+    this.#drops.drop(n);
     this.#wakeWaiters();
   }
 
@@ -659,9 +637,4 @@ export class RedisOutbox implements Outbox {
   #checkOpen(): void {
     if (this.#closed) throw new Error(`the ${this.#name} is closed`);
   }
-}
-
-/** "1 event", "3 events". */
-function count(n: number): string {
-  return `${n} event${n === 1 ? "" : "s"}`;
 }

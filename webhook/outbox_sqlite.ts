@@ -20,6 +20,8 @@ import { clearImmediate, setImmediate } from "node:timers";
 import { closeDatabase, errorMessage, migrate, transaction, walPragmas } from "../sqlite.ts";
 import type { WebhookEvent } from "./events.ts";
 import {
+  count,
+  DropBursts,
   MAX_OUTBOX_EVENTS,
   orderKey,
   type Outbox,
@@ -42,12 +44,6 @@ export const EXPIRE_ROWS = 10_000;
 
 /** Milliseconds before a failed commit is tried again: a full or broken disk is not retried hot. */
 export const COMMIT_RETRY_MS = 1000;
-
-/**
- * A drop burst ends when the outbox is back under this share of maxEvents: the next drop is
- * reported again. Below 1, so that a full outbox that delivers and drops by turns reports once.
- */
-const BURST_END = 0.9;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS webhook_outbox (
@@ -109,6 +105,8 @@ export class SqliteOutbox implements Outbox {
   /** How errors name the file. */
   readonly #file: string;
   readonly #maxEvents: number;
+  /** The rows dropped to stay within maxEvents, reported once per burst. */
+  readonly #drops: DropBursts;
   readonly #onError: (err: Error) => void;
   readonly #db: DatabaseSync;
   readonly #sql: Statements;
@@ -119,10 +117,7 @@ export class SqliteOutbox implements Outbox {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** Rows in the file, counted at open and then kept up to date: the bound needs no count(*). */
   #rows: number;
-  #dropped = 0;
   #expired = 0;
-  /** Whether a drop burst was reported and has not ended (BURST_END). */
-  #dropping = false;
   /** Whether a commit failed and none succeeded since: its error was reported. */
   #failing = false;
   #closed = false;
@@ -141,6 +136,7 @@ export class SqliteOutbox implements Outbox {
     this.#file = `webhook outbox ${path}`;
     this.#maxEvents = maxEvents;
     this.#onError = options.onError ?? (() => {});
+    this.#drops = new DropBursts(this.#file, maxEvents, this.#onError);
     try {
       if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
       this.#db = new DatabaseSync(path);
@@ -240,7 +236,7 @@ export class SqliteOutbox implements Outbox {
       return removed;
     }).then((removed) => {
       this.#rows -= removed;
-      this.#endBurst();
+      this.#drops.settle(this.size());
     });
   }
 
@@ -269,7 +265,7 @@ export class SqliteOutbox implements Outbox {
     }).then((n) => {
       this.#rows -= n;
       this.#expired += n;
-      this.#endBurst();
+      this.#drops.settle(this.size());
       return n;
     });
   }
@@ -286,7 +282,7 @@ export class SqliteOutbox implements Outbox {
   }
 
   stats(): OutboxStats {
-    return { rows: this.size(), dropped: this.#dropped, expired: this.#expired };
+    return { rows: this.size(), dropped: this.#drops.dropped, expired: this.#expired };
   }
 
   close(): Promise<void> {
@@ -338,26 +334,8 @@ export class SqliteOutbox implements Outbox {
     this.#failing = false;
     this.#pending = [];
     this.#rows += rows.length - dropped;
-    if (dropped > 0) this.#droppedOldest(dropped);
-    this.#endBurst();
-  }
-
-  /** Counts `n` rows dropped for the bound, and reports it if no burst is reported already. */
-  #droppedOldest(n: number): void {
-    this.#dropped += n;
-    if (this.#dropping) return;
-    this.#dropping = true;
-    this.#onError(
-      new Error(
-        `${this.#file} is full (${this.#maxEvents} events): dropped the oldest ${count(n)}, ` +
-          `which no receiver will get; further drops are counted, not logged, until it is back ` +
-          `under ${Math.floor(this.#maxEvents * BURST_END)}`,
-      ),
-    );
-  }
-
-  #endBurst(): void {
-    if (this.#dropping && this.size() < this.#maxEvents * BURST_END) this.#dropping = false;
+    if (dropped > 0) this.#drops.drop(dropped);
+    this.#drops.settle(this.size());
   }
 
   /** While commits fail, keeps the rows waiting in memory within the bound, the newest. */
@@ -366,7 +344,7 @@ export class SqliteOutbox implements Outbox {
     if (over <= 0) return;
     const n = Math.min(over, this.#pending.length);
     this.#pending.splice(0, n);
-    this.#droppedOldest(n);
+    this.#drops.drop(n);
   }
 
   /** Deletes the queues of `rows` just deleted that have no rows left. In a transaction. */
@@ -410,9 +388,4 @@ export class SqliteOutbox implements Outbox {
   #checkOpen(): void {
     if (this.#closed) throw new Error(`the ${this.#file} is closed`);
   }
-}
-
-/** "1 event", "3 events". */
-function count(n: number): string {
-  return `${n} event${n === 1 ? "" : "s"}`;
 }
