@@ -10,6 +10,7 @@ import { Hub } from "./hub.ts";
 import type { DeliveryStatus, MessageLogger, MessageRecord } from "./message/logger.ts";
 import { Message } from "./message/message.ts";
 import { Metrics } from "./metrics.ts";
+import type { WebhookEvent } from "./webhook/events.ts";
 
 /** A socket whose network the test stalls and lets flow, and whose writes it can break. */
 class ScriptedSocket implements Socket {
@@ -260,4 +261,34 @@ test("a message resent to a resuming client shares the frames of the original: e
     assert.deepEqual([copy.id, copy.status, copy.outstanding], [7, "delivered", 1]);
   }
   assert.equal(original.status, "accepted", "the original's outcome is its own");
+});
+
+test("a message that no connection took is told to the webhooks as message.undelivered, failed or dropped", async () => {
+  const events: WebhookEvent[] = [];
+  const h = new Hub({
+    logger: new MemoryLogger(),
+    metrics: new Metrics(),
+    maxQueueBytes: 1024 * 1024,
+    webhooks: { emit: (event) => void events.push(event) },
+  });
+  const broken = new ScriptedSocket();
+  h.connect({ uid: "u" }, "text", broken);
+  broken.broken = true;
+  const failed = await h.sendToUid("u", "lost");
+
+  const stalled = new ScriptedSocket();
+  const client = h.connect({ uid: "v" }, "text", stalled);
+  stalled.stalled = true;
+  await h.sendToUid("v", "x".repeat(HIGH_WATER_BYTES));
+  const dropped = await h.sendToUid("v", "never");
+  h.disconnected(client, 1006, "gone");
+
+  const undelivered = events.filter((e) => e.type === "message.undelivered")
+    .map(({ messageId, target, status, uid }) => ({ messageId, target, status, uid }));
+  assert.deepEqual(undelivered, [
+    { messageId: failed.id, target: "uid:u", status: "failed", uid: "u" },
+    { messageId: dropped.id, target: "uid:v", status: "dropped", uid: "v" },
+  ]);
+  const gone = events.find((e) => e.type === "client.disconnect" && e.uid === "v")!;
+  assert.deepEqual([gone.client, gone.code, gone.reason], [client.id, 1006, "gone"]);
 });
