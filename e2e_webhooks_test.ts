@@ -372,7 +372,7 @@ if (!findRedisServer()) {
       "--webhook-secret",
       SECRET,
       "--webhook-offline-delay",
-      "0.5",
+      "2",
     ]);
     const [n0, n1] = cluster.nodes;
     try {
