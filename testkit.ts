@@ -504,9 +504,13 @@ export async function ask(client: TestClient, frame: Record<string, unknown>) {
 export const programToken = async (uid: string, claims: Record<string, unknown> = {}) =>
   (await Authenticator.hmac(PROGRAM_SECRET)).sign(uid, 3600, claims);
 
-/** Polls `check` until it holds: for the program's state, which sends no event. Fails after 10 s. */
-export async function until(check: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
+/** Polls `check` until it holds: for the program's state, which sends no event. Fails after `ms`. */
+export async function until(
+  check: () => Promise<boolean>,
+  what: string,
+  ms = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
