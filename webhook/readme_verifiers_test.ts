@@ -65,9 +65,13 @@ function run(cmd: string, args: string[], dir: string): Promise<string> {
   );
 }
 
-/** The program on PATH (or Deno's own when this runs on Deno); undefined when missing. */
+/**
+ * The program on PATH (Deno: the one running this, or the Makefile's `DENO` when this runs on Bun,
+ * since the pinned Deno may not be on PATH); undefined when missing.
+ */
 function which(name: string): string | undefined {
   if (name === "deno" && runtimeName === "deno") return process.execPath;
+  if (name === "deno" && process.env.DENO && existsSync(process.env.DENO)) return process.env.DENO;
   for (const dir of (process.env.PATH ?? "").split(":")) {
     if (existsSync(join(dir, name))) return join(dir, name);
   }
