@@ -8,6 +8,7 @@
  * (Socket.whenDrained), so at most one wait is ever outstanding; the client's only timer runs while
  * it is more than MAX_QUEUE_BYTES behind, to cut it off if it stays there.
  */
+import { SmallSet } from "./smallset.ts";
 import { type Message, utf8Length } from "./message/message.ts";
 import { HARD_QUEUE_FACTOR, HIGH_WATER_BYTES, type Socket } from "./runtime/contract.ts";
 import { type Permissions, permissionsOf } from "./permissions.ts";
@@ -98,6 +99,12 @@ export interface ClientOptions {
   permissions?: Permissions;
 }
 
+/**
+ * The queue of every client with nothing queued, nearly all of them: shared and frozen, and
+ * replaced by an array of the client's own before its first frame waits.
+ */
+const NO_QUEUE: Queued[] = Object.freeze([]) as unknown as Queued[];
+
 /** One connection. */
 export class Client {
   /** Crypto-random, unique per connection. */
@@ -108,7 +115,7 @@ export class Client {
    */
   uid: string | undefined;
   /** The groups it is a member of. Only the hub changes it, together with its group index. */
-  readonly groups = new Set<string>();
+  readonly groups = new SmallSet<string>();
   readonly format: Format;
   readonly info: unknown;
   readonly presence: boolean;
@@ -121,7 +128,7 @@ export class Client {
   private readonly maxQueueBytes: number;
   private readonly slowConsumerTimeout: number;
   /** Frames waiting for the socket, from `#head` on: shifting an array is O(n), an index is not. */
-  #queue: Queued[] = [];
+  #queue: Queued[] = NO_QUEUE;
   #head = 0;
   #queuedBytes = 0;
   /**
@@ -182,7 +189,7 @@ export class Client {
       this.events.pending(-1);
       this.#write(item);
     }
-    this.#queue = [];
+    this.#queue = NO_QUEUE;
     this.#head = 0;
   }
 
@@ -197,7 +204,7 @@ export class Client {
       this.events.pending(-1);
       if (item.message) this.events.lost(this, item.message, "dropped");
     }
-    this.#queue = [];
+    this.#queue = NO_QUEUE;
     this.#head = 0;
     this.#queuedBytes = 0;
     clearTimeout(this.#behindTimer);
@@ -211,6 +218,7 @@ export class Client {
   #enqueue(item: Queued): boolean {
     if (this.#closed) return false;
     if (this.#head === this.#queue.length && this.#socketHasRoom()) return this.#write(item);
+    if (this.#queue === NO_QUEUE) this.#queue = [];
     this.#queue.push(item);
     this.#queuedBytes += item.bytes;
     this.events.pending(1);

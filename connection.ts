@@ -39,7 +39,8 @@ export interface ConnectionDeps {
 
 /** A socket as shutdown sees it. */
 export interface Closable {
-  close(code: number, reason: string): void;
+  /** Closes the socket with `code`: through the hub once it is a client. */
+  shut(code: number, reason: string): void;
 }
 
 /** setTimeout's longest delay; a later expiry is checked again after this long. */
@@ -72,61 +73,154 @@ type State =
 
 /** The handlers for one socket. */
 export function connection(deps: ConnectionDeps, start: ConnectionStart): SocketHandlers {
-  const { config, hub, metrics, authenticator } = deps;
-  const { format, presence } = start;
-  let since = start.since;
-  const frames = new Bucket(config.maxFramesPerSecond);
-  let state: State = { name: "opening" };
-  let expiryTimer: ReturnType<typeof setTimeout> | undefined;
+  return new Connection(deps, start);
+}
+
+/**
+ * One socket's handlers and state. A class rather than closures: every open socket holds one, and
+ * methods on the prototype cost a connection nothing, where a dozen closures cost it a kilobyte.
+ */
+class Connection implements SocketHandlers, Closable {
+  readonly #deps: ConnectionDeps;
+  readonly #format: Format;
+  readonly #presence: boolean;
+  /** The handshake's identity until the socket opens (then the client holds what it needs). */
+  #identity: Identity | undefined;
+  #since: number | undefined;
+  readonly #frames: Bucket;
+  #state: State = { name: "opening" };
+  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   /** Auth frames received after the connection opened, and the newest whose check has applied. */
-  let refreshesStarted = 0;
-  let refreshApplied = 0;
-  const closable: Closable = { close: (code, reason) => close(code, reason) };
+  #refreshesStarted = 0;
+  #refreshApplied = 0;
 
-  /** Leaves `authenticating`: its deadline and its place in the gauge go. */
-  const stopWaiting = () => {
-    if (state.name !== "authenticating") return;
-    clearTimeout(state.deadline);
-    deps.unauthenticated.count--;
-  };
+  constructor(deps: ConnectionDeps, start: ConnectionStart) {
+    this.#deps = deps;
+    this.#format = start.format;
+    this.#presence = start.presence;
+    this.#identity = start.identity;
+    this.#since = start.since;
+    this.#frames = new Bucket(deps.config.maxFramesPerSecond);
+  }
 
-  /** Closes with `code`: through the hub once the socket is a client, directly before. */
-  const close = (code: number, reason: string) => {
-    clearTimeout(expiryTimer);
-    if (state.name === "open") return hub.close(state.client, code, reason);
+  open(socket: Socket): void {
+    const deps = this.#deps;
+    deps.open.add(this);
+    const identity = this.#identity;
+    this.#identity = undefined;
+    if (identity) return this.#admit(socket, identity);
+    deps.unauthenticated.count++;
+    this.#state = {
+      name: "authenticating",
+      socket,
+      verifying: false,
+      deadline: setTimeout(() => {
+        deps.metrics.authFailures++;
+        this.shut(CloseCode.authTimeout.code, CloseCode.authTimeout.reason);
+      }, deps.config.authTimeout * 1000),
+    };
+  }
+
+  ping(): void {
+    // Answered by the runtime, but a frame all the same: a ping flood costs like any other.
+    if (!this.#frames.take()) {
+      this.shut(CloseCode.tooManyFrames.code, CloseCode.tooManyFrames.reason);
+    }
+  }
+
+  message(data: string | Uint8Array): void {
+    const { config } = this.#deps;
+    if (!this.#frames.take()) {
+      return this.shut(CloseCode.tooManyFrames.code, CloseCode.tooManyFrames.reason);
+    }
+    if (typeof data !== "string") {
+      return this.shut(CloseCode.unsupportedData.code, CloseCode.unsupportedData.reason);
+    }
+    // `data.length` counts UTF-16 units; one unit is at most 3 UTF-8 bytes, so count the bytes
+    // exactly only when the frame could be over MAX_FRAME_BYTES.
+    if (data.length * 3 > config.maxFrameBytes && utf8Length(data) > config.maxFrameBytes) {
+      return this.shut(CloseCode.tooBig.code, CloseCode.tooBig.reason);
+    }
+    const state = this.#state;
+    if (state.name === "authenticating") {
+      if (state.verifying) return;
+      const frame = authFrame(data);
+      // A `since` in the auth frame counts when the query had none.
+      this.#since ??= frame?.since;
+      this.#authenticate(frame?.token);
+      return;
+    }
+    if (state.name !== "open") return;
+    const { client } = state;
+    if (data === "ping") return void client.control("pong");
+    if (this.#format === "json") {
+      answerFrame(client, data, {
+        hub: this.#deps.hub,
+        config,
+        refresh: (current, token) => this.#refresh(current, token),
+        gate: this.#deps.gate,
+      });
+    }
+  }
+
+  close(code: number, reason: string): void {
+    clearTimeout(this.#expiryTimer);
+    const state = this.#state;
+    if (state.name === "open") this.#deps.hub.disconnected(state.client, code, reason);
+    else this.#stopWaiting();
+    this.#state = { name: "closed" };
+    this.#deps.open.delete(this);
+    this.#deps.onClosed();
+  }
+
+  drain(): void {
+    if (this.#state.name === "open") this.#state.client.drain();
+  }
+
+  shut(code: number, reason: string): void {
+    clearTimeout(this.#expiryTimer);
+    const state = this.#state;
+    if (state.name === "open") return this.#deps.hub.close(state.client, code, reason);
     if (state.name !== "authenticating") return;
-    stopWaiting();
-    const { socket } = state;
-    state = { name: "closed" };
+    this.#stopWaiting();
+    this.#state = { name: "closed" };
     try {
-      socket.close(code, closeReason(reason));
+      state.socket.close(code, closeReason(reason));
     } catch {
       // Already closed.
     }
-  };
+  }
+
+  /** Leaves `authenticating`: its deadline and its place in the gauge go. */
+  #stopWaiting(): void {
+    if (this.#state.name !== "authenticating") return;
+    clearTimeout(this.#state.deadline);
+    this.#deps.unauthenticated.count--;
+  }
 
   /** Closes with 4004 when the token expires, unless a refresh moves the expiry first. */
-  const expireAt = (exp: number | undefined) => {
-    clearTimeout(expiryTimer);
+  #expireAt(exp: number | undefined): void {
+    clearTimeout(this.#expiryTimer);
     if (exp === undefined) return;
     const ms = exp * 1000 - Date.now();
-    expiryTimer = setTimeout(
+    this.#expiryTimer = setTimeout(
       () =>
         ms > MAX_TIMER_MS
-          ? expireAt(exp)
-          : close(CloseCode.tokenExpired.code, CloseCode.tokenExpired.reason),
+          ? this.#expireAt(exp)
+          : this.shut(CloseCode.tokenExpired.code, CloseCode.tokenExpired.reason),
       Math.max(0, Math.min(ms, MAX_TIMER_MS)),
     );
-  };
+  }
 
   /**
    * Registers the verified socket with the hub, unless its uid already has all it may: on this
    * node, or `anywhere` (the cluster's count, when it was asked).
    */
-  const admit = (socket: Socket, who: Identity, anywhere = 0) => {
+  #admit(socket: Socket, who: Identity, anywhere = 0): void {
+    const { config, hub } = this.#deps;
     const cap = config.maxConnectionsPerUid;
     if (cap > 0 && Math.max(anywhere, hub.connectionsOf(who.uid)) >= cap) {
-      state = { name: "closed" };
+      this.#state = { name: "closed" };
       try {
         socket.close(CloseCode.tooManyForUid.code, CloseCode.tooManyForUid.reason);
       } catch {
@@ -134,23 +228,25 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
       }
       return;
     }
-    state = { name: "open", socket, client: hub.connect(who, format, socket, presence, since) };
-    expireAt(who.exp);
-  };
+    const client = hub.connect(who, this.#format, socket, this.#presence, this.#since);
+    this.#state = { name: "open", socket, client };
+    this.#expireAt(who.exp);
+  }
 
   /** The first frame of an `auth=frame` socket. */
-  const authenticate = async (token: string | undefined) => {
-    if (state.name !== "authenticating") return;
+  async #authenticate(token: string | undefined): Promise<void> {
+    if (this.#state.name !== "authenticating") return;
     if (token === undefined) {
-      return close(CloseCode.authExpected.code, CloseCode.authExpected.reason);
+      return this.shut(CloseCode.authExpected.code, CloseCode.authExpected.reason);
     }
-    state.verifying = true;
+    this.#state.verifying = true;
+    const { config, hub, metrics, authenticator } = this.#deps;
     let who: Identity;
     try {
       who = await authenticator.verify(token);
     } catch (err) {
       metrics.authFailures++;
-      return close(
+      return this.shut(
         CloseCode.authFailed.code,
         err instanceof AuthError ? err.message : "token invalid",
       );
@@ -159,94 +255,37 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
     const anywhere = config.maxConnectionsPerUid > 0
       ? await hub.connectionsAnywhere(who.uid).catch(() => 0)
       : 0;
-    if (state.name !== "authenticating") return; // timed out or closed meanwhile
-    const { socket } = state;
-    stopWaiting();
-    admit(socket, who, anywhere);
-  };
+    const state = this.#state as State; // it may have timed out or closed meanwhile
+    if (state.name !== "authenticating") return;
+    this.#stopWaiting();
+    this.#admit(state.socket, who, anywhere);
+  }
 
   /**
    * A fresh token for a connected client: same uid, later expiry; the connection keeps all. Checks
    * may finish out of order: only a check newer than the last applied one changes the expiry.
    */
-  const refresh = async (current: Client, token: string | undefined) => {
-    if (token === undefined) return current.control(errorFrame("auth frame needs a token"));
-    const seq = ++refreshesStarted;
+  async #refresh(current: Client, token: string | undefined): Promise<void> {
+    if (token === undefined) return void current.control(errorFrame("auth frame needs a token"));
+    const seq = ++this.#refreshesStarted;
     try {
-      const who = await authenticator.verify(token);
+      const who = await this.#deps.authenticator.verify(token);
       if (current.closed) return; // it went while the token was checked
       if (who.uid !== current.uid) {
-        return current.control(errorFrame("a refreshed token must carry the same uid"));
+        return void current.control(errorFrame("a refreshed token must carry the same uid"));
       }
-      if (seq < refreshApplied) {
-        return current.control(errorFrame("a later auth frame superseded this one"));
+      if (seq < this.#refreshApplied) {
+        return void current.control(errorFrame("a later auth frame superseded this one"));
       }
-      refreshApplied = seq;
-      expireAt(who.exp);
+      this.#refreshApplied = seq;
+      this.#expireAt(who.exp);
       current.permissions = permissionsOf(who.permissions);
       current.control(JSON.stringify({ type: "auth", ok: true, exp: who.exp ?? null }));
     } catch (err) {
-      metrics.authFailures++;
+      this.#deps.metrics.authFailures++;
       current.control(errorFrame(err instanceof AuthError ? err.message : "token invalid"));
     }
-  };
-
-  return {
-    open(socket) {
-      deps.open.add(closable);
-      if (start.identity) return admit(socket, start.identity);
-      deps.unauthenticated.count++;
-      state = {
-        name: "authenticating",
-        socket,
-        verifying: false,
-        deadline: setTimeout(() => {
-          metrics.authFailures++;
-          close(CloseCode.authTimeout.code, CloseCode.authTimeout.reason);
-        }, config.authTimeout * 1000),
-      };
-    },
-    ping() {
-      // Answered by the runtime, but a frame all the same: a ping flood costs like any other.
-      if (!frames.take()) close(CloseCode.tooManyFrames.code, CloseCode.tooManyFrames.reason);
-    },
-    message(data) {
-      if (!frames.take()) {
-        return close(CloseCode.tooManyFrames.code, CloseCode.tooManyFrames.reason);
-      }
-      if (typeof data !== "string") {
-        return close(CloseCode.unsupportedData.code, CloseCode.unsupportedData.reason);
-      }
-      // `data.length` counts UTF-16 units; one unit is at most 3 UTF-8 bytes, so count the bytes
-      // exactly only when the frame could be over MAX_FRAME_BYTES.
-      if (data.length * 3 > config.maxFrameBytes && utf8Length(data) > config.maxFrameBytes) {
-        return close(CloseCode.tooBig.code, CloseCode.tooBig.reason);
-      }
-      if (state.name === "authenticating") {
-        if (state.verifying) return;
-        const frame = authFrame(data);
-        // A `since` in the auth frame counts when the query had none.
-        since ??= frame?.since;
-        authenticate(frame?.token);
-        return;
-      }
-      if (state.name !== "open") return;
-      const { client } = state;
-      if (data === "ping") return void client.control("pong");
-      if (format === "json") answerFrame(client, data, { hub, config, refresh, gate: deps.gate });
-    },
-    close(code, reason) {
-      clearTimeout(expiryTimer);
-      if (state.name === "open") hub.disconnected(state.client, code, reason);
-      else stopWaiting();
-      state = { name: "closed" };
-      deps.open.delete(closable);
-      deps.onClosed();
-    },
-    drain() {
-      if (state.name === "open") state.client.drain();
-    },
-  };
+  }
 }
 
 /**

@@ -8,6 +8,7 @@
  * (gateway-websocket leaked both). A uid may have any number of clients; closing one never touches
  * another (go-pusher's second login evicted the first, and the first's close removed the second).
  */
+import { SmallSet } from "./smallset.ts";
 import type { Identity } from "./authenticator.ts";
 import { Client, type ClientEvents, CloseCode, type Format, type Socket } from "./client.ts";
 import { countFrom, type IdSource } from "./message/ids.ts";
@@ -181,7 +182,7 @@ function page<T>(source: Iterable<T>, total: number, offset: number, limit: numb
 /** The set of connections and the delivery of pushes to them. */
 export class Hub {
   readonly #clients = new Map<string, Client>();
-  readonly #byUid = new Map<string, Set<Client>>();
+  readonly #byUid = new Map<string, SmallSet<Client>>();
   readonly #groups = new Map<string, Group>();
   readonly #logger: MessageLogger;
   readonly #metrics: Metrics;
@@ -1192,7 +1193,7 @@ export class Hub {
     if (uid !== undefined) {
       let set = this.#byUid.get(uid);
       if (!set) {
-        this.#byUid.set(uid, set = new Set());
+        this.#byUid.set(uid, set = new SmallSet());
         this.#uidHooks?.up(uid);
       }
       set.add(client);

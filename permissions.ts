@@ -38,15 +38,27 @@ export class Patterns {
 /** A client's permissions, one Patterns per claim. */
 export type Permissions = Record<PermissionClaim, Patterns>;
 
+/** An absent claim: allows nothing. Patterns never change, so one serves every connection. */
+const NOTHING = new Patterns();
+
+/**
+ * The permissions of a token with none of the claims, the common case: shared by every such
+ * connection rather than three Patterns (and their Sets) each.
+ */
+const LISTEN_ONLY: Permissions = Object.freeze({
+  subscribe: NOTHING,
+  publish: NOTHING,
+  send: NOTHING,
+});
+
 /** The permissions of a token with `claims` (each a list that passed `checkPatterns`, or absent). */
 export function permissionsOf(
   claims: Partial<Record<PermissionClaim, readonly string[]>> = {},
 ): Permissions {
-  return {
-    subscribe: new Patterns(claims.subscribe),
-    publish: new Patterns(claims.publish),
-    send: new Patterns(claims.send),
-  };
+  const { subscribe, publish, send } = claims;
+  if (!subscribe && !publish && !send) return LISTEN_ONLY;
+  const of = (patterns?: readonly string[]) => patterns ? new Patterns(patterns) : NOTHING;
+  return { subscribe: of(subscribe), publish: of(publish), send: of(send) };
 }
 
 /**

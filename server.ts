@@ -402,7 +402,7 @@ export function createApp(deps: AppDeps): App {
         if (sockets === 0) resolve();
         else allClosed.push(resolve);
       });
-      for (const socket of [...open]) socket.close(code, reason);
+      for (const socket of [...open]) socket.shut(code, reason);
       return closed;
     },
   };
