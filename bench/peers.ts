@@ -25,10 +25,19 @@ export type Launch =
   | { cmd: string; args: string[]; env: Record<string, string>; cwd: string }
   | { skip: string };
 
+/**
+ * What a peer is to the report. `product` is deno-pusher. `ceiling` is its runtime's like-for-like
+ * bare ceiling: deno-pusher's structure without the hub (a Set of every socket, Maps uid → sockets
+ * and group → sockets, a loop of ws.send), the one per runtime that the targets and the "vs peers"
+ * bounds compare with. `native ceiling` is a bare server on a runtime's own fan-out (Bun's topics),
+ * shown for reference and in no verdict. `peer` is a server a user might pick instead, which the
+ * "ahead"/"behind" verdicts compare with.
+ */
+export type PeerRole = "product" | "ceiling" | "native ceiling" | "peer";
+
 export interface PeerSpec {
   name: string;
-  /** Which of our runtimes it is the ceiling for, or the product itself; drives the target checks. */
-  role: "product" | "ceiling" | "peer";
+  role: PeerRole;
   runtime: "deno" | "bun" | "go" | "node";
   /** deno-pusher's configuration (product peers only). */
   config?: ProductConfig;
@@ -87,12 +96,12 @@ async function nodePeer(
 }
 
 /**
- * deno-pusher's two configurations in the bench. `stripped` is the one every scenario runs: no
- * message log, no history, the abuse limits off. `durable` is the default (issue 11): the SQLite
- * message log, history (HISTORY_SIZE 1000), the idempotency store, every limit at its default but
- * the two the load generators would hit. Both keep their files in a throwaway data dir.
+ * deno-pusher's two configurations in the bench, each running every scenario. `default` is what a
+ * user runs: the SQLite message log, history (HISTORY_SIZE 1000), the idempotency store, every limit
+ * at its default but the two the load generators would hit. `stripped` is the hub alone: no message
+ * log, no history, the abuse limits off. Both keep their files in a throwaway data dir.
  */
-export type ProductConfig = "stripped" | "durable";
+export type ProductConfig = "stripped" | "default";
 
 /**
  * The stripped configuration's abuse limits, all off. The bench opens thousands of sockets from one
@@ -109,13 +118,13 @@ const PRODUCT_LIMITS_OFF: Record<string, string> = {
 };
 
 /**
- * The durable default's limits: only what the load generators would hit is raised. The 1,000
- * receivers connect from one address (MAX_CONNECTS_PER_IP, 50/s by default), and the closed-loop
- * /send comes from one address without an API key (MAX_REQUESTS_PER_KEY, 5,000/s by default, would
- * cap the measured throughput at the limiter's rate instead of the store's). One socket per uid
+ * The default configuration's limits: only what the load generators would hit is raised. They open
+ * thousands of sockets from a few addresses (MAX_CONNECTS_PER_IP, 50/s by default), and the /send
+ * calls come from one address without an API key (MAX_REQUESTS_PER_KEY, 5,000/s by default, would
+ * cap the measured throughput at the limiter's rate instead of the server's). One socket per uid
  * and no client frames keep the per-uid and per-frame limits at their defaults without effect.
  */
-const DURABLE_LIMITS_RAISED: Record<string, string> = {
+const DEFAULT_LIMITS_RAISED: Record<string, string> = {
   MAX_CONNECTS_PER_IP: "0",
   MAX_REQUESTS_PER_KEY: "0",
 };
@@ -129,7 +138,7 @@ export const PRODUCT_CONFIGS: Record<
     flags: ["--message-logger", "none", "--history-size", "0"],
     env: PRODUCT_LIMITS_OFF,
   },
-  durable: { flags: [], env: DURABLE_LIMITS_RAISED },
+  default: { flags: [], env: DEFAULT_LIMITS_RAISED },
 };
 
 /**
@@ -153,13 +162,16 @@ function productFlags(
   ];
 }
 
-/** deno-pusher on `runtime` in `config`; the stripped ones keep the names the results have used. */
+/**
+ * deno-pusher on `runtime` in `config`: "deno-pusher (Deno)" and "deno-pusher (Bun exe)" stripped
+ * (the names the results have always used), with " · default" after them in the default one.
+ */
 export function productPeer(
   runtime: "deno" | "bun",
   config: ProductConfig,
 ): PeerSpec {
   const env = PRODUCT_CONFIGS[config].env;
-  const suffix = config === "durable" ? " · durable default" : "";
+  const suffix = config === "default" ? " · default" : "";
   if (runtime === "deno") {
     return {
       name: `deno-pusher (Deno)${suffix}`,
@@ -222,26 +234,59 @@ export function productPeer(
 }
 
 /**
- * Issue 11's pairs: each runtime's product in both configurations. Only the /send scenario runs
- * with them (see DurableProfile).
+ * The Bun ceiling in one of its two fan-outs (bench/peers/ceiling-bun.ts, FANOUT): `loop` is the
+ * like-for-like one, `publish` Bun's native topics.
  */
-export const DURABLE_PAIRS: {
-  runtime: "deno" | "bun";
-  configs: Record<ProductConfig, PeerSpec>;
-}[] = (["deno", "bun"] as const).map((runtime) => ({
-  runtime,
-  configs: {
-    stripped: productPeer(runtime, "stripped"),
-    durable: productPeer(runtime, "durable"),
-  },
-}));
+function bunCeiling(fanout: "loop" | "publish"): PeerSpec {
+  return {
+    name: fanout === "loop" ? "ceiling (Bun, ws.send loop)" : "ceiling (Bun, publish)",
+    role: fanout === "loop" ? "ceiling" : "native ceiling",
+    runtime: "bun",
+    wire: "ws",
+    wsPath: "/ws?",
+    launch(t, port, secret) {
+      return Promise.resolve({
+        cmd: t.bun,
+        args: [`${bench(t)}/peers/ceiling-bun.ts`],
+        env: { PORT: String(port), JWT_SECRET: secret, FANOUT: fanout },
+        cwd: bench(t),
+      });
+    },
+  };
+}
 
+/** Every peer, in the order each repeat runs them. */
 export const PEERS: PeerSpec[] = [
   productPeer("deno", "stripped"),
+  productPeer("deno", "default"),
   productPeer("bun", "stripped"),
+  productPeer("bun", "default"),
   {
-    name: "ceiling (Deno)",
+    // What deno-pusher does on Deno: `node:http` and the `ws` package (runtime/deno.ts says why not
+    // Deno.serve), a Set and two Maps, a loop of ws.send: bench/peers/node-ws.mjs, run by Deno.
+    name: "ceiling (Deno, node:http + ws)",
     role: "ceiling",
+    runtime: "deno",
+    wire: "ws",
+    wsPath: "/ws?",
+    async launch(t, port, secret) {
+      if (!await exists(`${bench(t)}/node_modules/ws`)) {
+        return {
+          skip: "bench/node_modules/ws missing: run npm ci --prefix bench",
+        };
+      }
+      return {
+        cmd: t.deno,
+        args: ["run", "--allow-all", `${bench(t)}/peers/node-ws.mjs`],
+        env: { PORT: String(port), JWT_SECRET: secret },
+        cwd: bench(t),
+      };
+    },
+  },
+  {
+    // Deno's own server: the runtime's limit, which deno-pusher gives up for node:http's controls.
+    name: "ceiling (Deno)",
+    role: "native ceiling",
     runtime: "deno",
     wire: "ws",
     wsPath: "/ws?",
@@ -259,21 +304,8 @@ export const PEERS: PeerSpec[] = [
       });
     },
   },
-  {
-    name: "ceiling (Bun)",
-    role: "ceiling",
-    runtime: "bun",
-    wire: "ws",
-    wsPath: "/ws?",
-    launch(t, port, secret) {
-      return Promise.resolve({
-        cmd: t.bun,
-        args: [`${bench(t)}/peers/ceiling-bun.ts`],
-        env: { PORT: String(port), JWT_SECRET: secret },
-        cwd: bench(t),
-      });
-    },
-  },
+  bunCeiling("publish"),
+  bunCeiling("loop"),
   {
     name: "Go gorilla hub",
     role: "peer",
@@ -492,7 +524,10 @@ export function portFree(port: number): boolean {
 }
 
 /** The first line `cmd args` prints (its version), or "not found". */
-export async function version(cmd: string, args = ["--version"]): Promise<string> {
+export async function version(
+  cmd: string,
+  args = ["--version"],
+): Promise<string> {
   try {
     const out = await new Deno.Command(cmd, {
       args,
@@ -518,8 +553,13 @@ export async function updateDocs(name: string, md: string): Promise<string> {
   const end = `<!-- bench:${name}:end -->`;
   const a = doc.indexOf(begin);
   const b = doc.indexOf(end);
-  if (a < 0 || b < a) throw new Error(`${path} has no ${begin} ... ${end} section`);
-  await Deno.writeTextFile(path, `${doc.slice(0, a + begin.length)}\n\n${md}\n\n${doc.slice(b)}`);
+  if (a < 0 || b < a) {
+    throw new Error(`${path} has no ${begin} ... ${end} section`);
+  }
+  await Deno.writeTextFile(
+    path,
+    `${doc.slice(0, a + begin.length)}\n\n${md}\n\n${doc.slice(b)}`,
+  );
   await new Deno.Command(Deno.execPath(), {
     args: ["fmt", "--quiet", "--config", `${repo}/deno.json`, path],
   }).output();

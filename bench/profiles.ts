@@ -1,11 +1,16 @@
 /**
- * The two benchmark profiles. `quick` is `make bench` (under 6 minutes for every peer and the
- * durable comparison on a 2-core machine); `full` is `make bench-full` (every scenario of issue 6,
- * about 35 minutes with the soak, and the durable comparison with longer rates).
+ * The two benchmark profiles, each run 3 times over every peer (10 peers: 30 runs). `quick` is
+ * `make bench`: about 25 s a run, so about 12 minutes on a quiet 2-core machine (a run took up to
+ * twice that with the cores busy). `full` is `make bench-full`: every scenario of issue 6 at up to
+ * 19,000 connections, about 110 s a run, and the 10-minute soak of each of the four deno-pusher
+ * peers, about 100 minutes in all.
  */
 
 export interface SoakProfile {
-  /** Peers (by name) that run the soak; it is deno-pusher's stability check, not a race. */
+  /**
+   * Peers (by name) that run the soak, once each, after their first repeat's scenarios; it is
+   * deno-pusher's stability check, not a race.
+   */
   peers: string[];
   /** Length of the soak (minutes): issue 6 asks for 10. */
   minutes: number;
@@ -15,27 +20,6 @@ export interface SoakProfile {
   rate: number;
   /** One sample (RSS, latency) per interval (s). */
   sampleSeconds: number;
-}
-
-/**
- * The fixed /send rate (calls per second) at which issue 11 bounds the durable default's p99
- * (under 10 ms; see DURABLE_P99_TARGET_MS in report.ts).
- */
-export const DURABLE_FIXED_RATE = 5_000;
-
-/**
- * Issue 11's comparison: deno-pusher's durable default against the stripped configuration the other
- * scenarios run, on each runtime, with the /send scenario only (fresh process, the unicast
- * receivers, the warm-up, then each rate). The two configurations alternate in every repeat, so
- * noise on the shared cores falls on both alike.
- */
-export interface DurableProfile {
-  /** /send rates (calls per second), 0 meaning closed-loop; DURABLE_FIXED_RATE must be one. */
-  rates: number[];
-  /** How long each rate runs (ms). */
-  rateDurationMs: number;
-  /** Runs of each configuration on each runtime; medians and min–max are over them. */
-  repeats: number;
 }
 
 export interface Profile {
@@ -50,9 +34,18 @@ export interface Profile {
   rates: number[];
   /** How long each rate runs (ms). */
   rateDurationMs: number;
+  /** Runs once per product peer named in it, in the first repeat only. */
   soak?: SoakProfile;
-  /** The durable-default comparison of issue 11; absent: not run. */
-  durable?: DurableProfile;
+  /**
+   * Whether issue 16's reconnect storm and /send-cost scenarios run (bench/storm.ts sizes them per
+   * profile), for deno-pusher and the ceilings: `make bench-full`, or `--storm` on a quick run.
+   */
+  storm: boolean;
+  /**
+   * Runs of every peer, interleaved: each repeat starts every peer once, in PEERS order, each in a
+   * fresh process with a fresh data dir; the tables give the median (min–max) of the repeats.
+   */
+  repeats: number;
   /** Hard limit on the whole run (ms); the coordinator kills everything and exits after it. */
   deadlineMs: number;
 }
@@ -75,15 +68,13 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     levels: [1_000, 10_000],
     fanoutRounds: 30,
     unicastReceivers: 1_000,
-    rates: [2_000, 8_000, 0],
+    // 5,000/s is where issue 11 bounds the default configuration's p99.
+    rates: [2_000, 5_000, 0],
     rateDurationMs: 3_000,
-    // 3 repeats × 2 configurations × 2 runtimes of ~12 s each: about 2.5 of the run's minutes.
-    durable: {
-      rates: [DURABLE_FIXED_RATE, 0],
-      rateDurationMs: 3_000,
-      repeats: 3,
-    },
-    deadlineMs: 8 * 60_000,
+    repeats: 3,
+    storm: false,
+    // About 12 minutes on a quiet machine; room for the cores to be busy twice over.
+    deadlineMs: 30 * 60_000,
   },
   full: {
     name: "full",
@@ -93,17 +84,20 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     rates: [1_000, 5_000, 10_000, 20_000, 0],
     rateDurationMs: 5_000,
     soak: {
-      peers: ["deno-pusher (Deno)", "deno-pusher (Bun exe)"],
+      peers: [
+        "deno-pusher (Deno)",
+        "deno-pusher (Deno) · default",
+        "deno-pusher (Bun exe)",
+        "deno-pusher (Bun exe) · default",
+      ],
       minutes: 10,
       idleConnections: 5_000,
       rate: 1_000,
       sampleSeconds: 15,
     },
-    durable: {
-      rates: [DURABLE_FIXED_RATE, 0],
-      rateDurationMs: 5_000,
-      repeats: 3,
-    },
-    deadlineMs: 90 * 60_000,
+    repeats: 3,
+    storm: true,
+    // About 100 minutes on a quiet machine, 40 of them the four soaks.
+    deadlineMs: 150 * 60_000,
   },
 };

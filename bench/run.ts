@@ -3,21 +3,27 @@
  * same load generators, and writes bench/results/ (JSON with machine info, markdown, SVG chart).
  *
  *   deno run -A bench/run.ts [--profile quick|full] [--peers a,b] [--bun PATH] [--docs]
- *     [--levels 1000,10000] [--rounds N] [--rates 2000,0] [--rate-ms MS] [--no-soak] [--cpu-prof]
- *     [--sockets-per-loadgen N] [--senders N] [--shapes 5000:1,2500:2] [--label NAME]
- *     [--durable-repeats N] [--durable-only]
+ *     [--repeats N] [--levels 1000,10000] [--rounds N] [--rates 2000,0] [--rate-ms MS] [--no-soak] [--storm]
+ *     [--cpu-prof] [--sockets-per-loadgen N] [--senders N] [--shapes 5000:1,2500:2] [--label NAME]
  *
- * After the peers, the profile's durable comparison (issue 11) runs deno-pusher's durable default
- * beside its stripped configuration on both runtimes, /send only, the two alternating in each
- * repeat. `--durable-repeats 0` leaves it out, `--durable-only` runs nothing else; a `--peers`
- * filter that names no deno-pusher peer, or `--shapes`, leaves it out too.
+ * Every peer runs `--repeats` times (the profile's, 3), interleaved: every peer once, in PEERS
+ * order, then every peer again, each run a fresh process with a fresh data dir. The report gives
+ * the median (min–max) of the repeats and calls a difference only where the ranges do not overlap.
  *
- * Every process it starts is killed before the next peer starts, and the whole run stops itself at
- * the profile's deadline. All traffic stays on 127.0.0.0/8.
+ * Every process it starts is killed before the next run starts. A run that could not finish before
+ * the profile's deadline is not started, so the results so far are still written; at the deadline
+ * itself the whole run stops. All traffic stays on 127.0.0.0/8.
  */
+import {
+  connectionsNeeded,
+  reconnectStorm,
+  sendCost,
+  sendCostTable,
+  STORM_PROFILES,
+  stormTable,
+} from "./storm.ts";
 import { parseArgs } from "node:util";
 import {
-  DURABLE_PAIRS,
   PEERS,
   type PeerSpec,
   portFree,
@@ -30,12 +36,11 @@ import {
   updateDocs,
   version,
 } from "./peers.ts";
-import { DURABLE_FIXED_RATE, type Profile, PROFILES } from "./profiles.ts";
+import { type Profile, PROFILES } from "./profiles.ts";
 import {
   chart,
-  type DurableRun,
-  durableSummary,
-  durableTable,
+  defaultTable,
+  ISSUE11_RATE,
   loadgenTable,
   rateTable,
   type RunResult,
@@ -43,6 +48,7 @@ import {
   soakChart,
   soakTable,
   table,
+  targets16Table,
   targetTable,
 } from "./report.ts";
 import {
@@ -63,11 +69,13 @@ const BASE_PORT = 18_181;
 /** Ports tried past BASE_PORT before giving up. */
 const PORT_TRIES = 200;
 /**
- * Time one durable-comparison run needs at most (ms): start-up, 1,000 connects, the warm-up and the
- * rates, with room to spare. A run that could not finish before the profile's deadline is not
- * started, so the results so far are still written.
+ * Time the first run is assumed to need (ms), before any has finished: start-up, the quick
+ * profile's scenarios and the stops, with room to spare. A run that could not finish before the
+ * profile's deadline is not started.
  */
-const DURABLE_RUN_RESERVE_MS = 40_000;
+const FIRST_RUN_RESERVE_MS = 60_000;
+/** Later runs are assumed to take this many times the longest run so far, its soak left out. */
+const RUN_RESERVE_FACTOR = 1.25;
 
 const repo = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const resultsDir = `${repo}/bench/results`;
@@ -120,6 +128,9 @@ async function cleanup(): Promise<void> {
   live.peer = null;
 }
 
+/** The longest run of each peer so far (ms), its fixed-length steps left out: see reserveMs. */
+const usualMs = new Map<string, number>();
+
 /** Bytes of every file under `dir` (0 when it is gone): what a peer wrote to its data dir. */
 async function dirBytes(dir: string): Promise<number> {
   let total = 0;
@@ -133,69 +144,152 @@ async function dirBytes(dir: string): Promise<number> {
   return total;
 }
 
+/** What a scenario step works with: one started peer, the load generators, the run's result. */
+interface StepContext {
+  rig: Rig;
+  peer: RunningPeer;
+  profile: Profile;
+  /** The run's result so far; the step adds its part. */
+  result: PeerResult;
+}
+
 /**
- * Starts `spec`, runs the profile's scenarios against it (the idle and fan-out levels unless
- * `profile.levels` is empty, then /send at each rate, then the soak when the profile names the
- * peer) and stops everything it started. A product peer's data dir is measured after it stops.
+ * One scenario of a peer's run. A run starts the peer once and runs each step whose `when` holds,
+ * in order, against the same process and load generators; each step closes the connections it
+ * opened. A new scenario is a new entry in STEPS, with its result a new field of PeerResult.
+ */
+interface ScenarioStep {
+  name: string;
+  /** Most connections the step holds at once, so that the rig has the socket holders for it. */
+  connections(profile: Profile): number;
+  /** Whether it runs for `spec` in `repeat` (1-based); absent: on every peer in every repeat. */
+  when?(spec: PeerSpec, repeat: number, profile: Profile): boolean;
+  /**
+   * How long it takes (ms), for a step that runs in some runs only and has a fixed length: the
+   * deadline check adds it to the run's usual length, learned from the runs so far without it.
+   */
+  fixedMs?(profile: Profile): number;
+  run(ctx: StepContext): Promise<void>;
+}
+
+const STEPS: ScenarioStep[] = [
+  {
+    name: "(a) idle connections, (b) broadcast and (d) group fan-out",
+    connections: (profile) => Math.max(0, ...profile.levels),
+    when: (_spec, _repeat, profile) => profile.levels.length > 0,
+    async run({ rig, peer, profile, result }) {
+      result.levels = await idleAndFanout(
+        rig,
+        peer,
+        profile,
+        result.baselineRssBytes ?? 0,
+        log,
+      );
+      await rig.close("fan");
+    },
+  },
+  {
+    name: "(c) unicast /send",
+    connections: (profile) => profile.unicastReceivers,
+    async run({ rig, peer, profile, result }) {
+      result.unicast = await unicast(rig, peer, profile, log);
+    },
+  },
+  {
+    name: "(g) /send latency beside few and many idle connections",
+    connections: (profile) => {
+      const { storm, sendCost } = STORM_PROFILES[profile.name];
+      return connectionsNeeded(storm, sendCost);
+    },
+    when: (spec, _repeat, profile) => profile.storm && spec.role !== "peer",
+    async run({ rig, peer, profile, result }) {
+      result.sendCost = await sendCost(
+        rig,
+        peer,
+        STORM_PROFILES[profile.name].sendCost,
+        log,
+      );
+    },
+  },
+  {
+    // After (g): the storm ends by closing every socket, whose clean-up would land in (g)'s tail.
+    name: "(h) reconnect storm",
+    connections: (profile) => STORM_PROFILES[profile.name].storm.connections,
+    when: (spec, _repeat, profile) => profile.storm && spec.role !== "peer",
+    async run({ rig, peer, profile, result }) {
+      result.storm = await reconnectStorm(
+        rig,
+        peer,
+        STORM_PROFILES[profile.name].storm,
+        log,
+      );
+    },
+  },
+  {
+    name: "(e) soak",
+    connections: (profile) => profile.unicastReceivers + (profile.soak?.idleConnections ?? 0),
+    // Once per peer it names: its stability over minutes does not need repeating.
+    when: (spec, repeat, profile) => repeat === 1 && !!profile.soak?.peers.includes(spec.name),
+    fixedMs: (profile) => (profile.soak?.minutes ?? 0) * 60_000,
+    async run({ rig, peer, profile, result }) {
+      result.soak = await soak(rig, peer, profile, log);
+    },
+  },
+];
+
+/** The steps that run for `spec` in `repeat`. */
+const stepsFor = (spec: PeerSpec, repeat: number, profile: Profile) =>
+  STEPS.filter((s) => !s.when || s.when(spec, repeat, profile));
+
+/**
+ * Starts `spec`, runs its steps for this repeat against it (see STEPS) and stops everything it
+ * started. A product peer's data dir is measured after it stops, then removed.
  */
 async function runPeer(
   spec: PeerSpec,
+  repeat: number,
   profile: Profile,
   tools: Toolchain,
   ports: Set<number>,
   shape: RigShape,
 ): Promise<PeerResult> {
-  const bun = tools.bun;
+  const began = performance.now();
+  let fixedStepsMs = 0;
   const result: PeerResult = {
     peer: spec.name,
     role: spec.role,
     runtime: spec.runtime,
     ...(spec.config ? { config: spec.config } : {}),
+    repeat,
     levels: [],
     unicast: [],
   };
   const port = freePort(ports);
   const dataDir = await Deno.makeTempDir({ prefix: "deno-pusher-bench-" });
   try {
-    const launch = await spec.launch(
-      tools,
-      port,
-      SECRET,
-      dataDir,
-    );
+    const launch = await spec.launch(tools, port, SECRET, dataDir);
     if ("skip" in launch) {
       result.skipped = launch.skip;
       log(`${spec.name}: skipped: ${launch.skip}`);
       return result;
     }
-    log(`${spec.name}: starting on :${port}`);
+    log(`${spec.name} (repeat ${repeat}): starting on :${port}`);
     const peer = live.peer = start(spec, port, launch);
     result.startupMs = Math.round(await peer.ready());
     result.baselineRssBytes = treeRssBytes(peer.pid);
-    const most = Math.max(
-      ...profile.levels,
-      profile.unicastReceivers + (profile.soak?.idleConnections ?? 0),
-    );
-    const rig = live.rig = new Rig(bun, most, profile.deadlineMs, shape);
+    const steps = stepsFor(spec, repeat, profile);
+    const most = Math.max(1, ...steps.map((s) => s.connections(profile)));
+    const rig = live.rig = new Rig(tools.bun, most, profile.deadlineMs, shape);
     result.loadgens = {
       receivers: rig.receivers.length,
       senders: rig.senders.length,
       socketsPerReceiver: Math.ceil(most / rig.receivers.length),
     };
     const cpu0 = rig.cpuMs();
-    if (profile.levels.length) {
-      result.levels = await idleAndFanout(
-        rig,
-        peer,
-        profile,
-        result.baselineRssBytes,
-        log,
-      );
-      await rig.close("fan");
-    }
-    result.unicast = await unicast(rig, peer, profile, log);
-    if (profile.soak?.peers.includes(spec.name)) {
-      result.soak = await soak(rig, peer, profile, log);
+    for (const step of steps) {
+      const stepBegan = performance.now();
+      await step.run({ rig, peer, profile, result });
+      if (step.fixedMs) fixedStepsMs += performance.now() - stepBegan;
     }
     result.loadgenCpuMs = Math.round(rig.cpuMs() - cpu0);
     if (peer.exited) {
@@ -208,97 +302,39 @@ async function runPeer(
     await cleanup();
     if (spec.role === "product") result.dataDirBytes = await dirBytes(dataDir);
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    result.wallMs = Math.round(performance.now() - began);
+    if (!result.skipped) {
+      const usual = result.wallMs - fixedStepsMs;
+      usualMs.set(spec.name, Math.max(usual, usualMs.get(spec.name) ?? 0));
+    }
   }
   return result;
 }
 
 /**
- * Issue 11's comparison: each runtime's deno-pusher in the stripped and the durable configuration,
- * /send only, `repeats` times. Within a repeat the two run back to back, and which goes first
- * alternates from one repeat to the next, so that drift in the shared cores' load falls on both.
+ * How long a run of `spec` in `repeat` may take (ms): RUN_RESERVE_FACTOR × the longest run of the
+ * same peer so far (of any peer before it has run), fixed-length steps left out, plus those of its
+ * steps that run this time.
  */
-async function durableComparison(
-  profile: Profile,
-  tools: Toolchain,
-  ports: Set<number>,
-  wanted: string[] | undefined,
-  repeats: number,
-  shape: RigShape,
-  endsAt: number,
-): Promise<DurableRun | undefined> {
-  const durable = profile.durable;
-  if (!durable || repeats < 1) return undefined;
-  const pairs = DURABLE_PAIRS.filter((p) =>
-    !wanted ||
-    wanted.some((w) => p.configs.stripped.name.toLowerCase().includes(w))
+function reserveMs(spec: PeerSpec, repeat: number, profile: Profile): number {
+  const longest = usualMs.get(spec.name) ?? Math.max(0, ...usualMs.values());
+  const fixed = stepsFor(spec, repeat, profile).reduce(
+    (a, s) => a + (s.fixedMs?.(profile) ?? 0),
+    0,
   );
-  if (!pairs.length) return undefined;
-  // Only the /send scenario: no levels, no soak; the rates and their length are the comparison's.
-  const sendOnly: Profile = {
-    ...profile,
-    levels: [],
-    rates: durable.rates,
-    rateDurationMs: durable.rateDurationMs,
-    soak: undefined,
-  };
-  const run: DurableRun = {
-    rates: durable.rates,
-    fixedRate: DURABLE_FIXED_RATE,
-    rateDurationMs: durable.rateDurationMs,
-    repeats,
-    receivers: profile.unicastReceivers,
-    configs: describeConfigs(),
-    durationS: 0,
-    loadavg: { before: Deno.loadavg()[0], after: NaN },
-    runs: [],
-    summary: [],
-    verdict: "",
-  };
-  const started = Date.now();
-  for (let repeat = 0; repeat < repeats; repeat++) {
-    const order: ProductConfig[] = repeat % 2 === 0
-      ? ["stripped", "durable"]
-      : ["durable", "stripped"];
-    for (const pair of pairs) {
-      for (const config of order) {
-        const spec = pair.configs[config];
-        if (Date.now() + DURABLE_RUN_RESERVE_MS > endsAt) {
-          run.stoppedEarly = `the profile's deadline was near; stopped before ${spec.name}, ` +
-            `repeat ${repeat + 1}`;
-          log(`durable comparison: ${run.stoppedEarly}`);
-          return finishDurable(run, started);
-        }
-        log(`durable comparison, repeat ${repeat + 1} of ${repeats}:`);
-        const result = await runPeer(spec, sendOnly, tools, ports, shape);
-        result.repeat = repeat + 1;
-        run.runs.push(result);
-      }
-    }
-  }
-  return finishDurable(run, started);
-}
-
-function finishDurable(run: DurableRun, started: number): DurableRun {
-  run.durationS = Math.round((Date.now() - started) / 1000);
-  run.loadavg.after = Deno.loadavg()[0];
-  const { summary, verdict } = durableSummary(run);
-  run.summary = summary;
-  run.verdict = verdict;
-  return run;
+  return (longest ? longest * RUN_RESERVE_FACTOR : FIRST_RUN_RESERVE_MS) +
+    fixed;
 }
 
 /** Each configuration's settings as the report states them. */
-function describeConfigs(): Record<ProductConfig, string> {
-  const describe = (c: ProductConfig) => {
-    const { flags, env } = PRODUCT_CONFIGS[c];
-    const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ");
-    return [
-      flags.length ? flags.join(" ") : "no setting flags (defaults)",
-      vars,
-    ]
-      .filter(Boolean).join("; ");
-  };
-  return { stripped: describe("stripped"), durable: describe("durable") };
+function describeConfig(config: ProductConfig): string {
+  const { flags, env } = PRODUCT_CONFIGS[config];
+  const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ");
+  return [
+    flags.length ? `\`${flags.join(" ")}\`` : "no setting flags (defaults)",
+    vars && `\`${vars}\``,
+  ]
+    .filter(Boolean).join("; ");
 }
 
 async function main(): Promise<void> {
@@ -310,12 +346,15 @@ async function main(): Promise<void> {
       bun: { type: "string", default: "bun" },
       deno: { type: "string", default: Deno.execPath() },
       docs: { type: "boolean", default: false },
+      repeats: { type: "string" },
       // Overrides for short development runs.
       levels: { type: "string" },
       rounds: { type: "string" },
       rates: { type: "string" },
       "rate-ms": { type: "string" },
       "no-soak": { type: "boolean", default: false },
+      // Issue 16's storm and /send-cost scenarios on a quick run too (the full profile has them).
+      storm: { type: "boolean", default: false },
       "cpu-prof": { type: "boolean", default: false },
       // The load-generator check: more, smaller processes must not change the numbers.
       "sockets-per-loadgen": { type: "string" },
@@ -323,9 +362,6 @@ async function main(): Promise<void> {
       // e.g. 5000:1,2500:2: run every peer with each shape (sockets per holder:senders).
       shapes: { type: "string" },
       label: { type: "string" },
-      // Issue 11's durable comparison: how many repeats (0 leaves it out), or it alone.
-      "durable-repeats": { type: "string" },
-      "durable-only": { type: "boolean", default: false },
     },
   });
   const shape: RigShape = {
@@ -346,11 +382,18 @@ async function main(): Promise<void> {
     ...(values.rates ? { rates: numbers(values.rates) } : {}),
     ...(values["rate-ms"] ? { rateDurationMs: Number(values["rate-ms"]) } : {}),
     ...(values["no-soak"] ? { soak: undefined } : {}),
+    ...(values.storm ? { storm: true } : {}),
+    ...(values.repeats ? { repeats: Number(values.repeats) } : {}),
   };
+  if (!(profile.repeats >= 1)) {
+    throw new Error(`--repeats must be at least 1: ${values.repeats}`);
+  }
+  // A --peers entry that is a whole peer name picks that peer alone (so "deno-pusher (Deno)"
+  // leaves its default configuration out); any other entry picks every name containing it.
   const wanted = values.peers?.split(",").map((s) => s.trim().toLowerCase());
-  const specs = PEERS.filter((p) =>
-    !wanted || wanted.some((w) => p.name.toLowerCase().includes(w))
-  );
+  const names = new Set(PEERS.map((p) => p.name.toLowerCase()));
+  const picks = (name: string, w: string) => names.has(w) ? name === w : name.includes(w);
+  const specs = PEERS.filter((p) => !wanted || wanted.some((w) => picks(p.name.toLowerCase(), w)));
   const endsAt = Date.now() + profile.deadlineMs;
   const deadline = setTimeout(async () => {
     log(
@@ -374,87 +417,58 @@ async function main(): Promise<void> {
     machine: await machine(values.bun),
     levels: profile.levels,
     rates: profile.rates,
+    repeats: profile.repeats,
     peers: [],
   };
   const ports = new Set<number>();
-  // With --shapes, each peer runs once per load-generator shape, back to back, so that the shapes
-  // meet the same noise from the shared cores; the rows are named "<peer> · <shape>".
-  const shapes: [string, RigShape][] = values.shapes
+  const tools: Toolchain = {
+    repo,
+    bun: values.bun,
+    deno: values.deno,
+    cpuProfDir: values["cpu-prof"] ? `${resultsDir}/profiles` : undefined,
+  };
+  // With --shapes, each peer runs once per load-generator shape, back to back, in every repeat,
+  // so that the shapes meet the same noise from the shared cores.
+  const shapes: RigShape[] = values.shapes
     ? values.shapes.split(",").map((s) => {
-      const [sockets, senders] = s.split(":").map(Number);
-      const most = Math.max(...profile.levels, profile.unicastReceivers);
-      return [
-        `${Math.ceil(most / sockets)}+${senders} loadgens`,
-        { socketsPerReceiver: sockets, senders },
-      ];
+      const [socketsPerReceiver, senders] = s.split(":").map(Number);
+      return { socketsPerReceiver, senders };
     })
-    : [["", shape]];
-  for (const spec of values["durable-only"] ? [] : specs) {
-    for (const [label, rigShape] of shapes) {
-      const result = await runPeer(
-        spec,
-        profile,
-        {
-          repo,
-          bun: values.bun,
-          deno: values.deno,
-          cpuProfDir: values["cpu-prof"] ? `${resultsDir}/profiles` : undefined,
-        },
-        ports,
-        rigShape,
-      );
-      if (label) result.peer = `${result.peer} · ${label}`;
-      run.peers.push(result);
+    : [shape];
+  // A peer this machine cannot run (its toolchain is missing) is tried in the first repeat only.
+  const skipped = new Set<string>();
+  runs: for (let repeat = 1; repeat <= profile.repeats; repeat++) {
+    for (const spec of specs.filter((s) => !skipped.has(s.name))) {
+      for (const rigShape of shapes) {
+        if (Date.now() + reserveMs(spec, repeat, profile) > endsAt) {
+          run.stoppedEarly = `the profile's deadline was near; stopped before ${spec.name}, ` +
+            `repeat ${repeat} of ${profile.repeats}`;
+          log(`bench: ${run.stoppedEarly}`);
+          break runs;
+        }
+        const result = await runPeer(
+          spec,
+          repeat,
+          profile,
+          tools,
+          ports,
+          rigShape,
+        );
+        if (result.skipped) skipped.add(spec.name);
+        run.peers.push(result);
+      }
     }
-  }
-  if (!values.shapes) {
-    run.durable = await durableComparison(
-      profile,
-      {
-        repo,
-        bun: values.bun,
-        deno: values.deno,
-      },
-      ports,
-      wanted,
-      Number(values["durable-repeats"] ?? profile.durable?.repeats ?? 0),
-      shape,
-      endsAt,
-    );
   }
   run.durationS = Math.round((Date.now() - started.getTime()) / 1000);
   clearTimeout(deadline);
 
   await Deno.mkdir(resultsDir, { recursive: true });
-  // A labelled run (e.g. the load-generator check) keeps its own files beside the profile's; so
-  // does a run of the durable comparison alone.
-  const durableOnly = values["durable-only"];
-  const label = values.label ?? (durableOnly ? "durable" : undefined);
+  // A labelled run (e.g. the load-generator check) keeps its own files beside the profile's.
+  const label = values.label;
   const name = label ? `${profile.name}-${label}` : profile.name;
   const soakSvg = soakChart(run);
-  const durable = run.durable
-    ? [
-      durableSection(run.durable),
-      "",
-      "<details><summary>every /send run of the durable comparison</summary>",
-      "",
-      rateTable({
-        ...run,
-        peers: run.durable.runs.map((p) => ({ ...p, peer: `${p.peer} #${p.repeat}` })),
-      }),
-      "",
-      "</details>",
-      "",
-    ]
-    : [];
-  const header = `Profile \`${profile.name}\`${label ? ` (${label})` : ""}, ${run.startedAt}, ` +
-    `${run.durationS} s; ${run.machine.cores} cores (${run.machine.cpu}), ` +
-    `${Math.round(Number(run.machine.memTotalKiB) / 2 ** 20)} GiB, kernel ${run.machine.kernel}, ` +
-    `open files ≤ ${run.machine.openFilesLimit}; Deno ${run.machine.deno}, Bun ${run.machine.bun}, ` +
-    `Node ${run.machine.node}, ${run.machine.go}; commit ${run.machine.commit}; ` +
-    `load generators: ${loadgenLine(run)}.`;
-  const md = durableOnly ? [header, "", ...durable].join("\n") : [
-    header,
+  const md = [
+    header(run, label),
     "",
     ...(values.shapes
       ? [
@@ -470,13 +484,15 @@ async function main(): Promise<void> {
         "",
         targetTable(run),
         "",
-        ...durable,
+        ...targets16Section(run),
+        ...defaultSection(run),
       ]),
     `![fan-out latency and memory per connection against N](../bench/results/latest-${name}.svg)`,
     "",
     ...(soakSvg
       ? [
-        "**(e) Soak**: /send at a steady rate to 1,000 receivers beside idle connections.",
+        "**(e) Soak**: /send at a steady rate to 1,000 receivers beside idle connections, once " +
+        "per peer, after its first repeat.",
         "",
         soakTable(run),
         "",
@@ -490,7 +506,7 @@ async function main(): Promise<void> {
     "",
     "</details>",
     "",
-    "<details><summary>every /send rate</summary>",
+    "<details><summary>every /send run of every repeat</summary>",
     "",
     rateTable(run),
     "",
@@ -502,7 +518,7 @@ async function main(): Promise<void> {
   await Deno.writeTextFile(`${resultsDir}/${name}-${stamp}.json`, json);
   await Deno.writeTextFile(`${resultsDir}/latest-${name}.json`, json);
   await Deno.writeTextFile(`${resultsDir}/latest-${name}.md`, md);
-  if (!durableOnly) await Deno.writeTextFile(`${resultsDir}/latest-${name}.svg`, chart(run));
+  await Deno.writeTextFile(`${resultsDir}/latest-${name}.svg`, chart(run));
   if (soakSvg) {
     await Deno.writeTextFile(`${resultsDir}/latest-${name}-soak.svg`, soakSvg);
   }
@@ -510,37 +526,80 @@ async function main(): Promise<void> {
   console.log(md);
 }
 
-/** Issue 11's comparison: what ran, its table and its verdict line. */
-function durableSection(d: DurableRun): string {
-  const receivers = d.receivers.toLocaleString("en-US");
-  const rates = d.rates.map((r) => r ? `${r}/s` : "closed-loop max").join(" and ");
-  const repeats = `${d.repeats} repeat${d.repeats === 1 ? "" : "s"}`;
+/** The run's first line: profile, repeats, machine, toolchains, commit and load generators. */
+function header(run: RunResult, label: string | undefined): string {
+  const m = run.machine;
+  const repeats = `${run.repeats} repeat${run.repeats === 1 ? "" : "s"} of every peer, interleaved`;
+  return `Profile \`${run.profile}\`${label ? ` (${label})` : ""}, ${run.startedAt}, ` +
+    `${run.durationS} s, ${repeats}; ${m.cores} cores (${m.cpu}), ` +
+    `${Math.round(Number(m.memTotalKiB) / 2 ** 20)} GiB, kernel ${m.kernel}, ` +
+    `open files ≤ ${m.openFilesLimit}; Deno ${m.deno}, Bun ${m.bun}, ` +
+    `Node ${m.node}, ${m.go}; commit ${m.commit}; ` +
+    `load generators: ${loadgenLine(run)}.` +
+    (run.stoppedEarly ? ` **Stopped early**: ${run.stoppedEarly}.` : "");
+}
+
+/** Issue 16's targets: what they compare, and the table. */
+function targets16Section(run: RunResult): string[] {
   return [
-    `**Durable default against stripped** (issue 11): deno-pusher on each runtime in both ` +
-    `configurations, the /send scenario only (a fresh process each run: ${receivers} receivers, ` +
-    `the ${WARMUP_MS / 1000}-s warm-up at ${WARMUP_RATE}/s, then ${rates}, ` +
-    `${d.rateDurationMs / 1000} s each), ${repeats} in which the two configurations run back to ` +
-    `back, which one first alternating; each cell is the median (min–max) of the repeats. ` +
-    `${d.durationS} s in all; load average ${d.loadavg.before.toFixed(1)} before and ` +
-    `${d.loadavg.after.toFixed(1)} after (2 cores).`,
+    "**Targets of issue 16**: deno-pusher's default configuration against its own runtime's " +
+    "like-for-like ceiling (`ceiling (Deno, node:http + ws)` on Deno, the server deno-pusher runs " +
+    "on there; `ceiling (Bun, ws.send loop)` on the Bun executable), from this run. The verdict comes from the ratio of the medians; " +
+    "\"(every repeat)\" says that each repeat's own ratio (repeat i's deno-pusher against repeat " +
+    "i's ceiling) agrees with it. The stripped configuration's ratio is there for reference.",
     "",
-    `- stripped: ${d.configs.stripped}`,
-    `- durable default: ${d.configs.durable}`,
-    `- what the sends target: \`GET /send?uid=u<i>&message=…\` round-robin over ${receivers} ` +
-    `uids, each held by one connected receiver, in both configurations: every call answers 200 ` +
-    `and its message is delivered, written to the message log and kept in history. No call ` +
-    `carries an Idempotency-Key, so the idempotency store is open but never written.`,
-    ...(d.stoppedEarly ? [`- **stopped early**: ${d.stoppedEarly}`] : []),
+    targets16Table(run),
     "",
-    durableTable(d),
+    ...stormSections(run),
+  ];
+}
+
+/** Issue 16's reconnect storm and /send-cost tables, when the run had them. */
+function stormSections(run: RunResult): string[] {
+  const costs = run.peers.flatMap((p) => p.sendCost ? [p.sendCost] : []);
+  const storms = run.peers.flatMap((p) => p.storm ? [p.storm] : []);
+  return [
+    ...(costs.length
+      ? [
+        "**(g) A /send costs O(1)**: /send latency beside few and many idle connections, each " +
+        "idle one in its own group as well as `g`.",
+        "",
+        sendCostTable(costs),
+        "",
+      ]
+      : []),
+    ...(storms.length
+      ? [
+        "**(h) Reconnect storm**: every connection dropped, then all reconnect at once.",
+        "",
+        stormTable(storms),
+        "",
+      ]
+      : []),
+  ];
+}
+
+/** Issue 11's figures, now from the main run: what the two configurations are, and the table. */
+function defaultSection(run: RunResult): string[] {
+  const rate = ISSUE11_RATE.toLocaleString("en-US");
+  return [
+    `**Default against stripped** (issue 11's figures): deno-pusher's /send closed-loop ` +
+    `throughput and p99 at ${rate}/s in the two configurations, from the scenario (c) runs ` +
+    `above (after the ${WARMUP_MS / 1000}-s warm-up at ${WARMUP_RATE}/s, every call to one of ` +
+    `the 1,000 connected uids, so each is delivered and, in the default configuration, logged and ` +
+    `kept in history; no call carries an Idempotency-Key).`,
     "",
-    d.verdict,
-  ].join("\n");
+    `- stripped: ${describeConfig("stripped")}`,
+    `- default: ${describeConfig("default")}`,
+    "",
+    defaultTable(run),
+    "",
+  ];
 }
 
 /** The load-generator processes the run used, e.g. "3 socket holders (≤ 5000 each) + 1 sender". */
 function loadgenLine(run: RunResult): string {
-  const l = [...run.peers, ...run.durable?.runs ?? []].find((p) => p.loadgens)?.loadgens;
+  const l = run.peers.find((p) => p.loadgens)?.loadgens;
   return l
     ? `${l.receivers} socket holders (≤ ${l.socketsPerReceiver} sockets each) + ${l.senders} ` +
       `/send caller${l.senders > 1 ? "s" : ""}`

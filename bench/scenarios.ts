@@ -8,6 +8,7 @@
  * calls and implements them with its own natural structure (see bench/peers/), so both are a real
  * fan-out everywhere. Their rounds alternate, so noise on the shared cores falls on both alike.
  */
+import type { SendCostResult, StormResult } from "./storm.ts";
 import type { AwaitReply, CollectReply, ConnectReply, RateReply } from "./loadgen/protocol.ts";
 import type { SendReply, StatsReply, Target } from "./loadgen/protocol.ts";
 import { LoadGen, MAX_SOCKETS_PER_LOADGEN } from "./loadgen/pool.ts";
@@ -131,8 +132,10 @@ export interface PeerResult {
   runtime: string;
   /** deno-pusher's configuration (product peers only); see ProductConfig in peers.ts. */
   config?: string;
-  /** Which repeat of the durable comparison this is (1-based); absent elsewhere. */
+  /** Which repeat of the peer this run is (1-based): every peer runs once per repeat, in turns. */
   repeat?: number;
+  /** Wall time of the run (ms), from start-up to the peer's and load generators' exit. */
+  wallMs?: number;
   skipped?: string;
   error?: string;
   startupMs?: number;
@@ -140,6 +143,10 @@ export interface PeerResult {
   levels: LevelResult[];
   unicast: RateResult[];
   soak?: SoakSample[];
+  /** Issue 16's reconnect storm (bench/storm.ts), when the profile runs it. */
+  storm?: StormResult;
+  /** Issue 16's /send latency beside few and many idle connections (bench/storm.ts). */
+  sendCost?: SendCostResult;
   loadgenCpuMs?: number;
   /** Bytes a product peer left in its data dir when it stopped (message log, history and so on). */
   dataDirBytes?: number;
@@ -337,7 +344,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function deliveredOf(reply: SendReply): number {
+export function deliveredOf(reply: SendReply): number {
   try {
     return Number(JSON.parse(reply.body).delivered ?? NaN);
   } catch {
@@ -540,7 +547,7 @@ function senderSlice(
  * One /send rate run against a set of prefixed uids; latencies are collected from every receiver.
  * The rate and the in-flight limit are split evenly over the rig's senders.
  */
-async function rateRun(
+export async function rateRun(
   rig: Rig,
   peer: RunningPeer,
   tag: string,

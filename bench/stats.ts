@@ -1,4 +1,7 @@
-/** Small statistics helpers for the bench: percentiles by nearest rank over sorted samples. */
+/**
+ * Small statistics helpers for the bench: percentiles by nearest rank over sorted samples, and the
+ * median and min–max of a number measured in several repeats, with the overlap rule the verdicts use.
+ */
 
 /** The q-quantile (0..1) of ascending `sorted` by nearest rank; NaN when empty. */
 export function quantile(sorted: ArrayLike<number>, q: number): number {
@@ -52,4 +55,38 @@ export function spread(xs: readonly number[]): Spread {
     max: finite.length ? Math.max(...finite) : NaN,
     n: finite.length,
   };
+}
+
+/**
+ * Whether two spreads share a value: then their repeats cannot tell the two apart. False when
+ * either has no finite value.
+ */
+export function overlaps(a: Spread, b: Spread): boolean {
+  return a.n > 0 && b.n > 0 && a.min <= b.max && b.min <= a.max;
+}
+
+/**
+ * How `ours` stands against `theirs`, "better" meaning higher when `higherIsBetter`: "ahead" or
+ * "behind" only when the two ranges do not overlap, "tie" when they do, "unknown" when either has
+ * no finite value.
+ */
+export function versus(
+  ours: Spread,
+  theirs: Spread,
+  higherIsBetter: boolean,
+): "ahead" | "behind" | "tie" | "unknown" {
+  if (!ours.n || !theirs.n) return "unknown";
+  if (overlaps(ours, theirs)) return "tie";
+  return (ours.median > theirs.median) === higherIsBetter ? "ahead" : "behind";
+}
+
+/**
+ * "median (min–max)" with `digits` decimals, e.g. "6202 (5810–6533)"; just the median when one
+ * repeat gave a number, "[n of m]" after it when only n of `repeats` did, "–" when none did.
+ */
+export function spreadText(s: Spread, digits: number, repeats = s.n): string {
+  if (!s.n) return "–";
+  const f = (x: number) => x.toFixed(digits);
+  const range = s.n > 1 ? ` (${f(s.min)}–${f(s.max)})` : "";
+  return `${f(s.median)}${range}${s.n < repeats ? ` [${s.n} of ${repeats}]` : ""}`;
 }

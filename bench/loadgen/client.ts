@@ -29,8 +29,13 @@ import type {
   WireMode,
 } from "./protocol.ts";
 
-/** A handshake that has not completed in this long is counted as failed (ms). */
+/** A handshake that has not completed in this long is counted as failed (ms), unless told. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Default backoff of a retried handshake (ms): the SDK's MIN_ and MAX_RECONNECT_DELAY_MS. */
+const RETRY_BASE_MS = 500;
+const RETRY_MAX_MS = 20_000;
+/** Longest failure reason kept as a key when the error is none of the known kinds (chars). */
+const REASON_CHARS = 40;
 /** How many failure messages a reply samples; the rest are only counted. */
 const ERROR_SAMPLE = 5;
 /** Token lifetime (s): longer than any bench run, so no token expires mid-run. */
@@ -400,13 +405,14 @@ class Conn {
       port: number;
       localAddress?: string;
       request: string;
+      handshakeTimeoutMs?: number;
     },
     private readonly onOpen: () => void,
     private readonly onFail: (why: string) => void,
   ) {
     this.timer = setTimeout(
       () => this.fail("handshake timeout"),
-      HANDSHAKE_TIMEOUT_MS,
+      opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
     );
     const events: TransportEvents = {
       connect: () => this.socket.write(Buffer.from(opts.request, "latin1")),
@@ -525,14 +531,39 @@ class Conn {
   }
 }
 
+/**
+ * What kind of failure `why` (a Conn's failure message) is, as ConnectReply.failures counts it:
+ * "HTTP <status>" for a refused handshake, else "timeout", "reset", "refused", "closed", or the
+ * message itself, shortened.
+ */
+export function failureReason(why: string): string {
+  const status = /^handshake: HTTP\/1\.[01] (\d{3})/.exec(why);
+  if (status) return `HTTP ${status[1]}`;
+  const text = why.toLowerCase();
+  if (text.includes("timeout") || text.includes("timed out")) return "timeout";
+  if (text.includes("reset")) return "reset";
+  if (text.includes("refused")) return "refused";
+  if (text === "closed before open") return "closed";
+  return why.slice(0, REASON_CHARS);
+}
+
 function connect(cmd: ConnectCommand): Promise<ConnectReply> {
   let set = sets.get(cmd.set);
   if (!set) sets.set(cmd.set, set = new Set());
   const connSet = set;
   const started = performance.now();
+  const retries = cmd.retries ?? 0;
+  const retryBaseMs = cmd.retryBaseMs ?? RETRY_BASE_MS;
+  const retryMaxMs = cmd.retryMaxMs ?? RETRY_MAX_MS;
+  /** Failed tries so far of each connection (index), for its backoff and its retry budget. */
+  const tries: number[] = new Array(cmd.count).fill(0);
+  const failures: Record<string, number> = {};
+  const openMs: number[] = [];
   let next = 0;
   let connected = 0;
   let failed = 0;
+  let retried = 0;
+  let lastOpenMs = 0;
   const errors: string[] = [];
   return new Promise((resolve) => {
     let done = false;
@@ -540,36 +571,79 @@ function connect(cmd: ConnectCommand): Promise<ConnectReply> {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      resolve({ connected, failed, ms: performance.now() - started, errors });
+      resolve({
+        connected,
+        failed,
+        ms: performance.now() - started,
+        errors,
+        startedAtMs: performance.timeOrigin + started,
+        lastOpenMs,
+        failures,
+        retried,
+        ...(cmd.timings ? { openMs } : {}),
+      });
     };
     const timer = setTimeout(finish, cmd.timeoutMs);
     const settle = () => {
       if (connected + failed === cmd.count) finish();
       else if (!done) launch();
     };
-    const launch = () => {
-      if (next >= cmd.count) return;
-      const index = next++;
+    const open = (index: number) => {
       const uid = cmd.uid ?? `${cmd.uidPrefix}${(cmd.uidStart ?? 0) + index}`;
       const host = cmd.hosts[index % cmd.hosts.length];
-      const token = signToken(uid, cmd.secret, cmd.groups);
+      const groups = cmd.groupPrefix !== undefined && cmd.uid === undefined
+        ? [
+          ...cmd.groups ?? [],
+          `${cmd.groupPrefix}${(cmd.uidStart ?? 0) + index}`,
+        ]
+        : cmd.groups;
+      const token = signToken(uid, cmd.secret, groups);
       const request = `GET ${cmd.path}token=${token} HTTP/1.1\r\n` +
         `Host: ${host}:${cmd.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
         `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
       new Conn(
         connSet,
         cmd.mode,
-        { host, port: cmd.port, localAddress: cmd.localAddress, request },
+        {
+          host,
+          port: cmd.port,
+          localAddress: cmd.localAddress,
+          request,
+          handshakeTimeoutMs: cmd.handshakeTimeoutMs,
+        },
         () => {
           connected++;
+          lastOpenMs = performance.now() - started;
+          if (cmd.timings) openMs.push(Math.round(lastOpenMs * 10) / 10);
           settle();
         },
         (why) => {
-          failed++;
+          const reason = failureReason(why);
+          failures[reason] = (failures[reason] ?? 0) + 1;
           if (errors.length < ERROR_SAMPLE) errors.push(why);
-          settle();
+          if (tries[index] < retries && !done) {
+            const ceiling = Math.min(
+              retryMaxMs,
+              retryBaseMs * 2 ** tries[index],
+            );
+            tries[index]++;
+            retried++;
+            setTimeout(
+              () => done ? lost() : open(index),
+              Math.random() * ceiling,
+            );
+            return;
+          }
+          lost();
         },
       );
+    };
+    const lost = () => {
+      failed++;
+      settle();
+    };
+    const launch = () => {
+      if (next < cmd.count) open(next++);
     };
     if (cmd.count === 0) finish();
     for (let i = 0; i < Math.min(cmd.concurrency, cmd.count); i++) launch();

@@ -102,7 +102,10 @@ export class LoadGen {
 }
 
 /** Resolves when `child` has exited, killing it with SIGKILL if it is still there after `graceMs`. */
-export async function exitWithin(child: Deno.ChildProcess, graceMs: number): Promise<void> {
+export async function exitWithin(
+  child: Deno.ChildProcess,
+  graceMs: number,
+): Promise<void> {
   const timer = setTimeout(() => {
     try {
       child.kill("SIGKILL");

@@ -22,6 +22,11 @@ export interface ConnectCommand {
   uidStart?: number;
   /** Groups every connection joins at connect time: the token's `groups` claim. */
   groups?: string[];
+  /**
+   * With uidPrefix: each connection also joins `groupPrefix` + its uid index (uidStart + index),
+   * a group of its own beside `groups`, so that the server's group count grows with the sockets.
+   */
+  groupPrefix?: string;
   /** Destination addresses in 127.0.0.0/8, used round-robin. */
   hosts: string[];
   port: number;
@@ -33,6 +38,20 @@ export interface ConnectCommand {
   localAddress?: string;
   concurrency: number;
   timeoutMs: number;
+  /** A handshake not complete after this long fails as "timeout" (ms); default 10,000. */
+  handshakeTimeoutMs?: number;
+  /**
+   * Times a failed handshake is tried again before the connection counts as failed; default 0.
+   * Each retry waits a random time below min(retryMaxMs, retryBaseMs × 2^(retries so far)), the
+   * full-jitter backoff of deno-pusher's SDK (sdk/client.ts), and keeps its handshake slot meanwhile.
+   */
+  retries?: number;
+  /** First backoff ceiling (ms); default 500, the SDK's MIN_RECONNECT_DELAY_MS. */
+  retryBaseMs?: number;
+  /** Largest backoff ceiling (ms); default 20,000, the SDK's MAX_RECONNECT_DELAY_MS. */
+  retryMaxMs?: number;
+  /** When true, the reply carries `openMs`: each successful handshake's time since the start. */
+  timings?: boolean;
 }
 
 /**
@@ -112,9 +131,24 @@ export type Command =
 
 export interface ConnectReply {
   connected: number;
+  /** Connections that never opened: every try failed, or the command timed out first. */
   failed: number;
   ms: number;
+  /** A sample of failure messages. */
   errors: string[];
+  /** Wall-clock time the command started (ms since the epoch, fractional), for lining up workers. */
+  startedAtMs?: number;
+  /** Time from the start until the last successful handshake (ms); 0 when none succeeded. */
+  lastOpenMs?: number;
+  /**
+   * Failed handshakes by reason, every try counted, retried ones too: "HTTP <status>" for a refusal,
+   * "timeout", "reset", "refused" (TCP), "closed" (closed without an answer), or the error's text.
+   */
+  failures?: Record<string, number>;
+  /** Retries made (tries after a connection's first). */
+  retried?: number;
+  /** With `timings`: each successful handshake's time since the start (ms, 0.1-ms resolution). */
+  openMs?: number[];
 }
 
 export interface AwaitReply {
