@@ -35,6 +35,8 @@ export interface ConnectionDeps {
   onClosed(): void;
   /** CLIENT_MESSAGE_HOOK's gate, for the socket's publish and send frames. */
   gate?: ClientMessageGate;
+  /** Where connections whose token expires later than NEAR_EXPIRY_MS wait (one per app). */
+  expiries: ExpiryWatch;
 }
 
 /** A socket as shutdown sees it. */
@@ -43,8 +45,50 @@ export interface Closable {
   shut(code: number, reason: string): void;
 }
 
-/** setTimeout's longest delay; a later expiry is checked again after this long. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * A token that expires within this many milliseconds gets a timer of its own, which closes its
+ * socket on the second; one that expires later waits in the app's ExpiryWatch until it is this
+ * near.
+ */
+export const NEAR_EXPIRY_MS = 60_000;
+
+/**
+ * The connections whose token expires later than NEAR_EXPIRY_MS from now: nearly all of them, for
+ * tokens live for hours. A timer per connection costs about 300 bytes in Bun (the Timeout and its
+ * callback) and holds a slot in the runtime's timer heap; an entry in this Set costs a tenth of it.
+ * Every half of NEAR_EXPIRY_MS the watch gives the ones whose expiry came near their own timer. Its
+ * own timer runs only while it holds a connection, as theirs would.
+ */
+export class ExpiryWatch {
+  readonly #waiting = new Set<Connection>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** `nearMs`: NEAR_EXPIRY_MS but in tests, which cannot wait a minute. */
+  constructor(readonly nearMs = NEAR_EXPIRY_MS) {}
+
+  add(connection: Connection): void {
+    this.#waiting.add(connection);
+    this.#timer ??= setTimeout(() => this.#sweep(), this.nearMs / 2);
+  }
+
+  delete(connection: Connection): void {
+    if (!this.#waiting.delete(connection) || this.#waiting.size > 0) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #sweep(): void {
+    this.#timer = undefined;
+    const near = Date.now() + this.nearMs;
+    for (const connection of [...this.#waiting]) {
+      if (connection.expiresBy(near)) {
+        this.#waiting.delete(connection);
+        connection.armExpiry();
+      }
+    }
+    if (this.#waiting.size > 0) this.#timer = setTimeout(() => this.#sweep(), this.nearMs / 2);
+  }
+}
 
 /** How a connection starts: with an identity from the handshake, or waiting for an auth frame. */
 export interface ConnectionStart {
@@ -80,7 +124,7 @@ export function connection(deps: ConnectionDeps, start: ConnectionStart): Socket
  * One socket's handlers and state. A class rather than closures: every open socket holds one, and
  * methods on the prototype cost a connection nothing, where a dozen closures cost it a kilobyte.
  */
-class Connection implements SocketHandlers, Closable {
+export class Connection implements SocketHandlers, Closable {
   readonly #deps: ConnectionDeps;
   readonly #format: Format;
   readonly #presence: boolean;
@@ -89,6 +133,8 @@ class Connection implements SocketHandlers, Closable {
   #since: number | undefined;
   readonly #frames: Bucket;
   #state: State = { name: "opening" };
+  /** The token's `exp` (seconds since the epoch), and its timer once it is near. */
+  #exp: number | undefined;
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   /** Auth frames received after the connection opened, and the newest whose check has applied. */
   #refreshesStarted = 0;
@@ -164,7 +210,7 @@ class Connection implements SocketHandlers, Closable {
   }
 
   close(code: number, reason: string): void {
-    clearTimeout(this.#expiryTimer);
+    this.#stopExpiry();
     const state = this.#state;
     if (state.name === "open") this.#deps.hub.disconnected(state.client, code, reason);
     else this.#stopWaiting();
@@ -178,7 +224,7 @@ class Connection implements SocketHandlers, Closable {
   }
 
   shut(code: number, reason: string): void {
-    clearTimeout(this.#expiryTimer);
+    this.#stopExpiry();
     const state = this.#state;
     if (state.name === "open") return this.#deps.hub.close(state.client, code, reason);
     if (state.name !== "authenticating") return;
@@ -198,18 +244,34 @@ class Connection implements SocketHandlers, Closable {
     this.#deps.unauthenticated.count--;
   }
 
+  /** Whether the token expires at or before `ms` (since the epoch); for ExpiryWatch. */
+  expiresBy(ms: number): boolean {
+    return this.#exp !== undefined && this.#exp * 1000 <= ms;
+  }
+
+  /** Gives a near expiry its own timer, which closes with 4004 at the token's `exp`. */
+  armExpiry(): void {
+    if (this.#exp === undefined) return;
+    this.#expiryTimer = setTimeout(
+      () => this.shut(CloseCode.tokenExpired.code, CloseCode.tokenExpired.reason),
+      Math.max(0, this.#exp * 1000 - Date.now()),
+    );
+  }
+
+  /** Forgets the expiry: its timer, or its place in the watch. */
+  #stopExpiry(): void {
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    this.#deps.expiries.delete(this);
+  }
+
   /** Closes with 4004 when the token expires, unless a refresh moves the expiry first. */
   #expireAt(exp: number | undefined): void {
-    clearTimeout(this.#expiryTimer);
+    this.#stopExpiry();
+    this.#exp = exp;
     if (exp === undefined) return;
-    const ms = exp * 1000 - Date.now();
-    this.#expiryTimer = setTimeout(
-      () =>
-        ms > MAX_TIMER_MS
-          ? this.#expireAt(exp)
-          : this.shut(CloseCode.tokenExpired.code, CloseCode.tokenExpired.reason),
-      Math.max(0, Math.min(ms, MAX_TIMER_MS)),
-    );
+    if (exp * 1000 - Date.now() > this.#deps.expiries.nearMs) this.#deps.expiries.add(this);
+    else this.armExpiry();
   }
 
   /**

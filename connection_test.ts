@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Authenticator, Identity } from "./authenticator.ts";
 import { defaultConfig } from "./config.ts";
-import { connection } from "./connection.ts";
+import { connection, ExpiryWatch } from "./connection.ts";
 import { Hub } from "./hub.ts";
 import { NullLogger } from "./message/logger.ts";
 import { Metrics } from "./metrics.ts";
@@ -31,8 +31,12 @@ class RecordingSocket implements Socket {
     return 0;
   }
   whenDrained() {}
+  readonly #closed = Promise.withResolvers<[number, string]>();
+  /** Resolves with the first close's code and reason. */
+  readonly closed = this.#closed.promise;
   close(code: number, reason: string) {
     this.closedWith ??= [code, reason];
+    this.#closed.resolve(this.closedWith);
   }
 }
 
@@ -58,6 +62,7 @@ test("two refreshes whose checks finish out of order leave the newer token's exp
     unauthenticated: { count: 0 },
     open: new Set(),
     onClosed: () => {},
+    expiries: new ExpiryWatch(),
   }, { identity: { uid: "u", exp: now + 600 }, format: "json", presence: false });
   const socket = new RecordingSocket();
   handlers.open(socket);
@@ -75,4 +80,41 @@ test("two refreshes whose checks finish out of order leave the newer token's exp
   assert.equal(socket.frames.length, 0);
   assert.equal(socket.closedWith, undefined);
   handlers.close(1000, "");
+});
+
+test("a token that expires past the watch's window waits there, then closes its socket with 4004 at exp", async () => {
+  const metrics = new Metrics();
+  const hub = new Hub({ logger: new NullLogger(), metrics, maxQueueBytes: 1 << 20 });
+  // A window of 500 ms instead of a minute: exp, in whole seconds, is at least 1 s away, so the
+  // connection starts in the watch, whose sweep hands it a timer of its own once it is near.
+  const expiries = new ExpiryWatch(500);
+  const deps = {
+    config: defaultConfig(),
+    hub,
+    metrics,
+    authenticator: heldAuthenticator().authenticator,
+    unauthenticated: { count: 0 },
+    open: new Set<never>(),
+    onClosed: () => {},
+    expiries,
+  };
+  const exp = Math.floor(Date.now() / 1000) + 2;
+  const expiring = connection(deps, {
+    identity: { uid: "a", exp },
+    format: "json",
+    presence: false,
+  });
+  const lasting = connection(deps, {
+    identity: { uid: "b", exp: exp + 3600 },
+    format: "json",
+    presence: false,
+  });
+  const [a, b] = [new RecordingSocket(), new RecordingSocket()];
+  expiring.open(a);
+  lasting.open(b);
+  assert.deepEqual(await a.closed, [4004, "token expired"]);
+  assert.ok(Date.now() >= exp * 1000, "closed at exp, not before");
+  assert.equal(b.closedWith, undefined);
+  expiring.close(4004, "token expired");
+  lasting.close(1000, "");
 });

@@ -12,7 +12,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { z } from "zod";
 import { type Authenticator, AuthError, type Identity, tokenFromRequest } from "./authenticator.ts";
 import type { Config } from "./config.ts";
-import { type Closable, connection, type ConnectionDeps } from "./connection.ts";
+import { type Closable, connection, type ConnectionDeps, ExpiryWatch } from "./connection.ts";
 import { type Hub, StoreUnavailableError } from "./hub.ts";
 import { requireApiKey } from "./apikey.ts";
 import { createApi } from "./api/api.ts";
@@ -155,6 +155,7 @@ export function createApp(deps: AppDeps): App {
     open,
     onClosed: socketClosed,
     gate: deps.gate,
+    expiries: new ExpiryWatch(),
   };
 
   app.use(async (c, next) => {
