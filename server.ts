@@ -130,6 +130,26 @@ const wsQuerySchema = z.object({
 });
 
 /** Builds the Hono app. Stateless across requests but for the hub and the counters. */
+/**
+ * Hono's `c.json`, with a newline after the JSON: every JSON answer ends with one, as a terminal or
+ * a line-reading client expects. Set on each request's context before any route runs, so that the
+ * API's routes, its validation errors, `notFound` and `onError` all answer through it; writing the
+ * newline at the source spares every call a copy of its answer.
+ */
+function jsonWithNewline(c: Context<Env>): Context<Env>["json"] {
+  const json = (
+    object: unknown,
+    arg?: ContentfulStatusCode | ResponseInit,
+    headers?: Record<string, string>,
+  ) =>
+    c.body(
+      `${JSON.stringify(object)}\n`,
+      arg as ContentfulStatusCode,
+      { "Content-Type": "application/json", ...headers },
+    );
+  return json as unknown as Context<Env>["json"];
+}
+
 export function createApp(deps: AppDeps): App {
   const { config, hub, metrics, authenticator } = deps;
   const app = new Hono<Env>();
@@ -165,16 +185,8 @@ export function createApp(deps: AppDeps): App {
       c.req.header("x-forwarded-for"),
       config.trustedProxies,
     );
+    c.json = jsonWithNewline(c);
     await next();
-    // Every JSON answer ends with a newline, as a terminal or a line-reading client expects.
-    if (c.res.headers.get("content-type")?.startsWith("application/json")) {
-      const res = c.res;
-      const headers = new Headers(res.headers);
-      headers.delete("content-length");
-      const body = `${await res.text()}\n`;
-      c.res = undefined;
-      c.res = new Response(body, { status: res.status, headers });
-    }
     // An upgrade answers 101 on Deno; on Bun the route returns a placeholder 200 that Bun discards.
     const status = c.req.routePath === "/ws" && c.res.status === 200 ? 101 : c.res.status;
     metrics.httpRequest(c.req.method, c.req.routePath, status);
