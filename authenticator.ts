@@ -1,16 +1,27 @@
 /**
- * The authenticator turns a client's JWT into an identity. Verification is jose's; the algorithm is
- * pinned by configuration and never taken from the token's header, so `alg: none` and HS/RS
- * confusion (an RSA public key used as an HMAC secret) are refused.
+ * The authenticator turns a client's JWT into an identity. The algorithm is pinned by configuration
+ * and never taken from the token's header, so `alg: none` and HS/RS confusion (an RSA public key
+ * used as an HMAC secret) are refused.
+ *
+ * Asymmetric tokens are verified by jose's `jwtVerify`. HS* tokens have their MAC checked with
+ * `node:crypto` (built into Deno and Bun) and their claims by jose's claims-set validation, the
+ * same code `jwtVerify` runs: jose checks an HMAC through WebCrypto, whose asynchronous call cost a
+ * Bun handshake a third of its CPU (docs/BENCHMARKS.md, connect rate).
  */
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { Buffer } from "node:buffer";
 import {
+  base64url,
   createRemoteJWKSet,
+  decodeProtectedHeader,
   errors,
   importSPKI,
+  type JWTPayload,
   jwtVerify,
   type JWTVerifyGetKey,
   type KeyObject,
   SignJWT,
+  UnsecuredJWT,
 } from "jose";
 import type { JwtAlg } from "./config.ts";
 import { checkPatterns, PERMISSION_CLAIMS, type PermissionClaim } from "./permissions.ts";
@@ -78,13 +89,13 @@ const JWKS_MAX_AGE_MS = 10 * 60_000;
 
 /** Verifies tokens with one pinned algorithm and one key source. */
 export class Authenticator {
-  readonly #key: KeyObject | CryptoKey | JWTVerifyGetKey;
+  readonly #key: KeyObject | CryptoKey | JWTVerifyGetKey | HmacVerifier;
   readonly #options: AuthenticatorOptions;
   /** The HMAC secret's bytes, to sign with (the dev token, tests); none for asymmetric keys. */
   readonly #secret: Uint8Array | undefined;
 
   private constructor(
-    key: KeyObject | CryptoKey | JWTVerifyGetKey,
+    key: KeyObject | CryptoKey | JWTVerifyGetKey | HmacVerifier,
     options: AuthenticatorOptions,
     secret?: Uint8Array,
   ) {
@@ -97,17 +108,8 @@ export class Authenticator {
   static async create(options: AuthenticatorOptions): Promise<Authenticator> {
     if (options.alg.startsWith("HS")) {
       if (!options.secret) throw new Error(`JWT_ALG=${options.alg} needs JWT_SECRET`);
-      // Imported once: given the secret's bytes, jose imports a CryptoKey on every verify, which
-      // doubles its cost on Bun and nearly quadruples it on Deno (docs/BENCHMARKS.md, connect rate).
       const secret = new TextEncoder().encode(options.secret);
-      const key = await crypto.subtle.importKey(
-        "raw",
-        secret,
-        { name: "HMAC", hash: `SHA-${options.alg.slice(2)}` },
-        false,
-        ["verify"],
-      );
-      return new Authenticator(key, options, secret);
+      return new Authenticator(new HmacVerifier(options.alg, secret), options, secret);
     }
     if (options.jwksUrl) {
       const jwks = createRemoteJWKSet(new URL(options.jwksUrl), {
@@ -141,14 +143,17 @@ export class Authenticator {
     const o = this.#options;
     // A JWT is ASCII, so UTF-16 units are its bytes; anything else fails verification below.
     if (token.length > o.maxTokenBytes) throw new AuthError("token too long");
-    let payload;
+    let payload: JWTPayload;
+    const claims = {
+      issuer: o.issuer,
+      audience: o.audience,
+      requiredClaims: o.requireExp ? ["exp"] : [],
+    };
     try {
-      ({ payload } = await jwtVerify(token, this.#key as CryptoKey, {
-        algorithms: [o.alg],
-        issuer: o.issuer,
-        audience: o.audience,
-        requiredClaims: o.requireExp ? ["exp"] : [],
-      }));
+      payload = this.#key instanceof HmacVerifier
+        ? this.#key.verify(token, claims)
+        : (await jwtVerify(token, this.#key as CryptoKey, { algorithms: [o.alg], ...claims }))
+          .payload;
     } catch (err) {
       throw refusal(err);
     }
@@ -188,6 +193,55 @@ export class Authenticator {
       .setIssuedAt()
       .setExpirationTime(`${ttlSeconds}s`)
       .sign(this.#secret);
+  }
+}
+
+/**
+ * Verifies HS256, HS384 or HS512 tokens with one secret, synchronously. The header must name the
+ * pinned algorithm; the MAC, decoded by jose's base64url decoder, must be the HMAC of
+ * `<header>.<payload>`, compared in constant time. The rest goes through jose's own checks, with its errors: the token,
+ * its MAC dropped and its header's `alg` set to `none`, is decoded by `UnsecuredJWT.decode`, which
+ * runs the header checks (crit, b64) and the claims-set validation (exp, nbf, iss, aud, required
+ * claims) that `jwtVerify` runs. Only this verifier makes such a token, after the MAC passed.
+ */
+export class HmacVerifier {
+  readonly #hash: string;
+
+  constructor(readonly alg: JwtAlg, readonly secret: Uint8Array) {
+    this.#hash = `sha${alg.slice(2)}`;
+  }
+
+  /** The payload of a valid token; throws jose's errors, as `jwtVerify` would, otherwise. */
+  verify(
+    token: string,
+    claims: { issuer?: string; audience?: string; requiredClaims: string[] },
+  ): JWTPayload {
+    const parts = token.split(".");
+    if (parts.length !== 3) throw new errors.JWSInvalid("Invalid Compact JWS");
+    const [header, payload, mac] = parts;
+    let decoded;
+    try {
+      decoded = decodeProtectedHeader(token);
+    } catch (cause) {
+      throw new errors.JWSInvalid("JWS Protected Header is invalid", { cause });
+    }
+    if (decoded.alg !== this.alg) {
+      throw new errors.JOSEAlgNotAllowed('"alg" (Algorithm) Header Parameter value not allowed');
+    }
+    let given;
+    try {
+      given = base64url.decode(mac);
+    } catch (cause) {
+      throw new errors.JWSInvalid("Failed to base64url decode the signature", { cause });
+    }
+    const expected = createHmac(this.#hash, this.secret).update(`${header}.${payload}`).digest();
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw new errors.JWSSignatureVerificationFailed();
+    }
+    const unsecured = Buffer.from(JSON.stringify({ ...decoded, alg: "none" })).toString(
+      "base64url",
+    );
+    return UnsecuredJWT.decode(`${unsecured}.${payload}.`, claims).payload;
   }
 }
 

@@ -98,7 +98,9 @@ async function runOnce(
       timeoutMs: 30_000,
     });
     if (connected.connected !== connections) {
-      throw new Error(`connected ${connected.connected} of ${connections}: ${connected.errors}`);
+      throw new Error(
+        `connected ${connected.connected} of ${connections}: ${connected.errors}`,
+      );
     }
     const rssAfter = treeRssBytes(child.pid);
     const cpuConnected = treeCpuMs(child.pid);
@@ -115,20 +117,26 @@ async function runOnce(
         durationMs,
         payloadBytes: PAYLOAD_BYTES,
       });
-    await rate(1_000); // warm-up, not recorded
-    const cpuWarm = treeCpuMs(child.pid);
-    const sent = await rate(ms);
-    const cpuSent = treeCpuMs(child.pid);
-    if (sent.errors || sent.otherStatus) {
-      throw new Error(
-        `/send: ${sent.errors} errors, ${sent.otherStatus} other: ${sent.errorSample}`,
-      );
+    let sendPerS = 0;
+    let sendCpuUs = 0;
+    if (ms > 0) { // --ms 0: handshakes only, e.g. for a profile of them
+      await rate(1_000); // warm-up, not recorded
+      const cpuWarm = treeCpuMs(child.pid);
+      const sent = await rate(ms);
+      const cpuSent = treeCpuMs(child.pid);
+      if (sent.errors || sent.otherStatus) {
+        throw new Error(
+          `/send: ${sent.errors} errors, ${sent.otherStatus} other: ${sent.errorSample}`,
+        );
+      }
+      sendPerS = sent.accepted / (sent.elapsedMs / 1000);
+      sendCpuUs = (cpuSent - cpuWarm) * 1000 / sent.accepted;
     }
     return {
       connectPerS: connections / (connected.ms / 1000),
       kbPerConn: (rssAfter - rssBefore) / connections / 1024,
-      sendPerS: sent.accepted / (sent.elapsedMs / 1000),
-      sendCpuUs: (cpuSent - cpuWarm) * 1000 / sent.accepted,
+      sendPerS,
+      sendCpuUs,
       connectCpuUs: (cpuConnected - cpuBefore) * 1000 / connections,
     };
   } finally {
