@@ -199,10 +199,11 @@ export class Authenticator {
 /**
  * Verifies HS256, HS384 or HS512 tokens with one secret, synchronously. The header must name the
  * pinned algorithm; the MAC, decoded by jose's base64url decoder, must be the HMAC of
- * `<header>.<payload>`, compared in constant time. The rest goes through jose's own checks, with its errors: the token,
- * its MAC dropped and its header's `alg` set to `none`, is decoded by `UnsecuredJWT.decode`, which
- * runs the header checks (crit, b64) and the claims-set validation (exp, nbf, iss, aud, required
- * claims) that `jwtVerify` runs. Only this verifier makes such a token, after the MAC passed.
+ * `<header>.<payload>`, compared in constant time. The rest goes through jose's own checks, with
+ * its errors: the token, its MAC dropped and its header's `alg` set to `none`, is decoded by
+ * `UnsecuredJWT.decode`, which runs the header checks (crit, b64) and the claims-set validation
+ * (exp, nbf, iss, aud, required claims) that `jwtVerify` runs. Only this verifier makes such a
+ * token, after the MAC passed.
  */
 export class HmacVerifier {
   readonly #hash: string;
