@@ -129,7 +129,6 @@ const wsQuerySchema = z.object({
   error: "presence events need format=json",
 });
 
-/** Builds the Hono app. Stateless across requests but for the hub and the counters. */
 /**
  * Hono's `c.json`, with a newline after the JSON: every JSON answer ends with one, as a terminal or
  * a line-reading client expects. Set on each request's context before any route runs, so that the
@@ -150,6 +149,7 @@ function jsonWithNewline(c: Context<Env>): Context<Env>["json"] {
   return json as unknown as Context<Env>["json"];
 }
 
+/** Builds the Hono app. Stateless across requests but for the hub and the counters. */
 export function createApp(deps: AppDeps): App {
   const { config, hub, metrics, authenticator } = deps;
   const app = new Hono<Env>();

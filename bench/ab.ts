@@ -13,9 +13,18 @@
  * "bun /path/to/main.ts". Bounded: every run ends within its own time, load generators included.
  */
 import { parseArgs } from "node:util";
-import { exitWithin, LoadGen } from "./loadgen/pool.ts";
+import { LoadGen } from "./loadgen/pool.ts";
 import type { ConnectReply, RateReply } from "./loadgen/protocol.ts";
-import { PRODUCT_CONFIGS, type ProductConfig, treeCpuMs, treeRssBytes } from "./peers.ts";
+import {
+  type PeerSpec,
+  PRODUCT_CONFIGS,
+  type ProductConfig,
+  productFlags,
+  RunningPeer,
+  start,
+  treeCpuMs,
+  treeRssBytes,
+} from "./peers.ts";
 import { median } from "./stats.ts";
 
 const SECRET = "ab-secret-ab-secret-ab-secret-32";
@@ -33,6 +42,7 @@ interface RunResult {
   connectCpuUs: number;
 }
 
+/** A port nothing listens on now, from the kernel's ephemeral range. */
 function freePort(): number {
   const l = Deno.listen({ port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
@@ -40,17 +50,29 @@ function freePort(): number {
   return port;
 }
 
-async function waitListening(port: number, deadline: number): Promise<void> {
-  while (Date.now() < deadline) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/healthz`);
-      await r.body?.cancel();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`server on ${port} did not listen in time`);
+/** `command` (an executable, or a command line) as the product peer it stands for in bench/peers.ts. */
+function launched(
+  command: string,
+  config: ProductConfig,
+  port: number,
+  dataDir: string,
+): RunningPeer {
+  const [cmd, ...pre] = command.split(" ");
+  const spec: PeerSpec = {
+    name: command,
+    role: "product",
+    runtime: "bun",
+    config,
+    wire: "ws",
+    wsPath: "/ws?",
+    launch: () => Promise.reject(new Error("started by bench/ab.ts")),
+  };
+  return start(spec, port, {
+    cmd,
+    args: [...pre, ...productFlags(config, port, SECRET, dataDir)],
+    env: PRODUCT_CONFIGS[config].env,
+    cwd: dataDir,
+  });
 }
 
 async function runOnce(
@@ -62,27 +84,12 @@ async function runOnce(
 ): Promise<RunResult> {
   const port = freePort();
   const dataDir = await Deno.makeTempDir({ prefix: "ab-" });
-  const [cmd, ...pre] = command.split(" ");
-  const child = new Deno.Command(cmd, {
-    args: [
-      ...pre,
-      "--port",
-      String(port),
-      "--jwt-secret",
-      SECRET,
-      ...PRODUCT_CONFIGS[config].flags,
-      "--data-dir",
-      dataDir,
-    ],
-    env: PRODUCT_CONFIGS[config].env,
-    stdout: "null",
-    stderr: Deno.env.get("AB_STDERR") ? "inherit" : "null",
-  }).spawn();
+  const server = launched(command, config, port, dataDir);
   const gen = new LoadGen(bun, 60_000 + ms);
   try {
-    await waitListening(port, Date.now() + 15_000);
-    const rssBefore = treeRssBytes(child.pid);
-    const cpuBefore = treeCpuMs(child.pid);
+    await server.ready();
+    const rssBefore = treeRssBytes(server.pid);
+    const cpuBefore = treeCpuMs(server.pid);
     const connected = await gen.request<ConnectReply>({
       cmd: "connect",
       set: "a",
@@ -102,8 +109,8 @@ async function runOnce(
         `connected ${connected.connected} of ${connections}: ${connected.errors}`,
       );
     }
-    const rssAfter = treeRssBytes(child.pid);
-    const cpuConnected = treeCpuMs(child.pid);
+    const rssAfter = treeRssBytes(server.pid);
+    const cpuConnected = treeCpuMs(server.pid);
     const rate = (durationMs: number) =>
       gen.request<RateReply>({
         cmd: "rate",
@@ -121,9 +128,9 @@ async function runOnce(
     let sendCpuUs = 0;
     if (ms > 0) { // --ms 0: handshakes only, e.g. for a profile of them
       await rate(1_000); // warm-up, not recorded
-      const cpuWarm = treeCpuMs(child.pid);
+      const cpuWarm = treeCpuMs(server.pid);
       const sent = await rate(ms);
-      const cpuSent = treeCpuMs(child.pid);
+      const cpuSent = treeCpuMs(server.pid);
       if (sent.errors || sent.otherStatus) {
         throw new Error(
           `/send: ${sent.errors} errors, ${sent.otherStatus} other: ${sent.errorSample}`,
@@ -141,10 +148,7 @@ async function runOnce(
     };
   } finally {
     await gen.stop();
-    try {
-      child.kill("SIGTERM"); // a --cpu-prof run writes its profile on the way out
-    } catch { /* gone */ }
-    await exitWithin(child, 10_000);
+    await server.stop(10_000); // SIGTERM first: a --cpu-prof run writes its profile on the way out
     await Deno.remove(dataDir, { recursive: true });
   }
 }

@@ -145,7 +145,7 @@ export const PRODUCT_CONFIGS: Record<
  * deno-pusher's flags in the bench, on either runtime: the configuration's own, and always a
  * throwaway data dir (the default ./data would land in the repo or the bench's cwd).
  */
-function productFlags(
+export function productFlags(
   config: ProductConfig,
   port: number,
   secret: string,
