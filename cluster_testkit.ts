@@ -38,25 +38,29 @@ export async function ready(port: number): Promise<boolean> {
 
 /**
  * Starts redis-server (with `redisOptions`: see startRedis) and `count` nodes with `args`, and
- * resolves once every node is ready. Throws
+ * resolves once every node is ready. With `tls`, the nodes reach Redis by rediss:// and trust its
+ * CA through NODE_EXTRA_CA_CERTS. Throws
  * REDIS_MISSING without a redis-server (check findRedisServer first to skip).
  */
 export async function startCluster(
   count: number,
   args: string[] = [],
-  redisOptions: { dir?: string; password?: string } = {},
+  redisOptions: { dir?: string; password?: string; tls?: boolean } = {},
 ): Promise<TestCluster> {
   const redis = await startRedis(redisOptions);
   const url = redisOptions.password
     ? `redis://:${redisOptions.password}@127.0.0.1:${redis.port}`
-    : redis.url;
+    : redis.tlsUrl ?? redis.url;
+  // A TLS Redis's certificate comes from a throwaway CA, which the nodes are told to trust as a
+  // user would tell them of a private one (README: Cluster on Redis).
+  const trust: Record<string, string> = redis.caFile ? { NODE_EXTRA_CA_CERTS: redis.caFile } : {};
   const nodes: TestNode[] = [];
   const live = new Set<TestNode>();
   const addNode = async (extra: string[] = args) => {
     const name = `n${nodes.length}`;
     const started = await startProgram(
       ["--port", "0", "--node-name", name, ...extra],
-      { JWT_SECRET: PROGRAM_SECRET, REDIS_URL: url },
+      { JWT_SECRET: PROGRAM_SECRET, REDIS_URL: url, ...trust },
     );
     const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
     const node = { name, port, started, url: `http://127.0.0.1:${port}` };

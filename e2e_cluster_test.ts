@@ -12,7 +12,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { ready, startCluster, type TestNode } from "./cluster_testkit.ts";
-import { findRedisServer, freePort, startRedis, testWithoutRedis } from "./redis_testkit.ts";
+import {
+  canMakeCertificates,
+  findRedisServer,
+  freePort,
+  OPENSSL_MISSING,
+  startRedis,
+  testWithout,
+  testWithoutRedis,
+} from "./redis_testkit.ts";
 import {
   connectClient,
   postJson,
@@ -505,6 +513,43 @@ if (!findRedisServer()) {
     }
     await ann.client[Symbol.asyncDispose]();
   });
+
+  if (!canMakeCertificates()) {
+    testWithout("openssl", OPENSSL_MISSING, "the rediss:// story");
+  } else {
+    test("rediss://: the nodes reach Redis over TLS, trusting a private CA given in NODE_EXTRA_CA_CERTS; without it a node stays out and says why", async () => {
+      await using cluster = await startCluster(2, [], { tls: true });
+      const [n0, n1] = cluster.nodes;
+      const ann = await tab(n1, "ann");
+      await counted(n0, 1);
+      assert.equal(
+        (await post(n0, "/send", { uid: "ann", message: "over TLS" })).body.delivered,
+        1,
+      );
+      assert.equal((await nextMessage(ann.client)).data, "over TLS");
+      // Every connection the nodes hold to Redis came in on its TLS port (Redis's CLIENT LIST
+      // gives each one's local address; the test's own question comes on the plain port).
+      const list = await redisCommand(cluster.redis.port, "CLIENT LIST");
+      const ports = list.split("\n").filter((line) => / name=deno-pusher-/.test(line))
+        .map((line) => / laddr=\S+:(\d+) /.exec(line)?.[1]);
+      assert.ok(ports.length >= 2, list);
+      assert.deepEqual(new Set(ports), new Set([new URL(cluster.redis.tlsUrl!).port]), list);
+
+      const untrusting = await startProgram(["--port", "0", "--node-name", "untrusting"], {
+        JWT_SECRET: PROGRAM_SECRET,
+        REDIS_URL: cluster.redis.tlsUrl!,
+      });
+      try {
+        await within(10_000, "the refusal", untrusting.printed(/self[- ]signed certificate/i));
+        const port = Number(/listening on [^:]+:(\d+)/.exec(untrusting.banner)![1]);
+        const readyz = await fetch(`http://127.0.0.1:${port}/readyz`);
+        assert.deepEqual([readyz.status, (await readyz.json()).status], [503, "unavailable"]);
+      } finally {
+        await stopProgram(untrusting);
+      }
+      await ann.client[Symbol.asyncDispose]();
+    });
+  }
 
   test("a node whose JWT_SECRET differs from the others' is named in a warning on both sides, never with the secret", async () => {
     await using cluster = await startCluster(1);
