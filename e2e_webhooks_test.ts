@@ -10,11 +10,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import process from "node:process";
 import { test } from "node:test";
 import { SIGNATURE_HEADER, verifySignature } from "./webhook/signature.ts";
 import type { WebhookEvent } from "./webhook/events.ts";
 import { startCluster } from "./cluster_testkit.ts";
-import { findRedisServer, testWithoutRedis } from "./redis_testkit.ts";
+import { findRedisServer, freePort, testWithoutRedis } from "./redis_testkit.ts";
+import { DEFAULT_MAX_BACKOFF_MS } from "./webhook/deliverer.ts";
 import {
   ask,
   postJson,
@@ -23,6 +25,7 @@ import {
   type Started,
   startProgram,
   stopProgram,
+  until,
   within,
 } from "./testkit.ts";
 
@@ -297,6 +300,73 @@ test("a receiver down for a while, and deno-pusher restarted meanwhile: every ev
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+/** A metric's value in `port`'s /metrics (0 when it is absent). */
+async function metric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+}
+
+/** The length of the outage in the next test: the issue's "down for a minute". */
+const OUTAGE_MS = 60_000;
+
+// The issue's own story, at its own length, against the executable users run (the test above tells
+// the same on every runtime in seconds): the receiver is down, nothing listening on its port, for a
+// minute; deno-pusher is restarted in the middle of it, with events from before and after.
+if (process.env.DENO_PUSHER_BIN) {
+  test("the receiver down for a minute, deno-pusher restarted meanwhile: once it is back every event arrives, signed, in order per uid", async () => {
+    const rport = await freePort();
+    const downSince = Date.now();
+    const dataDir = mkdtempSync(join(tmpdir(), "deno-pusher-e2e-webhooks-"));
+    const uids = ["gil", "hal", "ida"];
+    const env = { WEBHOOK_OFFLINE_DELAY: "0" };
+    const cameAndWent = async (port: number) => {
+      for (const uid of uids) await (await tab(port, uid)).client[Symbol.asyncDispose]();
+      await until(
+        async () =>
+          await metric(port, "webhook_outbox") >= 4 * uids.length &&
+          await metric(port, "webhook_failures_total") > 0,
+        "the events in the outbox, and a POST that failed",
+      );
+    };
+    let server = await startWith(rport, ["--data-dir", dataDir], env);
+    const receiver = new Receiver();
+    try {
+      await cameAndWent(server.port);
+      assert.equal(await stopProgram(server.started), 0);
+      server = await startWith(rport, ["--data-dir", dataDir], env);
+      await cameAndWent(server.port);
+      // The outage's length is the story, not a wait for an event: the receiver comes back after
+      // a minute, whatever deno-pusher did meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, downSince + OUTAGE_MS - Date.now()));
+      await receiver.listen(rport);
+      const back = Date.now();
+      await receiver.until(
+        (e) => new Set(e.map((x) => x.id)).size === 8 * uids.length,
+        "every event, once the receiver is back",
+        DEFAULT_MAX_BACKOFF_MS + 30_000,
+      );
+      console.log(
+        `receiver down ${((back - downSince) / 1000).toFixed(0)} s; every event ` +
+          `${
+            ((Date.now() - back) / 1000).toFixed(1)
+          } s after it was back, in ${receiver.posts} POSTs`,
+      );
+      const round = ["client.connect", "uid.online", "client.disconnect", "uid.offline"];
+      for (const uid of uids) {
+        const ids = [...new Set(receiver.events.filter((e) => e.uid === uid).map((e) => e.id))];
+        const types = ids.map((id) => receiver.events.find((e) => e.id === id)!.type);
+        assert.deepEqual(types, [...round, ...round], uid);
+      }
+      assert.deepEqual(receiver.forged, []);
+      assert.equal(await metric(server.port, "webhook_outbox"), 0);
+    } finally {
+      await stopProgram(server.started);
+      await receiver.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+}
 
 test("a receiver that hangs delays no delivery to sockets", async () => {
   const receiver = new Receiver();
