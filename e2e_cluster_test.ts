@@ -7,7 +7,6 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -17,6 +16,7 @@ import {
   findRedisServer,
   freePort,
   OPENSSL_MISSING,
+  redisCommand,
   startRedis,
   testWithout,
   testWithoutRedis,
@@ -60,25 +60,6 @@ async function nextMessage(client: TestClient) {
   const frame = await client.nextJson();
   assert.equal(frame.type, "message", `a message, not ${JSON.stringify(frame)}`);
   return frame;
-}
-
-/** One command to the Redis on `port`, inline; answers the reply's first line without its type. */
-function redisCommand(port: number, line: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, "127.0.0.1", () => socket.write(`${line}\r\n`));
-    let reply = "";
-    socket.on("data", (chunk) => {
-      reply += chunk;
-      const lines = reply.split("\r\n");
-      // A bulk string comes as "$<length>" then the value; "$-1" is none.
-      if (lines[0].startsWith("$-1")) resolve(""), socket.end();
-      else if (lines[0].startsWith("$") && lines.length > 2) resolve(lines[1]), socket.end();
-      else if (!lines[0].startsWith("$") && lines.length > 1) {
-        resolve(lines[0].slice(1)), socket.end();
-      }
-    });
-    socket.on("error", reject);
-  });
 }
 
 if (!findRedisServer()) {

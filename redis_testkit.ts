@@ -105,6 +105,25 @@ function makeCertificates(): { dir: string; ca: string; cert: string; key: strin
   return { dir, ca: at("ca.crt"), cert: at("server.crt"), key: at("server.key") };
 }
 
+/** One command to the Redis on `port`, inline; answers the reply's first line without its type. */
+export function redisCommand(port: number, line: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.write(`${line}\r\n`));
+    let reply = "";
+    socket.on("data", (chunk) => {
+      reply += chunk;
+      const lines = reply.split("\r\n");
+      // A bulk string comes as "$<length>" then the value; "$-1" is none.
+      if (lines[0].startsWith("$-1")) resolve(""), socket.end();
+      else if (lines[0].startsWith("$") && lines.length > 2) resolve(lines[1]), socket.end();
+      else if (!lines[0].startsWith("$") && lines.length > 1) {
+        resolve(lines[0].slice(1)), socket.end();
+      }
+    });
+    socket.on("error", reject);
+  });
+}
+
 /** Whether a Redis answers PING on `port` now. */
 function pings(port: number): Promise<boolean> {
   return new Promise((resolve) => {
