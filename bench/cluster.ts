@@ -1,16 +1,18 @@
 /**
  * The cluster scenario (issue 13 §5): three deno-pusher nodes (the Bun executable) sharing one
  * redis-server on this machine, more than 50,000 WebSocket connections spread over them, against
- * one node alone at the 19,000 connections one process can hold here, in the same run.
+ * one node alone at the 19,000 connections one process can hold here, in the same run; each in
+ * deno-pusher's default configuration (what users run) and in its stripped one (the hub alone).
  *
- *   deno run -A bench/cluster.ts [--bun PATH] [--redis-server PATH] [--nodes 3]
- *     [--per-node 17000] [--single 19000] [--repeats 3] [--rounds 30] [--rate-ms 5000]
- *     [--deadline-min 40] [--label NAME] [--docs]
+ *   deno run -A bench/cluster.ts [--bun PATH] [--redis-server PATH] [--configs default,stripped]
+ *     [--nodes 3] [--per-node 17000] [--single 19000] [--repeats 3] [--rounds 30]
+ *     [--rate-ms 5000] [--deadline-min 40] [--label NAME] [--docs]
  *
  * Every run starts its processes fresh and stops them all before the next one starts: a cluster
- * run starts redis-server (no persistence) and the nodes with REDIS_URL, a single run one node
- * without it. Both run the same executable with the same flags (the stripped configuration of
- * bench/peers.ts), and both measure:
+ * run starts redis-server and the nodes with REDIS_URL, a single run one node without it. Within
+ * one configuration (bench/peers.ts's PRODUCT_CONFIGS) both topologies run the same executable
+ * with the same flags. The default configuration's Redis persists as a production one would
+ * (REDIS_PERSISTENCE); the stripped one's keeps nothing. Every run measures:
  *
  * - broadcast fan-out: one `POST /api/broadcast` per round, made on each node in turn, timed until
  *   the last of all connections (every node's) has it; p50 and p99 over the rounds;
@@ -20,9 +22,10 @@
  *   another node holds.
  *
  * While each one runs, the CPU of the nodes, of Redis and of the whole machine is read from /proc.
- * In each repeat the two topologies run back to back, which one first alternating, so that drift
- * in the shared cores' load falls on both; the report gives median (min–max) over the repeats.
- * The load generators are bench/loadgen's, each socket holder connected to one node only.
+ * In each repeat every (configuration × topology) pair runs back to back, and every other repeat
+ * runs them in the reverse order, so that drift in the shared cores' load falls on all of them;
+ * the report gives median (min–max) over the repeats. The load generators are bench/loadgen's,
+ * each socket holder connected to one node only.
  *
  * The whole run stops itself at its deadline, and kills every process it started before it exits.
  * All traffic stays on 127.0.0.0/8.
@@ -40,6 +43,7 @@ import {
   machineBusyMs,
   portFree,
   PRODUCT_CONFIGS,
+  type ProductConfig,
   productPeer,
   type RunningPeer,
   start,
@@ -88,12 +92,34 @@ const REDIS_READY_TIMEOUT_MS = 10_000;
 const REDIS_PROBE_MS = 50;
 /**
  * Time one cluster run needs at most (ms): start-up, 51,000 connects, the sync, 30 rounds, the
- * warm-up and the closed loop, and the stop, with room to spare. A run that could not finish
- * before the deadline is not started, so the results so far are still written.
+ * warm-up and the closed loop, and the stop, with room to spare (a run averaged about 40 s on a
+ * quiet machine). A run that could not finish before the deadline is not started, so the results
+ * so far are still written.
  */
 const RUN_RESERVE_MS = 150_000;
+/**
+ * Default for --deadline-min: the whole run's bound (minutes). The 12 runs of a full run (3
+ * repeats × 2 configurations × 2 topologies) take about 9 minutes on a quiet machine and up to
+ * twice that with the cores busy; 40 leaves room for that twice over, and for every run to keep
+ * its RUN_RESERVE_MS.
+ */
+const DEADLINE_MIN = 40;
+
 /** Grace a node or Redis gets after SIGTERM before SIGKILL (ms); RunningPeer.stop's default. */
 const STOP_GRACE_MS = 3_000;
+
+/**
+ * redis-server's persistence flags in each configuration's cluster runs. The default
+ * configuration's Redis runs as a user's would in production: README's "Cluster on Redis" asks
+ * for `appendonly yes` so that nothing answered 200 is lost across a Redis restart, with
+ * `appendfsync everysec` (Redis's default, at most the last second lost in a crash of its
+ * machine), as `make run-cluster` (deploy/run-cluster.sh) starts it. The stripped configuration
+ * is the hub alone, measured as this scenario always measured it: its Redis persists nothing.
+ */
+const REDIS_PERSISTENCE: Record<ProductConfig, string[]> = {
+  default: ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
+  stripped: ["--save", "", "--appendonly", "no"],
+};
 
 /** Uid prefix of the connections: each has its own uid, c0 … c<N-1>. */
 const UID_PREFIX = "c";
@@ -111,6 +137,9 @@ function sleep(ms: number): Promise<void> {
 
 /** One of the two shapes compared: three nodes sharing Redis, or one node alone. */
 export type Topology = "cluster" | "single";
+
+/** The topologies, in the order a repeat runs them within one configuration (or its reverse). */
+const TOPOLOGIES: Topology[] = ["cluster", "single"];
 
 /** CPU time (ms) used during one measured stretch, by whom, and its wall time. */
 export interface ClusterCpu {
@@ -167,8 +196,13 @@ export interface ClusterSend {
   errorSample: string[];
 }
 
-/** One topology, run once. */
+/** One topology in one configuration, run once. */
 export interface TopologyRun {
+  /**
+   * The nodes' configuration (bench/peers.ts's PRODUCT_CONFIGS). Absent in results from before
+   * the default configuration ran here: those were all the stripped one.
+   */
+  config?: ProductConfig;
   topology: Topology;
   /** 1-based repeat it belongs to. */
   repeat: number;
@@ -192,6 +226,15 @@ export interface TopologyRun {
   durationS: number;
 }
 
+/** One configuration of a run, as the report states it. */
+export interface ConfigSetting {
+  config: ProductConfig;
+  /** The nodes' command line (without port, secret and data dir) and environment. */
+  nodes: string;
+  /** redis-server's persistence flags in its cluster runs. */
+  redis: string;
+}
+
 /** A whole run as written to bench/results/cluster-*.json. */
 export interface ClusterRun {
   startedAt: string;
@@ -208,8 +251,14 @@ export interface ClusterRun {
     holdersPerNode: number;
     holdersSingle: number;
     callers: number;
-    /** The nodes' configuration as the report states it. */
+    /** Every configuration's nodes and Redis as the report states them, in one line. */
     config: string;
+    /**
+     * Each configuration measured, in the order of --configs: its nodes' command line and
+     * environment, and its redis-server's persistence flags. Absent in results from before the
+     * default configuration ran here (then `config` is the stripped one's nodes).
+     */
+    configs?: ConfigSetting[];
   };
   /** The 1-minute load average when the run began and ended (2 cores: much above 2 is crowded). */
   loadavg: { before: number; after: number };
@@ -218,7 +267,10 @@ export interface ClusterRun {
   runs: TopologyRun[];
 }
 
-/** A redis-server started for one cluster run, saving nothing; `stop` is always safe. */
+/**
+ * A redis-server started for one cluster run, its files (if its persistence flags write any) in a
+ * throwaway dir; `stop` is always safe.
+ */
 class RedisServer {
   private readonly tail: string[] = [];
   private exited = false;
@@ -229,12 +281,21 @@ class RedisServer {
     child.status.then(() => this.exited = true);
   }
 
-  /** Spawns redis-server on `port` with `dir` as its working dir; resolves when it answers PING. */
-  static async start(cmd: string, port: number, dir: string): Promise<RedisServer> {
+  /**
+   * Spawns redis-server on `port` with `dir` as its working dir and `persistence` (one of
+   * REDIS_PERSISTENCE); resolves when it answers PING.
+   */
+  static async start(
+    cmd: string,
+    port: number,
+    dir: string,
+    persistence: string[],
+  ): Promise<RedisServer> {
     const child = new Deno.Command(cmd, {
       args: [
         ...["--port", String(port), "--bind", "127.0.0.1"],
-        ...["--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"],
+        ...persistence,
+        ...["--dir", dir, "--loglevel", "warning"],
       ],
       stdin: "null",
       stdout: "piped",
@@ -531,10 +592,12 @@ interface Plan {
 }
 
 /**
- * Runs `topology` once: starts Redis (cluster only) and the nodes, connects, syncs, times the
- * broadcast rounds, runs the /send warm-up and closed loop, and stops everything it started.
+ * Runs `topology` once in `config`: starts Redis (cluster only) and the nodes, connects, syncs,
+ * times the broadcast rounds, runs the /send warm-up and closed loop, and stops everything it
+ * started.
  */
 async function runTopology(
+  config: ProductConfig,
   topology: Topology,
   repeat: number,
   plan: Plan,
@@ -544,6 +607,7 @@ async function runTopology(
   const nodeCount = topology === "cluster" ? plan.nodes : 1;
   const perNode = topology === "cluster" ? plan.perNode : plan.single;
   const result: TopologyRun = {
+    config,
     topology,
     repeat,
     nodes: nodeCount,
@@ -562,15 +626,15 @@ async function runTopology(
     dirs.push(dir);
     return dir;
   };
-  const name = `${topology === "cluster" ? `cluster of ${nodeCount}` : "single node"}, ` +
-    `repeat ${repeat}`;
+  const name = `${config}, ` +
+    `${topology === "cluster" ? `cluster of ${nodeCount}` : "single node"}, repeat ${repeat}`;
   try {
     if (topology === "cluster") {
       const port = freePort(REDIS_BASE_PORT, ports);
       const dir = await tempDir("deno-pusher-bench-redis-");
-      live.redis = await RedisServer.start(plan.redisServer, port, dir);
+      live.redis = await RedisServer.start(plan.redisServer, port, dir, REDIS_PERSISTENCE[config]);
     }
-    const spec = productPeer("bun", "stripped");
+    const spec = productPeer("bun", config);
     const tools = { repo, bun: plan.bun, deno: Deno.execPath() };
     for (let i = 0; i < nodeCount; i++) {
       const port = freePort(NODE_BASE_PORT, ports);
@@ -761,15 +825,34 @@ async function machine(plan: Plan): Promise<Record<string, unknown>> {
     deno: Deno.version.deno,
     bun: await version(plan.bun),
     redis: `Redis ${(await version(plan.redisServer)).match(/v=(\S+)/)?.[1] ?? "not found"}`,
+    // Where Redis's append-only file and the nodes' data dirs go (Deno.makeTempDir's dir): on a
+    // tmpfs an fsync would cost nothing.
+    tempFs: (await version("findmnt", [
+      ...["--noheadings", "--output", "FSTYPE", "--target"],
+      Deno.env.get("TMPDIR") ?? "/tmp",
+    ])) || "an unknown filesystem",
     commit: await version("git", ["-C", repo, "describe", "--always", "--dirty"]),
   };
 }
 
-/** The nodes' configuration, as the report states it. */
-function describeConfig(): string {
-  const { flags, env } = PRODUCT_CONFIGS.stripped;
+/** What each configuration is, in a few words, for the report's header. */
+const CONFIG_MEANING: Record<ProductConfig, string> = {
+  default:
+    "what users run: the SQLite message log, history, idempotency keys, every limit at its " +
+    "default but two; in the cluster, history, message ids and idempotency keys are in Redis",
+  stripped: "the hub alone: no message log, no history, the abuse limits off",
+};
+
+/** `config`'s nodes (command line and environment) and Redis, as the report states them. */
+function describeConfig(config: ProductConfig): ConfigSetting {
+  const { flags, env } = PRODUCT_CONFIGS[config];
   const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ");
-  return `\`dist/deno-pusher ${flags.join(" ")}\`, ${vars}; cluster nodes also REDIS_URL`;
+  const redis = REDIS_PERSISTENCE[config].map((a) => a === "" ? "''" : a).join(" ");
+  return {
+    config,
+    nodes: `\`${["dist/deno-pusher", ...flags].join(" ")}\`, ${vars}`,
+    redis: `\`redis-server ${redis}\``,
+  };
 }
 
 /** What ran and how, above the tables. */
@@ -778,6 +861,8 @@ function header(run: ClusterRun): string {
   const s = run.settings;
   const n = (x: number) => x.toLocaleString("en-US");
   const holders = (k: number) => `${k} socket holder${k === 1 ? "" : "s"}`;
+  const configs = s.configs ?? [];
+  const pairs = configs.length * TOPOLOGIES.length;
   return [
     `Cluster scenario (issue 13 §5), ${run.startedAt}, ${run.durationS} s; ${m.cores} cores ` +
     `(${m.cpu}), ${Math.round(Number(m.memTotalKiB) / 2 ** 20)} GiB, kernel ${m.kernel}, open ` +
@@ -785,9 +870,13 @@ function header(run: ClusterRun): string {
     `${run.loadavg.before.toFixed(1)} before and ${run.loadavg.after.toFixed(1)} after (2 cores).`,
     "",
     `- cluster: ${s.nodes} nodes × ${n(s.perNode)} connections (${n(s.nodes * s.perNode)}) and ` +
-    `one redis-server without persistence; ${holders(s.holdersPerNode)} per node`,
+    `one redis-server; ${holders(s.holdersPerNode)} per node`,
     `- single: 1 node × ${n(s.single)} connections, no REDIS_URL; ${holders(s.holdersSingle)}`,
-    `- nodes: ${s.config}`,
+    ...configs.map((c) =>
+      `- ${c.config} (${CONFIG_MEANING[c.config]}): nodes ${c.nodes}; Redis ${c.redis}`
+    ),
+    `- every node: its own port, the same --jwt-secret, its own throwaway --data-dir (on ` +
+    `${m.tempFs}, as Redis's dir); cluster nodes also REDIS_URL`,
     `- broadcast: ${s.rounds} timed rounds of \`POST /api/broadcast\`, made on each node in turn; ` +
     `time until the last of all connections has it`,
     `- /send: ${s.callers} callers (one per cluster node; all on the one node in a single run), ` +
@@ -796,10 +885,24 @@ function header(run: ClusterRun): string {
     `connected uid`,
     `- Redis CPU: utime + stime of /proc/<pid>/stat before and after each measurement, over its ` +
     `wall time (1.00 is one core)`,
-    `- ${s.repeats} repeats, the two topologies back to back in each, which one first ` +
-    `alternating; each cell is the median (min–max) of the repeats`,
+    `- ${s.repeats} repeat${s.repeats === 1 ? "" : "s"}; in each, the ${pairs} (configuration × ` +
+    `topology) pairs back to back, every other repeat in the reverse order; each cell is the ` +
+    `median (min–max) of the repeats`,
     ...(run.stoppedEarly ? [`- **stopped early**: ${run.stoppedEarly}`] : []),
   ].join("\n");
+}
+
+/** --configs: names from PRODUCT_CONFIGS, comma-separated, each once, in the order given. */
+function parseConfigs(list: string): ProductConfig[] {
+  const known = Object.keys(PRODUCT_CONFIGS) as ProductConfig[];
+  const names = list.split(",").map((c) => c.trim()).filter((c) => c);
+  const unknown = names.filter((c) => !known.includes(c as ProductConfig));
+  if (unknown.length || !names.length || new Set(names).size < names.length) {
+    throw new Error(
+      `--configs ${list}: give one or more of ${known.join(", ")}, comma-separated, each once`,
+    );
+  }
+  return names as ProductConfig[];
 }
 
 async function main(): Promise<void> {
@@ -808,13 +911,14 @@ async function main(): Promise<void> {
     options: {
       bun: { type: "string", default: "bun" },
       "redis-server": { type: "string", default: "redis-server" },
+      configs: { type: "string", default: "default,stripped" },
       nodes: { type: "string", default: "3" },
       "per-node": { type: "string", default: "17000" },
       single: { type: "string", default: String(MAX_CONNECTIONS_PER_PROCESS) },
       repeats: { type: "string", default: "3" },
       rounds: { type: "string", default: "30" },
       "rate-ms": { type: "string", default: "5000" },
-      "deadline-min": { type: "string", default: "40" },
+      "deadline-min": { type: "string", default: String(DEADLINE_MIN) },
       label: { type: "string" },
       docs: { type: "boolean", default: false },
     },
@@ -834,6 +938,7 @@ async function main(): Promise<void> {
   for (const [k, v] of Object.entries({ ...plan, repeats, deadlineMs })) {
     if (typeof v === "number" && !(v > 0)) throw new Error(`${k} must be a positive number`);
   }
+  const configs = parseConfigs(values.configs);
   if (Math.max(plan.perNode, plan.single) > MAX_CONNECTIONS_PER_PROCESS) {
     throw new Error(
       `a node holds at most ${MAX_CONNECTIONS_PER_PROCESS} connections here (20,000 open files)`,
@@ -858,6 +963,7 @@ async function main(): Promise<void> {
   }
 
   const holders = (perNode: number) => Math.ceil(perNode / MAX_SOCKETS_PER_LOADGEN);
+  const described = configs.map(describeConfig);
   const started = new Date();
   const run: ClusterRun = {
     startedAt: started.toISOString(),
@@ -873,22 +979,24 @@ async function main(): Promise<void> {
       holdersPerNode: holders(plan.perNode),
       holdersSingle: holders(plan.single),
       callers: plan.nodes,
-      config: describeConfig(),
+      config: described.map((c) => `${c.config}: ${c.nodes}; Redis ${c.redis}`).join(" · "),
+      configs: described,
     },
     loadavg: { before: Deno.loadavg()[0], after: NaN },
     runs: [],
   };
   const ports = new Set<number>();
+  const pairs = configs.flatMap((config) => TOPOLOGIES.map((topology) => ({ config, topology })));
   repeats: for (let repeat = 1; repeat <= repeats; repeat++) {
-    const order: Topology[] = repeat % 2 === 1 ? ["cluster", "single"] : ["single", "cluster"];
-    for (const topology of order) {
+    const order = repeat % 2 === 1 ? pairs : pairs.toReversed();
+    for (const { config, topology } of order) {
       if (Date.now() + RUN_RESERVE_MS > plan.endsAt) {
-        run.stoppedEarly = `the deadline was near; stopped before the ${topology} run of ` +
-          `repeat ${repeat}`;
+        run.stoppedEarly = `the deadline was near; stopped before the ${config} ${topology} ` +
+          `run of repeat ${repeat}`;
         log(`bench-cluster: ${run.stoppedEarly}`);
         break repeats;
       }
-      run.runs.push(await runTopology(topology, repeat, plan, ports));
+      run.runs.push(await runTopology(config, topology, repeat, plan, ports));
     }
   }
   run.durationS = Math.round((Date.now() - started.getTime()) / 1000);

@@ -4,9 +4,10 @@
  * plainly where deno-pusher is behind, and "tie" where the repeats cannot tell; the default
  * configuration against the stripped one (issue 11's figures); the load-generator CPU check; the
  * soak summary; and SVG charts: fan-out latency and memory per connection against N, and the soak.
- * Also the tables of the cluster scenario (bench/cluster.ts).
+ * Also the tables of the cluster scenario (bench/cluster.ts), in both configurations.
  */
 import type { ClusterCpu, ClusterRun, Topology, TopologyRun } from "./cluster.ts";
+import type { ProductConfig } from "./peers.ts";
 import type { FanoutResult, LevelResult, PeerResult, RateResult } from "./scenarios.ts";
 import { median, type Spread, spread, spreadText, versus } from "./stats.ts";
 
@@ -1172,79 +1173,157 @@ const TOPOLOGY_NAME: Record<Topology, (r: TopologyRun) => string> = {
   single: () => "1 node",
 };
 
+/** A cluster-scenario run's configuration; results from before the default one ran were stripped. */
+const configOf = (r: TopologyRun): ProductConfig => r.config ?? "stripped";
+
+/** A number one cluster-scenario run measured, with the decimals it is shown with. */
+interface ClusterMetric {
+  get: (r: TopologyRun) => number | undefined;
+  digits: number;
+}
+
 /**
- * Issue 13's cluster scenario: the cluster's row, the single node's under it, and their ratio on
- * the numbers both have; medians (min–max) over the repeats.
+ * A numeric column of the cluster table: one metric, or two shown as "a / b". A column only a
+ * cluster has (Redis, the origin node) shows `single` in a single node's row instead.
+ */
+interface ClusterColumn {
+  title: string;
+  metrics: ClusterMetric[];
+  single?: string;
+  /** Its ratio is the headline of a ratio row. */
+  bold?: boolean;
+}
+
+const CLUSTER_COLUMNS: ClusterColumn[] = [
+  { title: "conn/s", metrics: [{ get: (r) => r.connectPerSecond, digits: 0 }] },
+  {
+    title: "KB/conn per node",
+    metrics: [{ get: (r) => r.rssPerConnectionBytes / 1024, digits: 1 }],
+  },
+  { title: "broadcast p50 ms", metrics: [{ get: (r) => r.broadcast?.p50Ms, digits: 1 }] },
+  { title: "broadcast p99 ms", metrics: [{ get: (r) => r.broadcast?.p99Ms, digits: 1 }] },
+  {
+    title: "origin node's clients p50 ms",
+    metrics: [{ get: (r) => r.broadcast?.originP50Ms, digits: 1 }],
+    single: "(same)",
+  },
+  {
+    title: "/send max req/s",
+    metrics: [{ get: (r) => r.send?.achievedRate, digits: 0 }],
+    bold: true,
+  },
+  {
+    title: "/send p50 / p99 ms",
+    metrics: [
+      { get: (r) => r.send?.latency.p50Ms, digits: 2 },
+      { get: (r) => r.send?.latency.p99Ms, digits: 2 },
+    ],
+  },
+  {
+    title: "Redis CPU, broadcast / /send (cores)",
+    metrics: [
+      { get: (r) => coresOf(r.broadcast?.cpu, (c) => c.redisMs), digits: 2 },
+      { get: (r) => coresOf(r.send?.cpu, (c) => c.redisMs), digits: 2 },
+    ],
+    single: "no Redis",
+  },
+  {
+    title: "nodes' CPU, broadcast / /send (cores)",
+    metrics: [
+      { get: (r) => coresOf(r.broadcast?.cpu, (c) => c.nodesMs), digits: 2 },
+      { get: (r) => coresOf(r.send?.cpu, (c) => c.nodesMs), digits: 2 },
+    ],
+  },
+];
+
+/**
+ * `a` ÷ `b` on one metric: the ratio of the medians, then the range of each repeat's own ratio
+ * (the two ran in the same repeat), e.g. "×0.62 (×0.55–×0.70)"; "–" when either has no number or
+ * shows as 0 (Redis's CPU during broadcasts: a ratio of rounding noise).
+ */
+function clusterRatio(a: TopologyRun[], b: TopologyRun[], m: ClusterMetric): string {
+  const of = (runs: TopologyRun[]) => spread(runs.map((r) => m.get(r) ?? NaN)).median;
+  const shownAsZero = (x: number) => Math.abs(x) < 0.5 * 10 ** -m.digits;
+  const [x, y] = [of(a), of(b)];
+  if (!Number.isFinite(x / y) || shownAsZero(x) || shownAsZero(y)) return "–";
+  const perRepeat = spread(a.map((ra) => {
+    const rb = b.find((r) => r.repeat === ra.repeat);
+    return (m.get(ra) ?? NaN) / (rb ? m.get(rb) ?? NaN : NaN);
+  }));
+  const range = perRepeat.n > 1 ? ` (×${fmt(perRepeat.min, 2)}–×${fmt(perRepeat.max, 2)})` : "";
+  return `×${fmt(x / y, 2)}${range}`;
+}
+
+/**
+ * Issue 13's cluster scenario, per configuration: the cluster's row, the single node's under it,
+ * and cluster ÷ single; then, when both configurations ran, default ÷ stripped per topology.
+ * Cells are medians (min–max) over the repeats; a ratio is the ratio of the medians, with the
+ * range of each repeat's own ratio after it.
  */
 export function clusterTable(run: ClusterRun): string {
   const repeats = run.settings.repeats;
   const rows = [[
+    "configuration",
     "topology",
     "connections",
-    "conn/s",
-    "KB/conn per node",
-    "broadcast p50 ms",
-    "broadcast p99 ms",
-    "origin node's clients p50 ms",
-    "/send max req/s",
-    "/send p50 / p99 ms",
-    "Redis CPU, broadcast / /send (cores)",
-    "nodes' CPU, broadcast / /send (cores)",
+    ...CLUSTER_COLUMNS.map((c) => c.title),
     "problems",
   ]];
-  const medians: Record<Topology, number[]> = { cluster: [], single: [] };
-  for (const topology of ["cluster", "single"] as const) {
-    const runs = run.runs.filter((r) => r.topology === topology);
-    if (!runs.length) continue;
-    const over = (f: (r: TopologyRun) => number | undefined) =>
-      spread(runs.map((r) => f(r) ?? NaN));
-    const cell = (f: (r: TopologyRun) => number | undefined, digits: number) =>
-      spreadText(over(f), digits, repeats);
-    const first = runs[0];
-    const asked = first.nodes * first.connectionsPerNode;
-    const p50 = over((r) => r.broadcast?.p50Ms);
-    const p99 = over((r) => r.broadcast?.p99Ms);
-    const max = over((r) => r.send?.achievedRate);
-    medians[topology] = [p50.median, p99.median, max.median];
-    const problems = runs.flatMap((r) =>
-      clusterProblems(r).map((p) => `#${r.repeat}: ${p}`.replace(/\s+/g, " ").replace(/\|/g, "/"))
+  const runsOf = (config: ProductConfig, topology: Topology) =>
+    run.runs.filter((r) => configOf(r) === config && r.topology === topology);
+  const measured = (runs: TopologyRun[]) =>
+    CLUSTER_COLUMNS.map((c) =>
+      runs[0].topology === "single" && c.single !== undefined ? c.single : c.metrics
+        .map((m) => spreadText(spread(runs.map((r) => m.get(r) ?? NaN)), m.digits, repeats))
+        .join(" / ")
     );
-    rows.push([
-      TOPOLOGY_NAME[topology](first),
-      `${asked.toLocaleString("en-US")} (${first.nodes} × ${count(first.connectionsPerNode)})`,
-      cell((r) => r.connectPerSecond, 0),
-      cell((r) => r.rssPerConnectionBytes / 1024, 1),
-      spreadText(p50, 1, repeats),
-      spreadText(p99, 1, repeats),
-      topology === "cluster" ? cell((r) => r.broadcast?.originP50Ms, 1) : "(same)",
-      spreadText(max, 0, repeats),
-      `${cell((r) => r.send?.latency.p50Ms, 2)} / ${cell((r) => r.send?.latency.p99Ms, 2)}`,
-      topology === "cluster"
-        ? `${cell((r) => coresOf(r.broadcast?.cpu, (c) => c.redisMs), 2)} / ` +
-          cell((r) => coresOf(r.send?.cpu, (c) => c.redisMs), 2)
-        : "no Redis",
-      `${cell((r) => coresOf(r.broadcast?.cpu, (c) => c.nodesMs), 2)} / ` +
-      cell((r) => coresOf(r.send?.cpu, (c) => c.nodesMs), 2),
-      problems.length ? problems.join("; ") : "none",
-    ]);
+  /** `a` ÷ `b` in every column both have: the cluster-only ones when both are clusters. */
+  const ratios = (a: TopologyRun[], b: TopologyRun[]) =>
+    CLUSTER_COLUMNS.map((c) => {
+      if (c.single !== undefined && [a, b].some((runs) => runs[0].topology === "single")) {
+        return "";
+      }
+      const text = c.metrics.map((m) => clusterRatio(a, b, m)).join(" / ");
+      return c.bold && text !== "–" ? `**${text}**` : text;
+    });
+
+  const configs = [...new Set(run.runs.map(configOf))];
+  for (const config of configs) {
+    for (const topology of ["cluster", "single"] as const) {
+      const runs = runsOf(config, topology);
+      if (!runs.length) continue;
+      const first = runs[0];
+      const asked = first.nodes * first.connectionsPerNode;
+      const problems = runs.flatMap((r) =>
+        clusterProblems(r).map((p) => oneLine(`#${r.repeat}: ${p}`))
+      );
+      rows.push([
+        config,
+        TOPOLOGY_NAME[topology](first),
+        `${asked.toLocaleString("en-US")} (${first.nodes} × ${count(first.connectionsPerNode)})`,
+        ...measured(runs),
+        problems.length ? problems.join("; ") : "none",
+      ]);
+    }
+    const cluster = runsOf(config, "cluster");
+    const single = runsOf(config, "single");
+    if (cluster.length && single.length) {
+      rows.push([config, "**cluster ÷ single**", "", ...ratios(cluster, single), ""]);
+    }
   }
-  if (medians.cluster.length && medians.single.length) {
-    const r = medians.cluster.map((v, i) => v / medians.single[i]);
-    const ratio = (x: number) => Number.isFinite(x) ? `×${fmt(x, 2)}` : "–";
-    rows.push([
-      "**cluster ÷ single**",
-      "",
-      "",
-      "",
-      ratio(r[0]),
-      ratio(r[1]),
-      "",
-      `**${ratio(r[2])}**`,
-      "",
-      "",
-      "",
-      "",
-    ]);
+  if (configs.includes("default") && configs.includes("stripped")) {
+    for (const topology of ["cluster", "single"] as const) {
+      const ours = runsOf("default", topology);
+      const stripped = runsOf("stripped", topology);
+      if (!ours.length || !stripped.length) continue;
+      rows.push([
+        "**default ÷ stripped**",
+        TOPOLOGY_NAME[topology](ours[0]),
+        "",
+        ...ratios(ours, stripped),
+        "",
+      ]);
+    }
   }
   return markdown(rows);
 }
@@ -1253,6 +1332,7 @@ export function clusterTable(run: ClusterRun): string {
 export function clusterRunsTable(run: ClusterRun): string {
   const rows = [[
     "repeat",
+    "configuration",
     "topology",
     "open / asked",
     "conn/s",
@@ -1274,6 +1354,7 @@ export function clusterRunsTable(run: ClusterRun): string {
     const s = r.send;
     rows.push([
       String(r.repeat),
+      configOf(r),
       TOPOLOGY_NAME[r.topology](r) + (r.error ? " (failed)" : ""),
       `${r.connected} / ${r.nodes * r.connectionsPerNode}`,
       String(r.connectPerSecond),
