@@ -22,7 +22,7 @@ help:
 	@echo "make test     run the whole suite (fmt, lint, type check, tests on Deno and Bun)"
 	@echo "make build    compile dist/deno-pusher with bun build --compile"
 	@echo "make sdk      rebuild sdk/bundle.ts (what GET /sdk/deno-pusher.js serves) from sdk/client.ts"
-	@echo "make bench    quick side-by-side benchmark"
+	@echo "make bench    quick side-by-side benchmark, then the cluster scenario (~25 minutes)"
 
 $(TOOLS_BIN)/deno:
 	@mkdir -p .tools

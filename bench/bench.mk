@@ -1,15 +1,17 @@
-# Benchmarks (issues 6 and 16). Included by the top-level Makefile; uses its $(DENO), $(BUN) and
-# `deps`. Ten peers (deno-pusher stripped and in its default configuration on Deno and as the Bun
-# executable, the Deno ceiling, both Bun ceilings, Go, Node ws, Socket.IO), each run 3 times,
+# Benchmarks (issues 6, 13 and 16). Included by the top-level Makefile; uses its $(DENO), $(BUN)
+# and `deps`. Eleven peers (deno-pusher stripped and in its default configuration on Deno and as the
+# Bun executable, both Deno ceilings, both Bun ceilings, Go, Node ws, Socket.IO), each run 3 times,
 # interleaved, a fresh process each time. `make bench` is the quick pass: one run takes about 25 s
-# on a quiet 2-core machine (up to twice that when the cores are busy), so the 30 runs take about
-# 12 minutes (bounded at 30); it prints the markdown tables. `make bench-full` runs every scenario
-# at up to 19,000 connections (about 110 s a run) and the 10-minute soak of each deno-pusher peer,
-# about 100 minutes in all (bounded at 150), and rewrites the tables in docs/BENCHMARKS.md.
-# Results: bench/results/latest-<profile>.{json,md,svg}. BENCH_ARGS passes extra flags to run.ts,
-# e.g. BENCH_ARGS='--peers ceiling,go' to run some peers only, '--repeats 1' for one pass. `make
-# bench-cluster` is issue 13's cluster scenario (three nodes and Redis against one node, about 5
-# minutes; see below).
+# on a quiet 2-core machine (up to twice that when the cores are busy), so the 33 runs take about
+# 12-17 minutes (bounded at 30); it prints the markdown tables. Then it runs the cluster scenario
+# (below, about 9 minutes) and prints its tables too, rewriting no docs: about 25 minutes in all.
+# `make bench-full` runs every scenario at up to 19,000 connections (about 110 s a run) and the
+# 10-minute soak of each deno-pusher peer, about 100 minutes (bounded at 150), then the cluster
+# scenario, and rewrites both sections of docs/BENCHMARKS.md: about 2 hours in all. Without
+# redis-server on PATH both skip the cluster scenario with a SKIP line and succeed.
+# Results: bench/results/latest-<profile>.{json,md,svg} and latest-cluster.{json,md}. BENCH_ARGS
+# passes extra flags to run.ts, e.g. BENCH_ARGS='--peers ceiling,go' to run some peers only,
+# '--repeats 1' for one pass; CLUSTER_ARGS adds flags to the cluster step's (see bench-cluster).
 
 .PHONY: bench bench-full bench-deps
 
@@ -24,9 +26,24 @@ bench-deps: deps bench/node_modules/.installed
 
 bench: bench-deps
 	nice -n 5 $(DENO) run --allow-all bench/run.ts --profile quick --bun $(BUN) --deno $(DENO) $(BENCH_ARGS)
+	$(call cluster_step,$(CLUSTER_ARGS))
 
 bench-full: bench-deps
 	nice -n 5 $(DENO) run --allow-all bench/run.ts --profile full --bun $(BUN) --deno $(DENO) --docs $(BENCH_ARGS)
+	$(call cluster_step,--docs $(CLUSTER_ARGS))
+
+# The cluster scenario as the last step of `make bench` and `make bench-full`, with the flags in
+# $(1); dist/deno-pusher is built by bench-deps. Without redis-server on PATH it says so loudly and
+# succeeds, so that the rest of the bench still stands.
+define cluster_step
+@if command -v redis-server >/dev/null; then \
+  set -x; nice -n 5 $(DENO) run --allow-all bench/cluster.ts --bun $(BUN) $(1); \
+else \
+  echo; echo "**************************************************************************"; \
+  echo "SKIP: cluster scenario: redis-server not on PATH (apt-get install redis-server)"; \
+  echo "**************************************************************************"; echo; \
+fi
+endef
 
 # The load-generator check: deno-pusher (stripped, on both runtimes) and the Go hub run with the
 # default load generators (socket holders of <= 5,000 sockets and one /send caller) and, right
@@ -44,10 +61,14 @@ bench-loadgen-check: bench-deps
 # The cluster scenario (issue 13 §5, bench/cluster.ts): three dist/deno-pusher nodes sharing one
 # redis-server (from PATH; `apt-get install redis-server`) with 17,000 connections each, against
 # one node alone with 19,000, same executable and flags; broadcast fan-out and closed-loop /send,
-# with Redis's CPU, in 3 interleaved repeats. About 5 minutes, bounded by --deadline-min (40).
-# Writes bench/results/latest-cluster.{md,json} and the Cluster section of docs/BENCHMARKS.md.
-# CLUSTER_ARGS passes extra flags, e.g. CLUSTER_ARGS='--per-node 1000 --single 1000 --repeats 1
-# --rounds 5 --rate-ms 1000 --label dev' for a short run that leaves the docs alone.
+# with Redis's CPU. Both in deno-pusher's default configuration (its Redis with appendonly yes,
+# appendfsync everysec, as a production one) and in the stripped one (its Redis without
+# persistence): 3 repeats of the 4 (configuration × topology) pairs, 12 runs of about 40 s, so
+# about 9 minutes on a quiet machine, bounded by --deadline-min (40). Standalone it writes
+# bench/results/latest-cluster.{md,json} and the Cluster section of docs/BENCHMARKS.md. CLUSTER_ARGS
+# replaces that --docs with other flags, e.g. CLUSTER_ARGS='--per-node 1000 --single 1000
+# --repeats 1 --rounds 5 --rate-ms 1000 --label dev' for a short run (4 runs, under a minute) that
+# leaves the docs alone, or '--configs default' for one configuration only.
 CLUSTER_ARGS ?=
 .PHONY: bench-cluster
 bench-cluster: deps
