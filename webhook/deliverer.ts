@@ -4,8 +4,9 @@
  * `{"events":[…]}` in batches of up to `batchSize`. A 2xx removes a batch from the outbox; any
  * other answer, a network error or no answer within `timeoutMs` leaves it there, and its queues
  * (one per uid, outbox.ts) are tried again after an exponential backoff with full jitter, until the
- * event is `maxAgeMs` old: then it is dropped, counted and logged. A receiver that is down or hangs
- * holds up only its own URL's deliveries, never `emit`.
+ * event is `maxAgeMs` old: then it is dropped, counted and logged. A receiver that accepts again
+ * after RECOVERY_SILENCE_MS of nothing gets every queue waiting on its backoff at once. A receiver
+ * that is down or hangs holds up only its own URL's deliveries, never `emit`.
  *
  * Invariant: one lane per URL, and a lane has at most one request in flight; so a queue's rows are
  * never in two requests at once, and a queue's events reach the receiver in order.
@@ -35,6 +36,14 @@ export const DEFAULT_MIN_BACKOFF_MS = 1_000;
 
 /** The backoff's highest ceiling, in milliseconds: a receiver back up is found within 5 minutes. */
 export const DEFAULT_MAX_BACKOFF_MS = 5 * 60 * 1000;
+
+/**
+ * Milliseconds a receiver accepts nothing before its next 2xx counts as coming back from an
+ * outage: the queues waiting on their backoff then go at once (Outbox.resume), rather than each
+ * at its own time, up to DEFAULT_MAX_BACKOFF_MS later. A receiver that refuses one uid's events
+ * while it takes the others' accepts often, so that uid's retries keep their backoff.
+ */
+export const RECOVERY_SILENCE_MS = 30_000;
 
 /**
  * Milliseconds `close` waits for requests in flight before it aborts them (their events stay in
@@ -354,6 +363,8 @@ class Lane {
   #controller: AbortController | undefined;
   /** Whether the URL's last POST failed: the failure was logged, the next ones are not. */
   #failing = false;
+  /** When the URL's receiver last accepted a POST, by `now`; undefined since the start. */
+  #acceptedAt: number | undefined;
   /** Whether the outbox's last answer to this lane was an error, logged already. */
   #outboxFailing = false;
   /** Settles when the loop has stopped. */
@@ -486,6 +497,12 @@ class Lane {
         await s.outbox.delivered(this.#url, rows, at);
         s.delivered(rows, at);
         this.#failing = false;
+        // Back after an outage (or the first 2xx since the start, which may follow one): what
+        // waits on the backoff goes now.
+        const silent = this.#acceptedAt === undefined ||
+          at - this.#acceptedAt >= RECOVERY_SILENCE_MS;
+        this.#acceptedAt = at;
+        if (silent) await s.outbox.resume(this.#url, at);
       } else {
         s.failed();
         await s.outbox.retry(this.#url, rows, (attempts) => s.now() + s.backoff(attempts));

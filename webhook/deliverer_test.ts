@@ -11,6 +11,7 @@ import type { WebhookEvent } from "./events.ts";
 import type { Outbox } from "./outbox.ts";
 import { SqliteOutbox, WEBHOOK_FILE } from "./outbox_sqlite.ts";
 import { ids, startReceiver } from "./testkit.ts";
+import { idsOf } from "./outbox_contract.ts";
 
 const SECRET = "whsec_deliverer_test";
 
@@ -165,6 +166,50 @@ test("webhooks: while alice's events fail, bob's go on, and alice's arrive later
   assert.deepEqual(accepted.filter((id) => id.startsWith("bob")), bob);
   assert.deepEqual(accepted.filter((id) => id.startsWith("alice")), ["alice-1", "alice-2"]);
   assert.ok(accepted.indexOf("bob-3") < accepted.indexOf("alice-1"), "bob's went first");
+});
+
+test("webhooks: a receiver back from an outage gets the events waiting on their backoff at once, not a minute later", async () => {
+  await using receiver = await startReceiver(SECRET);
+  let down = true;
+  receiver.answer = () => down ? "fail" : "ok";
+  // Every retry would wait a full minute: longer than the receiver's `until` waits.
+  const minute = { minBackoffMs: 60_000, maxBackoffMs: 60_000, random: () => 1 };
+  await using h = deliver([receiver.url], minute);
+  h.deliverer.emit(event("alice-1", { uid: "alice" }));
+  h.deliverer.emit(event("bob-1", { uid: "bob" }));
+  await receiver.until(() => receiver.requests.length >= 1, "the POST that failed");
+  down = false;
+  // The receiver's first 2xx (a new uid's event, due at once) shows it is back.
+  h.deliverer.emit(event("carol-1", { uid: "carol" }));
+  await receiver.until(() => receiver.accepted.length === 3, "every event, the waiting ones too");
+  assert.deepEqual(ids(receiver.accepted), ["carol-1", "alice-1", "bob-1"]);
+});
+
+test("webhooks: a receiver that refuses one uid's events while it takes the others' does not get that uid's retries sooner", async () => {
+  await using receiver = await startReceiver(SECRET);
+  receiver.answer = (events) => events.some((e) => e.uid === "alice") ? "fail" : "ok";
+  const minute = { minBackoffMs: 60_000, maxBackoffMs: 60_000, random: () => 1 };
+  await using h = deliver([receiver.url], minute);
+  h.deliverer.emit(event("bob-1", { uid: "bob" }));
+  await receiver.until(() => receiver.accepted.length === 1, "bob-1");
+  h.deliverer.emit(event("alice-1", { uid: "alice" }));
+  await receiver.until(() => receiver.requests.length === 2, "alice-1, refused");
+  const failedAt = Date.now();
+  for (const id of ["bob-2", "bob-3"]) {
+    h.deliverer.emit(event(id, { uid: "bob" }));
+    await receiver.until(() => ids(receiver.accepted).includes(id), id);
+  }
+  // bob-3's POST came after bob-2's answer was recorded: had that brought alice's queue forward,
+  // it would be due now, not a minute after her failure.
+  const dueNow = await h.outbox.due(receiver.url, Date.now(), 10);
+  assert.deepEqual(dueNow.filter((row) => row.key === "uid:alice"), []);
+  const dueLater = await h.outbox.due(receiver.url, failedAt + 61_000, 10);
+  assert.deepEqual(
+    idsOf(dueLater.filter((row) => row.key === "uid:alice")),
+    ["alice-1"],
+    "due a minute after her failure",
+  );
+  assert.equal(receiver.requests.filter((r) => r.events.some((e) => e.uid === "alice")).length, 1);
 });
 
 test("webhooks: a receiver that is down holds up only its own URL", async () => {

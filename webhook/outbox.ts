@@ -72,6 +72,13 @@ export interface Outbox {
     nextAt: (attempts: number) => number,
   ): Promise<void>;
   /**
+   * `url`'s receiver accepts again after it was down: every queue of `url` waiting for a retry
+   * (due after `now`) comes due at `now`, its rows keeping their counts of failures, so that what
+   * waited on the backoff goes now rather than at each queue's own time. A queue that another
+   * outbox has claimed (the Redis lease) keeps its time. Answers how many queues came due.
+   */
+  resume(url: string, now: number): Promise<number>;
+  /**
    * Removes rows of any URL whose event happened at or before `cutoff` (ms since the epoch), the
    * oldest first, some thousands at a time; answers how many went.
    */

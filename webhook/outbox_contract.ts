@@ -97,6 +97,29 @@ export function outboxContract(name: string, open: OpenOutbox): void {
     assert.deepEqual(idsOf(await h.store.due(A, NOW, 2)), ["b1", "a3"]);
   });
 
+  test(`${name}: resume brings the queues waiting on a retry forward to now, in their order, their failures still counted`, async () => {
+    await using h = open({});
+    for (const uid of ["alice", "bob", "carol"]) h.store.add(event(`${uid}-1`, uid), [A, B]);
+    const failed = await h.store.due(A, NOW, 2);
+    assert.deepEqual(idsOf(failed), ["alice-1", "bob-1"]);
+    await h.store.retry(A, failed, (attempts) => NOW + 60_000 * attempts);
+    assert.equal(await h.store.nextDueAt(A), 0, "carol's queue has not been tried");
+
+    assert.equal(await h.store.resume(A, NOW + 1000), 2, "alice's and bob's");
+    const now = await h.store.due(A, NOW + 1000, 10);
+    assert.deepEqual(idsOf(now), ["carol-1", "alice-1", "bob-1"], "due the longest first");
+    assert.deepEqual(now.map((row) => row.attempts), [0, 1, 1]);
+    await h.store.retry(A, now, (attempts) => NOW + 1000 + 60_000 * attempts);
+    assert.equal(await h.store.nextDueAt(A), NOW + 61_000, "carol's first failure");
+    assert.equal(await h.store.resume(A, NOW + 2000), 3);
+    assert.equal(await h.store.resume(A, NOW + 2000), 0, "none waits any more");
+    const again = await h.store.due(A, NOW + 2000, 10);
+    assert.deepEqual(idsOf(again), ["alice-1", "bob-1", "carol-1"], "oldest queue first");
+    assert.deepEqual(again.map((row) => row.attempts), [2, 2, 1], "the backoff goes on from there");
+    assert.equal(await h.store.nextDueAt(B), 0, "B's queues are B's");
+    assert.equal(await h.store.resume(B, NOW), 0);
+  });
+
   test(`${name}: past maxEvents the oldest rows go, counted and reported once per burst`, async () => {
     const reports: string[] = [];
     await using h = open({ maxEvents: 10, onError: (err) => reports.push(err.message) });

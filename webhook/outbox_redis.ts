@@ -86,6 +86,12 @@ export const MAX_BATCH_ROWS = 1000;
 /** Rows one `expire` removes at most: bounds one script's hold on Redis. More go at the next. */
 export const EXPIRE_ROWS = 10_000;
 
+/**
+ * Queues one step of `resume` looks at: bounds one script's hold on Redis, as EXPIRE_ROWS does;
+ * `resume` takes as many steps as the URL has queues waiting.
+ */
+export const RESUME_QUEUES = 1000;
+
 /** Milliseconds before a failed write is tried again: a Redis that is down is not retried hot. */
 export const WRITE_RETRY_MS = 1000;
 
@@ -260,6 +266,26 @@ return 1
 `;
 
 /**
+ * ARGV: prefix, url, now, how many at most, how many to pass over first. Of url's queues due after
+ * now, in order of their due times, brings those nobody has claimed (no lease) forward to now.
+ * Answers {brought forward, looked at}: the leased ones stay where they were, so the caller's next
+ * call passes over them.
+ */
+const RESUME_LUA = LUA_COMMON + `
+local due, leases = P .. 'due:' .. ARGV[2], P .. 'leases:' .. ARGV[2]
+local waiting = redis.call('ZRANGE', due, '(' .. ARGV[3], '+inf', 'BYSCORE', 'LIMIT',
+  tonumber(ARGV[5]), tonumber(ARGV[4]))
+local brought = 0
+for _, m in ipairs(waiting) do
+  if redis.call('HEXISTS', leases, string.sub(m, 19)) == 0 then
+    redis.call('ZADD', due, ARGV[3], m)
+    brought = brought + 1
+  end
+end
+return {brought, #waiting}
+`;
+
+/**
  * ARGV: prefix, cutoff (ms), how many at most. Removes the rows created at or before cutoff, the
  * oldest first. Answers {removed, rows}.
  */
@@ -277,6 +303,7 @@ interface Scripts {
   webhooksDelivered(...args: string[]): Promise<[number, number]>;
   webhooksRetry(...args: string[]): Promise<number>;
   webhooksRelease(...args: string[]): Promise<number>;
+  webhooksResume(...args: string[]): Promise<[number, number]>;
   webhooksExpire(...args: string[]): Promise<[number, number]>;
 }
 
@@ -352,6 +379,7 @@ export class RedisOutbox implements Outbox {
     redis.defineCommand("webhooksDelivered", { numberOfKeys: 0, lua: DELIVERED_LUA });
     redis.defineCommand("webhooksRetry", { numberOfKeys: 0, lua: RETRY_LUA });
     redis.defineCommand("webhooksRelease", { numberOfKeys: 0, lua: RELEASE_LUA });
+    redis.defineCommand("webhooksResume", { numberOfKeys: 0, lua: RESUME_LUA });
     redis.defineCommand("webhooksExpire", { numberOfKeys: 0, lua: EXPIRE_LUA });
     this.#redis = redis as Redis & Scripts;
     reportErrors(redis, redactedUrl(options.url), this.#onError);
@@ -428,6 +456,25 @@ export class RedisOutbox implements Outbox {
       for (const [key, head] of heads) args.push(key, String(nextAt(head.attempts + 1)));
       this.#rows = Number(await this.#redis.webhooksRetry(...args));
       for (const key of heads.keys()) this.#leased(url, key, false);
+    });
+  }
+
+  resume(url: string, now: number): Promise<number> {
+    return this.#call("bring the waiting queues forward", async () => {
+      let brought = 0;
+      let passed = 0;
+      for (;;) {
+        const [n, seen] = (await this.#redis.webhooksResume(
+          this.#keys,
+          url,
+          String(now),
+          String(RESUME_QUEUES),
+          String(passed),
+        )).map(Number);
+        brought += n;
+        passed += seen - n;
+        if (seen < RESUME_QUEUES) return brought;
+      }
     });
   }
 

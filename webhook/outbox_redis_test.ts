@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import { after, test } from "node:test";
 import { Redis } from "ioredis";
 import { A, B, event, idsOf, NOW, outboxContract } from "./outbox_contract.ts";
-import { LEASE_MS, RedisOutbox, type RedisOutboxOptions } from "./outbox_redis.ts";
+import { LEASE_MS, RedisOutbox, type RedisOutboxOptions, RESUME_QUEUES } from "./outbox_redis.ts";
 import { WebhookDeliverer } from "./deliverer.ts";
 import type { WebhookEvent } from "./events.ts";
 import { startReceiver } from "./testkit.ts";
@@ -82,6 +82,43 @@ if (!findRedisServer()) {
     const again = await a.due(A, NOW + 1000, 10);
     assert.deepEqual(idsOf(again).sort(), idsOf(fromB).sort(), "b's answer ended its lease");
     assert.deepEqual(again.map((row) => row.attempts), [1, 1, 1, 1, 1, 1]);
+  });
+
+  test("redis outbox: resume on one node leaves the queues another node has claimed where they are", async () => {
+    await using c = cluster();
+    const [a, b] = c.outboxes;
+    for (const uid of ["alice", "bob"]) a.add(event(`${uid}-1`, uid), [A]);
+    await a.written();
+    const alice = await a.due(A, NOW, 1);
+    await a.retry(A, alice, () => NOW + 60_000);
+    const bob = await b.due(A, NOW, 10);
+    assert.deepEqual(idsOf(bob), ["bob-1"], "b holds bob's queue until NOW + LEASE_MS");
+    assert.equal(await a.resume(A, NOW + 1000), 1, "alice's only");
+    assert.deepEqual(idsOf(await a.due(A, NOW + 1000, 10)), ["alice-1"]);
+    await b.delivered(A, bob, NOW + 1000);
+    assert.equal(await a.nextDueAt(A), NOW + 1000 + LEASE_MS, "alice's, claimed by a now");
+  });
+
+  test("redis outbox: resume takes every waiting queue however many there are, passing over the claimed ones among them", async () => {
+    await using c = cluster();
+    const [a, b] = c.outboxes;
+    const uids = Array.from({ length: 2 * RESUME_QUEUES + 100 }, (_, i) => `u${i}`);
+    for (const uid of uids) a.add(event(uid, uid), [A]);
+    await a.written();
+    const all = await a.due(A, NOW, uids.length);
+    const half = all.length / 2;
+    await a.retry(A, all.slice(0, half), () => NOW + 60_000);
+    await a.retry(A, all.slice(half), () => NOW + 200_000);
+    // b claims the first half, more queues than one step of resume looks at: they wait for its
+    // lease (NOW + 60 s + LEASE_MS), ahead of the second half in the order resume looks at them.
+    const claimed = await b.due(A, NOW + 60_000, half);
+    assert.equal(claimed.length, half);
+    assert.ok(half > RESUME_QUEUES);
+    assert.equal(await a.resume(A, NOW + 1000), uids.length - half);
+    const now = await a.due(A, NOW + 1000, uids.length);
+    assert.equal(now.length, uids.length - half);
+    const taken = new Set(claimed.map((row) => row.key));
+    assert.ok(now.every((row) => !taken.has(row.key)), "none of b's");
   });
 
   test("redis outbox: an answer that comes after its lease ended leaves the new holder's lease alone", async () => {

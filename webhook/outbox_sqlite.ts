@@ -88,6 +88,7 @@ type Statements = Record<
   | "queueRows"
   | "closeQueue"
   | "postpone"
+  | "resume"
   | "remove"
   | "failed"
   | "expire"
@@ -186,6 +187,7 @@ export class SqliteOutbox implements Outbox {
            SELECT 1 FROM webhook_outbox WHERE url = ? AND key = ?)`,
       ),
       postpone: db.prepare("UPDATE webhook_queues SET next_at = ? WHERE url = ? AND key = ?"),
+      resume: db.prepare("UPDATE webhook_queues SET next_at = ? WHERE url = ? AND next_at > ?"),
       remove: db.prepare("DELETE FROM webhook_outbox WHERE seq = ?"),
       failed: db.prepare("UPDATE webhook_outbox SET attempts = attempts + 1 WHERE seq = ?"),
       expire: db.prepare(
@@ -255,6 +257,13 @@ export class SqliteOutbox implements Outbox {
       }
       for (const [key, head] of heads) this.#sql.postpone.run(nextAt(head.attempts + 1), url, key);
     });
+  }
+
+  resume(url: string, now: number): Promise<number> {
+    return this.#write(
+      "bring the waiting queues forward",
+      () => Number(this.#sql.resume.run(now, url, now).changes),
+    );
   }
 
   expire(cutoff: number): Promise<number> {
