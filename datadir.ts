@@ -3,7 +3,18 @@
  * write the same log. The lock is a file holding the owner's pid, which works the same on Deno, on
  * Bun and in the compiled executable (neither `node:fs` offers flock on both).
  */
-import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { join, resolve } from "node:path";
 import process from "node:process";
 
@@ -117,4 +128,20 @@ function removeIfThere(file: string): void {
   } catch (err) {
     if ((err as { code?: string }).code !== "ENOENT") throw err;
   }
+}
+
+/**
+ * Replaces `file` with `text` so that a crash at any point leaves the old text or the new one
+ * whole: written to `<file>.tmp`, synced, then renamed over it. Throws what the file system threw.
+ */
+export function writeDurably(file: string, text: string): void {
+  const tmp = `${file}.tmp`;
+  const fd = openSync(tmp, "w");
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
 }

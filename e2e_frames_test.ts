@@ -5,13 +5,20 @@
  * claims every such frame is refused and the connection stays open.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import {
   ask,
   connectClient,
   postJson,
+  PROGRAM_SECRET,
   programTab,
   programToken as token,
+  type Started,
+  startProgram,
+  stopProgram,
   withProgram,
 } from "./testkit.ts";
 
@@ -342,4 +349,43 @@ test("capacity: a full group refuses a join frame, an API join answers 409, and 
     await late[Symbol.asyncDispose]();
     for (const t of [a, b, c]) await t.client[Symbol.asyncDispose]();
   });
+});
+
+test("capacity: a group's own bound outlives a restart, kept in the data directory; null forgets it", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "deno-pusher-e2e-capacity-"));
+  const start = () =>
+    startProgram(["--port", "0", "--data-dir", dataDir], { JWT_SECRET: PROGRAM_SECRET });
+  const portOf = (started: Started) => Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
+  const settings = (port: number, body?: Record<string, unknown>) =>
+    fetch(`http://127.0.0.1:${port}/api/groups/room-1/settings`, {
+      method: body ? "PUT" : "GET",
+      headers: { "content-type": "application/json" },
+      body: body && JSON.stringify(body),
+    }).then((res) => res.json());
+  let started = await start();
+  try {
+    assert.equal((await settings(portOf(started), { maxMembers: 1 })).maxMembers, 1);
+    assert.equal(await stopProgram(started), 0);
+    started = await start();
+    const port = portOf(started);
+    assert.deepEqual(await settings(port), {
+      group: "room-1",
+      maxMembers: 1,
+      own: true,
+      members: 0,
+    });
+    const a = await tab(port, "a", TALKER);
+    const b = await tab(port, "b", TALKER);
+    assert.equal((await ask(a.client, { type: "join", group: "room-1" })).type, "joined");
+    assert.equal((await ask(b.client, { type: "join", group: "room-1" })).error, "group is full");
+    for (const t of [a, b]) await t.client[Symbol.asyncDispose]();
+
+    assert.equal((await settings(port, { maxMembers: null })).own, false);
+    assert.equal(await stopProgram(started), 0);
+    started = await start();
+    assert.equal((await settings(portOf(started))).own, false, "forgotten after the restart too");
+  } finally {
+    await stopProgram(started);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });

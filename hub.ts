@@ -8,6 +8,7 @@
  * (gateway-websocket leaked both). A uid may have any number of clients; closing one never touches
  * another (go-pusher's second login evicted the first, and the first's close removed the second).
  */
+import type { CapacityStore } from "./capacities.ts";
 import { SmallSet } from "./smallset.ts";
 import type { Identity } from "./authenticator.ts";
 import { Client, type ClientEvents, CloseCode, type Format, type Socket } from "./client.ts";
@@ -128,6 +129,11 @@ export interface HubOptions {
   offlineTtl?: number;
   /** Members (connections) a group may have unless its settings say otherwise; 0: no bound. */
   maxGroupMembers?: number;
+  /**
+   * Where a single node keeps the groups' own bounds set through the API (capacities.ts), read
+   * here when the hub is made; none keeps them in memory only. A cluster keeps them in `presence`.
+   */
+  capacities?: CapacityStore;
   /** Keys one connection may lock at once (DEFAULT_MAX_LOCKS_PER_CONNECTION); 0: no bound. */
   maxLocksPerConnection?: number;
   /**
@@ -211,8 +217,9 @@ export class Hub {
   /** Frames waiting in client queues, all clients together. */
   #pending = 0;
   readonly #maxGroupMembers: number;
-  /** Per-group bounds set through the API, over MAX_GROUP_MEMBERS; kept while the server runs. */
+  /** Per-group bounds set through the API, over MAX_GROUP_MEMBERS, as kept (see `setCapacity`). */
   readonly #capacities = new Map<string, number>();
+  readonly #capacityStore: CapacityStore | undefined;
   readonly #locks: Locks;
   readonly #maxLocksPerConnection: number;
   /** In a cluster, the expiry of the locks this node's connections took with a ttl. */
@@ -241,6 +248,8 @@ export class Hub {
     this.#offlineTtl = options.history ? options.offlineTtl ?? 0 : 0;
     this.#maxGroupMembers = options.maxGroupMembers ?? 0;
     this.#registry = options.presence;
+    this.#capacityStore = options.presence ? undefined : options.capacities;
+    for (const [group, max] of this.#capacityStore?.all ?? []) this.#capacities.set(group, max);
     this.#webhooks = options.webhooks;
     // In a cluster, the registry tells who is online and which groups exist (`clusterChanged`).
     this.#uidHooks = options.webhooks && !options.presence
@@ -762,12 +771,18 @@ export class Hub {
 
   /**
    * Sets `group`'s own bound (0: none), or with null goes back to MAX_GROUP_MEMBERS; on every node
-   * of a cluster (kept in its registry). Rejects with StoreUnavailableError when the registry
-   * cannot keep it (nothing changed then).
+   * of a cluster (kept in its registry), else in HubOptions.capacities. Rejects with
+   * StoreUnavailableError when the registry or the store cannot keep it (nothing changed then).
    */
   async setCapacity(group: string, maxMembers: number | null): Promise<void> {
     if (this.#registry) {
       await this.#registryAnswer(this.#registry.setCapacity(group, maxMembers));
+    } else {
+      try {
+        this.#capacityStore?.set(group, maxMembers);
+      } catch (err) {
+        throw new StoreUnavailableError((err as Error).message, { cause: err });
+      }
     }
     if (maxMembers === null) this.#capacities.delete(group);
     else this.#capacities.set(group, maxMembers);

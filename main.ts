@@ -33,6 +33,7 @@ import type { PresentClient } from "./engine/presence.ts";
 import type { HistoryStore } from "./engine/history.ts";
 import type { IdempotencyStore } from "./idempotency/store.ts";
 import { IDEMPOTENCY_FILE, SqliteIdempotency } from "./idempotency/sqlite.ts";
+import { CapacityFile } from "./capacities.ts";
 import { RedisIdempotency } from "./idempotency/redis.ts";
 import { startCheckpoints } from "./sqlite.ts";
 import { StdoutLogger } from "./message/stdout.ts";
@@ -124,7 +125,10 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   let history: HistoryStore | undefined;
   let idempotency: IdempotencyStore | undefined;
   let outbox: Outbox | undefined;
+  let capacities: CapacityFile | undefined;
   try {
+    // A cluster keeps the groups' own bounds in Redis (its presence registry).
+    capacities = redisUrl ? undefined : new CapacityFile(dataDir.dir);
     logger = config.messageLogger === "sqlite"
       ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
       : config.messageLogger === "stdout"
@@ -240,6 +244,7 @@ export async function start(config: Config, options: StartOptions = {}): Promise
     history,
     offlineTtl: config.offlineTtl * 1000,
     maxGroupMembers: config.maxGroupMembers,
+    capacities,
     maxLocksPerConnection: config.maxLocksPerConnection,
     onDeliveryError: options.onDeliveryError,
     broker: cluster?.broker,

@@ -246,8 +246,9 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
       path: "/groups/{group}/settings",
       operationId: "setGroupSettings",
       summary: "Set how many connections a group may hold (null: MAX_GROUP_MEMBERS again)",
-      description: "Kept while the server runs, whether or not the group has members. Members " +
-        "past a lowered bound stay; only later joins are refused.",
+      description: "Kept across restarts (in the data directory; in Redis in a cluster), whether " +
+        "or not the group has members. Members past a lowered bound stay; only later joins are " +
+        "refused. 503 when it cannot be kept (nothing changed then).",
       middleware: [limitBody] as const,
       request: {
         ...GroupParam,
@@ -259,7 +260,7 @@ export function groupRoutes(api: OpenAPIHono<Env>, deps: RouteDeps) {
           }),
         ),
       },
-      responses: { 200: json(Settings, "the settings now"), ...refusals(400, 413, 415) },
+      responses: { 200: json(Settings, "the settings now"), ...refusals(400, 413, 415, 503) },
     }),
     async (c) => {
       const { group } = c.req.valid("param");

@@ -2,8 +2,9 @@
  * Message ids: unique and increasing for the life of a data directory, whatever the clock does and
  * whichever logger keeps (or does not keep) the messages.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeDurably } from "../datadir.ts";
 
 /** Where message ids come from. */
 export interface IdSource {
@@ -85,16 +86,8 @@ export class MessageIds implements IdSource {
     if (!Number.isSafeInteger(mark)) {
       throw new Error(`${this.#file}: message ids are exhausted (${this.#last})`);
     }
-    const tmp = `${this.#file}.tmp`;
     try {
-      const fd = openSync(tmp, "w");
-      try {
-        writeSync(fd, `${mark}\n`);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, this.#file);
+      writeDurably(this.#file, `${mark}\n`);
     } catch (err) {
       throw new Error(`cannot write the message id mark ${this.#file}: ${(err as Error).message}`, {
         cause: err,
