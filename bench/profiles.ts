@@ -1,5 +1,5 @@
 /**
- * The two benchmark profiles, each run 3 times over every peer (10 peers: 30 runs). `quick` is
+ * The two benchmark profiles, each run 3 times over every peer (11 peers: 33 runs). `quick` is
  * `make bench`: about 25 s a run, so about 12 minutes on a quiet 2-core machine (a run took up to
  * twice that with the cores busy). `full` is `make bench-full`: every scenario of issue 6 at up to
  * 19,000 connections, about 110 s a run, and the 10-minute soak of each of the four deno-pusher
