@@ -4,9 +4,10 @@
  * `join` frame, sees who is online (the `joined` snapshot, then `join` and `leave` events), talks
  * to the room with `publish` frames and to one person with `send` frames.
  *
- * One HTML document, its script inline, no build step and nothing fetched from elsewhere. Every
- * piece of user text reaches the page through textContent, never as HTML. The script avoids
- * backticks and dollar-brace, which would end or splice this template string.
+ * One HTML document, its script inline, no build step; the script imports the client SDK the
+ * same server serves (GET /sdk/deno-pusher.js), which reconnects, resumes and rejoins the room, and
+ * nothing else. Every piece of user text reaches the page through textContent, never as HTML. The
+ * script avoids backticks and dollar-brace, which would end or splice this template string.
  */
 export const CHAT_PAGE = `<!doctype html>
 <html lang="en">
@@ -71,15 +72,16 @@ export const CHAT_PAGE = `<!doctype html>
     </form>
   </section>
 </main>
-<script>
-"use strict";
+<script type="module">
+// The client SDK, served by the same server: it reconnects, resumes, rejoins the room and settles
+// each request with its answer (README: SDKs).
+import { Client } from "/sdk/deno-pusher.js";
+
 var ROOM = "chat-lobby";
 var me = null;          // my uid
-var ws = null;
+var client = null;
 var online = new Map(); // uid -> info
 var target = null;      // uid of a direct message's receiver, or null for the room
-var pending = new Map(); // ref -> what the frame asked, to show on its answer
-var nextRef = 1;
 
 function $(id) { return document.getElementById(id); }
 function status(text) { $("status").textContent = text; }
@@ -134,73 +136,71 @@ function chooseTarget(uid) {
   $("text").focus();
 }
 
-function request(frame, what) {
-  frame.ref = nextRef++;
-  pending.set(frame.ref, what);
-  ws.send(JSON.stringify(frame));
+/** A token for name from the example's token route; rejects with the server's words. */
+function fetchToken(name) {
+  return fetch("/examples/token", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ app: "chat", name: name }),
+  }).then(function (res) {
+    return res.json().then(function (body) {
+      if (!res.ok) throw new Error(body.error || ("token refused: " + res.status));
+      return body.token;
+    });
+  });
 }
 
-function onFrame(frame) {
-  var what = frame.ref !== undefined ? pending.get(frame.ref) : undefined;
-  if (what) pending.delete(frame.ref);
-  switch (frame.type) {
-    case "welcome":
-      me = frame.uid;
-      status("connected as " + me);
-      request({ type: "join", group: ROOM }, { kind: "join" });
-      break;
-    case "joined":
-      online = new Map();
-      (frame.members || []).forEach(function (m) { online.set(m.uid, m.info || {}); });
-      renderOnline();
-      line("system", null, "You joined " + frame.group + ".");
-      break;
-    case "join":
-      if (frame.group !== ROOM) break;
-      online.set(frame.uid, frame.info || {});
-      renderOnline();
-      if (frame.uid !== me) line("system", null, nameOf(frame.uid) + " joined.");
-      break;
-    case "leave":
-      if (frame.group !== ROOM) break;
-      line("system", null, nameOf(frame.uid) + " left.");
-      online.delete(frame.uid);
-      if (target === frame.uid) chooseTarget(null);
-      renderOnline();
-      break;
-    case "message": {
-      var from = frame.from ? nameOf(frame.from.uid) : "server";
-      if (frame.group === ROOM) line("room", from, String(frame.data));
-      else if (!frame.group) line("dm in", from + " \\u2192 you", String(frame.data));
-      break;
-    }
-    case "ack":
-      // A direct message shows once the server took it; room lines come back as their echo.
-      if (what && what.kind === "send") {
-        line("dm out", "you \\u2192 " + nameOf(what.to), what.text);
-      }
-      break;
-    case "error":
-      line("error", null, (what && what.kind === "send" ? "not sent to " + what.to + ": " : "") +
-        String(frame.error));
-      break;
-  }
-}
-
-function connect(token) {
+function connect(name, token) {
   var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  ws = new WebSocket(scheme + location.host + "/ws?format=json&token=" +
-    encodeURIComponent(token));
-  status("connecting...");
-  ws.onmessage = function (e) {
-    try { onFrame(JSON.parse(e.data)); } catch (err) { console.error(err); }
-  };
-  ws.onclose = function (e) {
-    status("disconnected (" + e.code + (e.reason ? " " + e.reason : "") + ")");
+  client = new Client(scheme + location.host + "/ws", {
+    token: token,
+    // A fresh token before this one expires, and after a restart of the server.
+    getToken: function () { return fetchToken(name); },
+  });
+  client.on("welcome", function (welcome) { me = welcome.uid; });
+  client.on("state", function (state) {
+    status(state === "connected" ? "connected as " + me : state + "...");
+  });
+  // The room's presence: the join's answer, and the SDK's rejoin after every reconnect.
+  client.on("joined", onJoined);
+  client.on("join", function (event) {
+    if (event.group !== ROOM) return;
+    online.set(event.uid, event.info || {});
+    renderOnline();
+    if (event.uid !== me) line("system", null, nameOf(event.uid) + " joined.");
+  });
+  client.on("leave", function (event) {
+    if (event.group !== ROOM) return;
+    line("system", null, nameOf(event.uid) + " left.");
+    online.delete(event.uid);
+    if (target === event.uid) chooseTarget(null);
+    renderOnline();
+  });
+  client.on("message", function (m) {
+    var from = m.from ? nameOf(m.from.uid) : "server";
+    if (m.group === ROOM) line("room", from, String(m.data));
+    else if (!m.group) line("dm in", from + " \u2192 you", String(m.data));
+  });
+  client.on("close", function (closed) {
+    if (closed.reconnect) return; // the SDK comes back by itself
+    status("disconnected (" + closed.code + (closed.reason ? " " + closed.reason : "") + ")");
     line("system", null, "Disconnected. Reload the page to join again.");
     online = new Map();
     renderOnline();
-  };
+  });
+  client.on("error", function (err) { line("error", null, String(err.message)); });
+  client.connect();
+  client.join(ROOM).then(onJoined, function (err) {
+    line("error", null, "could not join " + ROOM + ": " + String(err.message));
+  });
+}
+
+function onJoined(joined) {
+  if (joined.group !== ROOM) return;
+  online = new Map();
+  (joined.members || []).forEach(function (m) { online.set(m.uid, m.info || {}); });
+  renderOnline();
+  line("system", null, "You joined " + joined.group + ".");
 }
 
 $("login").addEventListener("submit", function (e) {
@@ -209,19 +209,10 @@ $("login").addEventListener("submit", function (e) {
   if (!name) return;
   $("join").disabled = true;
   $("login-error").textContent = "";
-  fetch("/examples/token", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ app: "chat", name: name }),
-  }).then(function (res) {
-    return res.json().then(function (body) {
-      if (!res.ok) throw new Error(body.error || ("token refused: " + res.status));
-      return body;
-    });
-  }).then(function (body) {
+  fetchToken(name).then(function (token) {
     $("login").hidden = true;
     $("chat").hidden = false;
-    connect(body.token);
+    connect(name, token);
     $("text").focus();
   }).catch(function (err) {
     $("login-error").textContent = String(err.message || err);
@@ -234,11 +225,19 @@ $("to-room").addEventListener("click", function () { chooseTarget(null); });
 $("send").addEventListener("submit", function (e) {
   e.preventDefault();
   var text = $("text").value;
-  if (!text || !ws || ws.readyState !== WebSocket.OPEN) return;
+  if (!text || !client) return;
+  var shown = function (err) { line("error", null, String(err.message)); };
   if (target === null) {
-    request({ type: "publish", group: ROOM, data: text, echo: true }, { kind: "publish" });
+    // Room lines show as their echo.
+    client.publish(ROOM, text, { echo: true }).catch(shown);
   } else {
-    request({ type: "send", uid: target, data: text }, { kind: "send", to: target, text: text });
+    // A direct message shows once the server took it.
+    var to = target;
+    client.send(to, text).then(function () {
+      line("dm out", "you \u2192 " + nameOf(to), text);
+    }, function (err) {
+      line("error", null, "not sent to " + to + ": " + String(err.message));
+    });
   }
   $("text").value = "";
 });
