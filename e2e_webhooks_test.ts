@@ -346,11 +346,10 @@ if (process.env.DENO_PUSHER_BIN) {
         "every event, once the receiver is back",
         DEFAULT_MAX_BACKOFF_MS + 30_000,
       );
+      const seconds = (ms: number) => (ms / 1000).toFixed(1);
       console.log(
-        `receiver down ${((back - downSince) / 1000).toFixed(0)} s; every event ` +
-          `${
-            ((Date.now() - back) / 1000).toFixed(1)
-          } s after it was back, in ${receiver.posts} POSTs`,
+        `receiver down ${seconds(back - downSince)} s; every event ${seconds(Date.now() - back)} ` +
+          `s after it was back, in ${receiver.posts} POSTs`,
       );
       const round = ["client.connect", "uid.online", "client.disconnect", "uid.offline"];
       for (const uid of uids) {
