@@ -3,20 +3,22 @@
  * talking clients. Several people edit one form, named by `?form=<id>` (default `demo`), in the
  * room `form-<id>`:
  *
- * - the token (POST /examples/token) names the room in its `groups` claim, and the socket connects
- *   with `since=0`, so the room's history is replayed first and rebuilds the form; a full room is
+ * - the token (POST /examples/token) names the room in its `groups` claim, and the client connects
+ *   with `since: 0`, so the room's history is replayed first and rebuilds the form; a full room is
  *   listed in the welcome's `full`, and the page says so;
- * - a `join` frame then answers the presence (`joined`: members with their name and colour, and the
- *   locks held), kept current by `join`, `leave`, `lock` and `unlock` events;
- * - every edit is a `publish` frame (echoed, so that each page applies the same operations in the
+ * - a `join` then answers the presence (`joined`: members with their name and colour, and the locks
+ *   held), kept current by `join`, `leave`, `lock` and `unlock` events;
+ * - every edit is a `publish` (echoed, so that each page applies the same operations in the
  *   server's order) carrying one JSON operation: `{op:"add",id,text}`, `{op:"edit",id,text}` or
  *   `{op:"delete",id}`;
  * - a question being edited is locked (`lock` on focus, `unlock` on blur); one locked by someone
  *   else cannot be edited or deleted on this page.
  *
- * One HTML document, its script inline, no build step and nothing fetched from elsewhere. Every
- * piece of user text reaches the page through textContent or an input's value, never as HTML. The
- * script avoids backticks and dollar-brace, which would end or splice this template string.
+ * One HTML document, its script inline, no build step; the script imports the client SDK the
+ * same server serves (GET /sdk/deno-pusher.js), which reconnects, resumes after the last edit it
+ * applied, rejoins the room and refreshes the token, and nothing else. Every piece of user text
+ * reaches the page through textContent or an input's value, never as HTML. The script avoids
+ * backticks and dollar-brace, which would end or splice this template string.
  */
 export const FORMS_PAGE = `<!doctype html>
 <html lang="en">
@@ -78,22 +80,25 @@ export const FORMS_PAGE = `<!doctype html>
     <p id="notice" class="error" role="alert"></p>
   </section>
 </div>
-<script>
-"use strict";
+<script type="module">
+// The client SDK, served by the same server: it reconnects, resumes, rejoins the room and settles
+// each request with its answer (README: SDKs).
+import { Client } from "/sdk/deno-pusher.js";
+
 /** How long typing pauses before the edit is published, in ms: a frame per pause, not per key. */
 var EDIT_DELAY = 300;
 var formId = new URLSearchParams(location.search).get("form") || "demo";
 var ROOM = "form-" + formId;
 var me = null;            // my uid
 var myClient = null;      // my connection's id: a lock's holder.client
-var ws = null;
+var client = null;
+var connected = "";       // the status once connected: who I am, how many edits were replayed
+var full = false;         // the room was full: the client is closed and the page says so
 var people = new Map();   // uid -> info {name, color}
 var questions = [];       // [{id, text}], in the form's order
 var locks = new Map();    // question id -> holder {uid, client}
 var mine = new Set();     // question ids I hold (or asked for)
 var timers = new Map();   // question id -> pending edit timer
-var nextRef = 1;
-var pending = new Map();  // ref -> what the frame asked
 
 function $(id) { return document.getElementById(id); }
 function status(text) { $("status").textContent = text; }
@@ -114,14 +119,14 @@ function lockedByOther(id) {
   var holder = locks.get(id);
   return holder !== undefined && holder.client !== myClient;
 }
-
-function request(frame, what) {
-  frame.ref = nextRef++;
-  pending.set(frame.ref, what || {});
-  ws.send(JSON.stringify(frame));
+function fieldOf(id) {
+  return document.querySelector("#q-" + CSS.escape(id) + " input");
 }
+
 function publish(op) {
-  request({ type: "publish", group: ROOM, data: JSON.stringify(op), echo: true }, { op: op });
+  client.publish(ROOM, JSON.stringify(op), { echo: true }).catch(function (err) {
+    notice(String(err.message));
+  });
 }
 
 function renderPeople() {
@@ -221,14 +226,28 @@ function apply(op) {
 function takeLock(id) {
   if (lockedByOther(id)) return;
   mine.add(id);
-  request({ type: "lock", group: ROOM, key: id }, { lock: id });
+  client.lock(ROOM, id).then(function () {
+    // Blurred before the answer came: the unlock is on its way already.
+    if (mine.has(id)) locks.set(id, { uid: me, client: myClient });
+    notice("");
+    renderQuestions();
+  }, function (err) {
+    // Someone else took it first (their lock event says who), or too many are held.
+    mine.delete(id);
+    var field = fieldOf(id);
+    if (field && document.activeElement === field) field.blur();
+    var holder = locks.get(id);
+    notice(holder && holder.client !== myClient ? "locked by " + nameOf(holder.uid) :
+      String(err.message));
+  });
 }
 function releaseLock(id) {
   flushEdit(id);
   if (!mine.has(id)) return;
   mine.delete(id);
   if (locks.has(id) && locks.get(id).client === myClient) locks.delete(id);
-  request({ type: "unlock", group: ROOM, key: id }, { unlock: id });
+  // A refusal means the lock is gone already (its connection closed): nothing to show.
+  client.unlock(ROOM, id).catch(function () {});
   var q = questions.find(function (q) { return q.id === id; });
   if (q) renderQuestion(q);
 }
@@ -243,103 +262,134 @@ function flushEdit(id) {
   if (!timers.has(id)) return;
   clearTimeout(timers.get(id));
   timers.delete(id);
-  var input = document.querySelector("#q-" + CSS.escape(id) + " input");
+  var input = fieldOf(id);
   if (input) publish({ op: "edit", id: id, text: input.value });
 }
 
-function onFrame(frame) {
-  var what = frame.ref !== undefined ? pending.get(frame.ref) : undefined;
-  if (what) pending.delete(frame.ref);
-  switch (frame.type) {
-    case "welcome":
-      me = frame.uid;
-      myClient = frame.client;
-      if (Array.isArray(frame.full) && frame.full.indexOf(ROOM) >= 0) {
-        $("editor").hidden = true;
-        $("full").hidden = false;
-        status("the room is full");
-        ws.onclose = null;
-        ws.close();
-        return;
-      }
-      // (recovered is false after since=0 whatever was trimmed: 0 is older than any history.)
-      status("connected as " + me + "; " + (frame.replayed || 0) + " edits replayed");
-      request({ type: "join", group: ROOM });
-      break;
-    case "joined":
-      people = new Map();
-      (frame.members || []).forEach(function (m) { people.set(m.uid, m.info || {}); });
-      locks = new Map();
-      (frame.locks || []).forEach(function (l) { locks.set(l.key, l.holder); });
-      renderPeople();
-      renderQuestions();
-      break;
-    case "join":
-      if (frame.group !== ROOM) break;
-      people.set(frame.uid, frame.info || {});
-      renderPeople();
-      renderQuestions();
-      break;
-    case "leave":
-      if (frame.group !== ROOM) break;
-      people.delete(frame.uid);
-      renderPeople();
-      break;
-    case "lock":
-      if (frame.group !== ROOM) break;
-      locks.set(frame.key, frame.holder);
-      var input = document.querySelector("#q-" + CSS.escape(frame.key) + " input");
-      // Two took it at once and the other won: this page's typing stops here.
-      if (input && document.activeElement === input && frame.holder.client !== myClient) {
-        input.blur();
-      }
-      renderQuestions();
-      break;
-    case "unlock":
-      if (frame.group !== ROOM) break;
-      locks.delete(frame.key);
-      renderQuestions();
-      break;
-    case "locked":
-      // Blurred before the answer came: the unlock is on its way already.
-      if (mine.has(frame.key)) locks.set(frame.key, { uid: me, client: myClient });
-      notice("");
-      renderQuestions();
-      break;
-    case "message":
-      if (frame.group !== ROOM) break;
-      try { apply(JSON.parse(frame.data)); } catch (err) { console.warn("not an operation", err); }
-      break;
-    case "error":
-      if (what && what.lock) {
-        // Someone else took it first (their lock event says who), or too many are held.
-        mine.delete(what.lock);
-        var field = document.querySelector("#q-" + CSS.escape(what.lock) + " input");
-        if (field && document.activeElement === field) field.blur();
-        var holder = locks.get(what.lock);
-        notice(holder ? "locked by " + nameOf(holder.uid) : String(frame.error));
-      } else if (!(what && what.unlock)) notice(String(frame.error));
-      break;
-  }
+/** The room's presence and locks: the join's answer, and the SDK's rejoin after a reconnect. */
+function onJoined(joined) {
+  if (joined.group !== ROOM) return;
+  people = new Map();
+  (joined.members || []).forEach(function (m) { people.set(m.uid, m.info || {}); });
+  locks = new Map();
+  (joined.locks || []).forEach(function (l) { locks.set(l.key, l.holder); });
+  renderPeople();
+  renderQuestions();
 }
 
-function connect(token) {
-  var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  // since=0: the room's whole history comes first, and rebuilds the form.
-  ws = new WebSocket(scheme + location.host + "/ws?format=json&since=0&token=" +
-    encodeURIComponent(token));
-  status("connecting...");
-  ws.onmessage = function (e) {
-    try { onFrame(JSON.parse(e.data)); } catch (err) { console.error(err); }
-  };
-  ws.onclose = function (e) {
-    status("disconnected (" + e.code + (e.reason ? " " + e.reason : "") + "); reload to rejoin");
+/**
+ * After a reconnect: the old connection's locks went with it, so the question being typed in is
+ * locked again, or left when someone else took it meanwhile.
+ */
+function relock() {
+  var li = document.activeElement && document.activeElement.closest("#questions li.question");
+  if (!li) return;
+  if (lockedByOther(li.dataset.id)) document.activeElement.blur();
+  else takeLock(li.dataset.id);
+}
+
+function connect(who, token) {
+  client = new Client("/ws", {
+    token: token,
+    // A fresh token before this one expires, and after a restart of the server.
+    getToken: function () { return fetchToken(who); },
+    // The room's whole history comes first, and rebuilds the form; a reconnect resumes after the
+    // last edit applied.
+    since: 0,
+  });
+  client.on("welcome", function (welcome) {
+    me = welcome.uid;
+    myClient = welcome.client;
+    if (Array.isArray(welcome.full) && welcome.full.indexOf(ROOM) >= 0) {
+      full = true;
+      $("editor").hidden = true;
+      $("full").hidden = false;
+      status("the room is full");
+      client.close();
+      return;
+    }
+    connected = "connected as " + me + "; " + (welcome.replayed || 0) + " edits replayed";
+  });
+  client.on("state", function (state) {
+    if (full || state === "closed") return; // the close listener says why
+    status(state === "connected" ? connected : state + "...");
+  });
+  client.on("gap", function (gap) {
+    // since=0 always reports one (0 is older than any history); later, edits were trimmed away.
+    if (gap.since > 0) notice("Some edits made while you were away are gone; reload the page.");
+  });
+  client.on("joined", function (joined) {
+    onJoined(joined);
+    relock();
+  });
+  client.on("join", function (event) {
+    if (event.group !== ROOM) return;
+    people.set(event.uid, event.info || {});
+    renderPeople();
+    renderQuestions();
+  });
+  client.on("leave", function (event) {
+    if (event.group !== ROOM) return;
+    people.delete(event.uid);
+    renderPeople();
+  });
+  client.on("lock", function (event) {
+    if (event.group !== ROOM) return;
+    locks.set(event.key, event.holder);
+    var input = fieldOf(event.key);
+    // Two took it at once and the other won: this page's typing stops here.
+    if (input && document.activeElement === input && event.holder.client !== myClient) {
+      input.blur();
+    }
+    renderQuestions();
+  });
+  client.on("unlock", function (event) {
+    if (event.group !== ROOM) return;
+    locks.delete(event.key);
+    renderQuestions();
+  });
+  client.on("message", function (m) {
+    if (m.group !== ROOM) return;
+    try { apply(JSON.parse(m.data)); } catch (err) { console.warn("not an operation", err); }
+  });
+  client.on("close", function (closed) {
+    if (full) return;
+    if (closed.reconnect) {
+      // The SDK comes back by itself; the locks this connection held end with it.
+      mine = new Set();
+      locks.forEach(function (holder, key) {
+        if (holder.client === myClient) locks.delete(key);
+      });
+      renderQuestions();
+      return;
+    }
+    status("disconnected (" + closed.code + (closed.reason ? " " + closed.reason : "") +
+      "); reload to rejoin");
     people = new Map();
     locks = new Map();
     renderPeople();
     Array.from(document.querySelectorAll("#questions input, #questions button, #add input"))
       .forEach(function (el) { el.disabled = true; });
-  };
+  });
+  client.on("error", function (err) { notice(String(err.message)); });
+  client.connect();
+  client.join(ROOM).then(onJoined, function (err) {
+    if (!full) notice("could not join " + ROOM + ": " + String(err.message));
+  });
+}
+
+/** A token for who ({name, color}) in this form's room; rejects with the server's words. */
+function fetchToken(who) {
+  return fetch("/examples/token", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ app: "forms", name: who.name, color: who.color, room: ROOM }),
+  }).then(function (res) {
+    return res.json().then(function (body) {
+      if (!res.ok) throw new Error(body.error || ("token refused: " + res.status));
+      return body.token;
+    });
+  });
 }
 
 $("form-id").textContent = formId;
@@ -352,23 +402,14 @@ $("color").value = "#" + Math.floor(Math.random() * 0xffffff).toString(16).padSt
 
 $("login").addEventListener("submit", function (e) {
   e.preventDefault();
-  var name = $("name").value.trim();
-  if (!name) return;
+  var who = { name: $("name").value.trim(), color: $("color").value };
+  if (!who.name) return;
   $("join").disabled = true;
   $("login-error").textContent = "";
-  fetch("/examples/token", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ app: "forms", name: name, color: $("color").value, room: ROOM }),
-  }).then(function (res) {
-    return res.json().then(function (body) {
-      if (!res.ok) throw new Error(body.error || ("token refused: " + res.status));
-      return body;
-    });
-  }).then(function (body) {
+  fetchToken(who).then(function (token) {
     $("login").hidden = true;
     $("editor").hidden = false;
-    connect(body.token);
+    connect(who, token);
   }).catch(function (err) {
     $("login-error").textContent = String(err.message || err);
     $("join").disabled = false;
@@ -378,7 +419,7 @@ $("login").addEventListener("submit", function (e) {
 $("add").addEventListener("submit", function (e) {
   e.preventDefault();
   var text = $("new-text").value.trim();
-  if (!text || !ws || ws.readyState !== WebSocket.OPEN) return;
+  if (!text || !client) return;
   publish({ op: "add", id: newId(), text: text });
   $("new-text").value = "";
 });
