@@ -190,8 +190,24 @@ function connect(name, token) {
   });
   client.on("error", function (err) { line("error", null, String(err.message)); });
   client.connect();
+  joinRoom();
+}
+
+/**
+ * Joins the room; the SDK rejoins it after every reconnect from then on. A join whose connection
+ * dropped before its answer is not kept by the SDK: it is asked again once connected.
+ */
+function joinRoom() {
   client.join(ROOM).then(onJoined, function (err) {
-    line("error", null, "could not join " + ROOM + ": " + String(err.message));
+    if (err.name !== "ConnectionLostError") {
+      line("error", null, "could not join " + ROOM + ": " + String(err.message));
+      return;
+    }
+    var off = client.on("state", function (state) {
+      if (state !== "connected") return;
+      off();
+      joinRoom();
+    });
   });
 }
 

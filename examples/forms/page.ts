@@ -267,6 +267,25 @@ function flushEdit(id) {
 }
 
 /** The room's presence and locks: the join's answer, and the SDK's rejoin after a reconnect. */
+/**
+ * Joins the room (its join and leave events, its snapshot); the SDK rejoins it after every
+ * reconnect from then on. A join whose connection dropped before its answer is not kept by the
+ * SDK: it is asked again once connected.
+ */
+function joinRoom() {
+  client.join(ROOM).then(onJoined, function (err) {
+    if (err.name !== "ConnectionLostError") {
+      if (!full) notice("could not join " + ROOM + ": " + String(err.message));
+      return;
+    }
+    var off = client.on("state", function (state) {
+      if (state !== "connected") return;
+      off();
+      joinRoom();
+    });
+  });
+}
+
 function onJoined(joined) {
   if (joined.group !== ROOM) return;
   people = new Map();
@@ -373,9 +392,7 @@ function connect(who, token) {
   });
   client.on("error", function (err) { notice(String(err.message)); });
   client.connect();
-  client.join(ROOM).then(onJoined, function (err) {
-    if (!full) notice("could not join " + ROOM + ": " + String(err.message));
-  });
+  joinRoom();
 }
 
 /** A token for who ({name, color}) in this form's room; rejects with the server's words. */
