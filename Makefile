@@ -23,6 +23,7 @@ help:
 	@echo "make build    compile dist/deno-pusher with bun build --compile"
 	@echo "make sdk      rebuild sdk/bundle.ts (what GET /sdk/deno-pusher.js serves) from sdk/client.ts"
 	@echo "make bench    quick side-by-side benchmark, then the cluster scenario (~25 minutes)"
+	@echo "             (BENCH_CLUSTER=0: without the cluster scenario, ~15 minutes)"
 
 $(TOOLS_BIN)/deno:
 	@mkdir -p .tools

@@ -11,7 +11,8 @@
 # redis-server on PATH both skip the cluster scenario with a SKIP line and succeed.
 # Results: bench/results/latest-<profile>.{json,md,svg} and latest-cluster.{json,md}. BENCH_ARGS
 # passes extra flags to run.ts, e.g. BENCH_ARGS='--peers ceiling,go' to run some peers only,
-# '--repeats 1' for one pass; CLUSTER_ARGS adds flags to the cluster step's (see bench-cluster).
+# '--repeats 1' for one pass; CLUSTER_ARGS adds flags to the cluster step's (see bench-cluster);
+# BENCH_CLUSTER=0 leaves the cluster step out (default 1: it runs).
 
 .PHONY: bench bench-full bench-deps
 
@@ -24,19 +25,27 @@ bench-deps: deps bench/node_modules/.installed
 	@if [ -f main.ts ]; then $(MAKE) --no-print-directory build; \
 	else echo "bench: main.ts missing, deno-pusher peers will be skipped"; fi
 
-bench: bench-deps
+bench: bench-cluster-setting bench-deps
 	nice -n 5 $(DENO) run --allow-all bench/run.ts --profile quick --bun $(BUN) --deno $(DENO) $(BENCH_ARGS)
 	$(call cluster_step,$(CLUSTER_ARGS))
 
-bench-full: bench-deps
+bench-full: bench-cluster-setting bench-deps
 	nice -n 5 $(DENO) run --allow-all bench/run.ts --profile full --bun $(BUN) --deno $(DENO) --docs $(BENCH_ARGS)
 	$(call cluster_step,--docs $(CLUSTER_ARGS))
 
 # The cluster scenario as the last step of `make bench` and `make bench-full`, with the flags in
 # $(1); dist/deno-pusher is built by bench-deps. Without redis-server on PATH it says so loudly and
-# succeeds, so that the rest of the bench still stands.
+# succeeds, so that the rest of the bench still stands. BENCH_CLUSTER=0 leaves it out; any value
+# other than 0 or 1 is refused before anything runs.
+BENCH_CLUSTER ?= 1
+.PHONY: bench-cluster-setting
+bench-cluster-setting:
+	@case "$(BENCH_CLUSTER)" in 0|1) ;; *) echo "BENCH_CLUSTER must be 0 (leave the cluster \
+	scenario out) or 1 (run it), not '$(BENCH_CLUSTER)'" >&2; exit 2;; esac
 define cluster_step
-@if command -v redis-server >/dev/null; then \
+@if [ "$(BENCH_CLUSTER)" = 0 ]; then \
+  echo "cluster scenario left out (BENCH_CLUSTER=0)"; \
+elif command -v redis-server >/dev/null; then \
   set -x; nice -n 5 $(DENO) run --allow-all bench/cluster.ts --bun $(BUN) $(1); \
 else \
   echo; echo "**************************************************************************"; \
