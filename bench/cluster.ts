@@ -116,7 +116,7 @@ const STOP_GRACE_MS = 3_000;
  * machine), as `make run-cluster` (deploy/run-cluster.sh) starts it. The stripped configuration
  * is the hub alone, measured as this scenario always measured it: its Redis persists nothing.
  */
-const REDIS_PERSISTENCE: Record<ProductConfig, string[]> = {
+export const REDIS_PERSISTENCE: Record<ProductConfig, string[]> = {
   default: ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
   stripped: ["--save", "", "--appendonly", "no"],
 };
@@ -271,7 +271,7 @@ export interface ClusterRun {
  * A redis-server started for one cluster run, its files (if its persistence flags write any) in a
  * throwaway dir; `stop` is always safe.
  */
-class RedisServer {
+export class RedisServer {
   private readonly tail: string[] = [];
   private exited = false;
 
