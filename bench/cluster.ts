@@ -893,7 +893,7 @@ function header(run: ClusterRun): string {
 }
 
 /** --configs: names from PRODUCT_CONFIGS, comma-separated, each once, in the order given. */
-function parseConfigs(list: string): ProductConfig[] {
+export function parseConfigs(list: string): ProductConfig[] {
   const known = Object.keys(PRODUCT_CONFIGS) as ProductConfig[];
   const names = list.split(",").map((c) => c.trim()).filter((c) => c);
   const unknown = names.filter((c) => !known.includes(c as ProductConfig));

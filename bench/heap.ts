@@ -15,7 +15,7 @@
  * every process stops by itself after --deadline-min (10). Writes nothing but its output.
  */
 import { parseArgs } from "node:util";
-import { REDIS_PERSISTENCE, RedisServer } from "./cluster.ts";
+import { parseConfigs, REDIS_PERSISTENCE, RedisServer } from "./cluster.ts";
 import type { HeapMeasure } from "./heap_server.ts";
 import { exitWithin, LoadGen, MAX_SOCKETS_PER_LOADGEN } from "./loadgen/pool.ts";
 import type { ConnectReply } from "./loadgen/protocol.ts";
@@ -212,10 +212,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(conns) || conns < 1 || conns > 18_000) {
     throw new Error(`--conns must be an integer from 1 to 18000, not ${values.conns}`);
   }
-  const configs = values.configs.split(",") as ProductConfig[];
-  for (const c of configs) {
-    if (!(c in PRODUCT_CONFIGS)) throw new Error(`--configs: unknown configuration ${c}`);
-  }
+  const configs = parseConfigs(values.configs);
   const deadlineMs = Number(values["deadline-min"]) * 60_000;
   const stop = setTimeout(() => {
     console.error(`heap: past --deadline-min (${values["deadline-min"]}); stopping`);
