@@ -10,7 +10,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { SignJWT } from "jose";
-import { connectClient, rawUpgrade, runProgram, startProgram, stopProgram } from "./testkit.ts";
+import {
+  connectClient,
+  killProgram,
+  rawUpgrade,
+  runProgram,
+  startProgram,
+  stopProgram,
+} from "./testkit.ts";
 
 const SECRET = "cli-secret-0123456789abcdef0123456789";
 
@@ -71,7 +78,7 @@ test("a token minted with `deno-pusher token` from a config file connects to a s
 
     assert.equal(await stopProgram(started), 0);
   } finally {
-    started.child.kill("SIGKILL");
+    await killProgram(started);
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -14,6 +14,7 @@ import { test } from "node:test";
 import {
   connectClient,
   inFile,
+  killProgram,
   PROGRAM_SECRET,
   programToken as token,
   type Started,
@@ -267,11 +268,7 @@ test("kill -9 in the middle of a stream of sends: every message answered 200 is 
     assert.equal(await stopProgram(second), 0);
     second = undefined;
   } finally {
-    for (const started of [first, second]) {
-      if (!started) continue;
-      started.child.kill("SIGKILL");
-      rmSync(started.dir, { recursive: true, force: true });
-    }
+    for (const started of [first, second]) if (started) await killProgram(started);
     rmSync(dataDir, { recursive: true, force: true });
   }
 });

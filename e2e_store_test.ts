@@ -8,12 +8,12 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { test } from "node:test";
 import { SqliteLogger } from "./message/sqlite.ts";
 import { DatabaseSync } from "node:sqlite";
 import {
   inFile,
+  killProgram,
   programMetric,
   runProgram,
   startProgram,
@@ -49,8 +49,7 @@ test("a second program on a data directory in use is refused; after kill -9 the 
     );
     assert.ok(before < await send(first.banner), "the first one still serves");
 
-    process.kill(first.child.pid!, "SIGKILL");
-    await first.exited;
+    await killProgram(first);
     assert.equal(readFileSync(join(dataDir, "deno-pusher.lock"), "utf8"), `${first.child.pid}\n`);
     const next = await startProgram(args, env);
     const after = await send(next.banner);
@@ -59,7 +58,7 @@ test("a second program on a data directory in use is refused; after kill -9 the 
     assert.equal(await stopProgram(next), 0);
     assert.equal(existsSync(join(dataDir, "deno-pusher.lock")), false, "a clean stop unlocks");
   } finally {
-    first.child.kill("SIGKILL");
+    await killProgram(first);
     rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { connect as tcpConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { test } from "node:test";
 import {
   command,
   connectClient,
+  killProgram,
   launchChromium,
   rawUpgrade,
   sh,
@@ -220,8 +221,7 @@ async function withHeldShutdown(grace: string, story: (s: Started) => Promise<vo
     await story(started);
   } finally {
     request?.destroy();
-    started.child.kill("SIGKILL");
-    rmSync(started.dir, { recursive: true, force: true });
+    await killProgram(started);
   }
 }
 

@@ -347,6 +347,11 @@ export interface Started {
   output(): string;
 }
 
+/** Removes the directory startProgram made for a program that has exited. */
+function removeProgramDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
 /** Starts the server in an empty directory and waits for the banner's last line. */
 export async function startProgram(
   args: string[],
@@ -383,7 +388,12 @@ export async function startProgram(
         reject(new Error(`exited ${code} before printing ${pattern}:\n${out}`))
       );
     });
-  await printed(env.JWT_SECRET ? /listening on [^\n]*\n/ : /curl "[^\n]*\n/);
+  try {
+    await printed(env.JWT_SECRET ? /listening on [^\n]*\n/ : /curl "[^\n]*\n/);
+  } catch (err) {
+    removeProgramDir(dir); // it exited before its banner: nothing of it is left to read
+    throw err;
+  }
   return { child, banner: out, exited, dir, printed, output: () => out };
 }
 
@@ -392,7 +402,18 @@ export async function stopProgram(started: Started): Promise<number | null> {
   // killed by that signal (code null), even when the child handled it and exited 0.
   process.kill(started.child.pid!, "SIGTERM");
   const code = await started.exited;
-  rmSync(started.dir, { recursive: true, force: true });
+  removeProgramDir(started.dir);
+  return code;
+}
+
+/**
+ * Kills the program with SIGKILL (as a crash would end it), unless it has exited, and removes its
+ * directory. Resolves with its exit code (null: killed by a signal).
+ */
+export async function killProgram(started: Started): Promise<number | null> {
+  started.child.kill("SIGKILL"); // by the child, not its pid: nothing once it has exited
+  const code = await started.exited;
+  removeProgramDir(started.dir);
   return code;
 }
 
@@ -427,7 +448,7 @@ export async function withProgram(
   } finally {
     started.child.kill("SIGKILL");
     await started.exited;
-    rmSync(started.dir, { recursive: true, force: true });
+    removeProgramDir(started.dir);
   }
 }
 
