@@ -13,12 +13,15 @@ import { writeDurably } from "./datadir.ts";
 /** The file in the data directory. */
 export const CAPACITIES_FILE = "group-settings.json";
 
-/** Where the groups' own bounds are kept (see hub.ts's `setCapacity`). */
+/**
+ * Where the groups' own bounds are kept (see hub.ts's `setCapacity`). The hub holds them in memory;
+ * this is their copy on disk, read once at the start and written whole at each change.
+ */
 export interface CapacityStore {
-  /** Every group's own bound, as kept. */
-  readonly all: ReadonlyMap<string, number>;
-  /** Keeps `group`'s bound, or forgets it with null. Throws, naming where, when it cannot. */
-  set(group: string, maxMembers: number | null): void;
+  /** Every group's own bound, as kept. Throws, naming where, when it cannot be read. */
+  load(): Map<string, number>;
+  /** Keeps `all` in place of what was kept. Throws, naming where, when it cannot. */
+  save(all: ReadonlyMap<string, number>): void;
 }
 
 const FileSchema = z.object({
@@ -29,31 +32,22 @@ const FileSchema = z.object({
 /** The bounds in a file of the data directory; see the module's comment. */
 export class CapacityFile implements CapacityStore {
   readonly #file: string;
-  readonly #capacities: Map<string, number>;
 
-  /** Reads the file in `dir` (none yet: no bounds). Throws, naming it, when it cannot be read. */
   constructor(dir: string) {
     this.#file = join(dir, CAPACITIES_FILE);
-    this.#capacities = new Map(Object.entries(read(this.#file)));
   }
 
-  get all(): ReadonlyMap<string, number> {
-    return this.#capacities;
+  load(): Map<string, number> {
+    return new Map(Object.entries(read(this.#file)));
   }
 
-  set(group: string, maxMembers: number | null): void {
-    const next = new Map(this.#capacities);
-    if (maxMembers === null) next.delete(group);
-    else next.set(group, maxMembers);
-    const text = JSON.stringify({ version: 1, maxMembers: Object.fromEntries(next) });
+  save(all: ReadonlyMap<string, number>): void {
+    const text = JSON.stringify({ version: 1, maxMembers: Object.fromEntries(all) });
     try {
       writeDurably(this.#file, `${text}\n`);
     } catch (err) {
       throw new Error(`cannot write ${this.#file}: ${(err as Error).message}`, { cause: err });
     }
-    // Only once it is on disk: a bound the file does not have would be gone after a restart.
-    this.#capacities.clear();
-    for (const [name, max] of next) this.#capacities.set(name, max);
   }
 }
 

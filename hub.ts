@@ -130,10 +130,11 @@ export interface HubOptions {
   /** Members (connections) a group may have unless its settings say otherwise; 0: no bound. */
   maxGroupMembers?: number;
   /**
-   * Where a single node keeps the groups' own bounds set through the API (capacities.ts), read
-   * here when the hub is made; none keeps them in memory only. A cluster keeps them in `presence`.
+   * Where a single node keeps the groups' own bounds set through the API (capacities.ts), and
+   * what it had kept (its `load()`, read by the caller at the start); none keeps them in memory
+   * only. A cluster keeps them in `presence`.
    */
-  capacities?: CapacityStore;
+  capacities?: { store: CapacityStore; kept: ReadonlyMap<string, number> };
   /** Keys one connection may lock at once (DEFAULT_MAX_LOCKS_PER_CONNECTION); 0: no bound. */
   maxLocksPerConnection?: number;
   /**
@@ -218,7 +219,8 @@ export class Hub {
   #pending = 0;
   readonly #maxGroupMembers: number;
   /** Per-group bounds set through the API, over MAX_GROUP_MEMBERS, as kept (see `setCapacity`). */
-  readonly #capacities = new Map<string, number>();
+  readonly #capacities: Map<string, number>;
+  /** Where a single node keeps #capacities across restarts; none in a cluster (the registry). */
   readonly #capacityStore: CapacityStore | undefined;
   readonly #locks: Locks;
   readonly #maxLocksPerConnection: number;
@@ -248,8 +250,9 @@ export class Hub {
     this.#offlineTtl = options.history ? options.offlineTtl ?? 0 : 0;
     this.#maxGroupMembers = options.maxGroupMembers ?? 0;
     this.#registry = options.presence;
-    this.#capacityStore = options.presence ? undefined : options.capacities;
-    for (const [group, max] of this.#capacityStore?.all ?? []) this.#capacities.set(group, max);
+    const capacities = options.presence ? undefined : options.capacities;
+    this.#capacityStore = capacities?.store;
+    this.#capacities = new Map(capacities?.kept);
     this.#webhooks = options.webhooks;
     // In a cluster, the registry tells who is online and which groups exist (`clusterChanged`).
     this.#uidHooks = options.webhooks && !options.presence
@@ -777,13 +780,17 @@ export class Hub {
   async setCapacity(group: string, maxMembers: number | null): Promise<void> {
     if (this.#registry) {
       await this.#registryAnswer(this.#registry.setCapacity(group, maxMembers));
-    } else {
+    } else if (this.#capacityStore) {
+      const next = new Map(this.#capacities);
+      if (maxMembers === null) next.delete(group);
+      else next.set(group, maxMembers);
       try {
-        this.#capacityStore?.set(group, maxMembers);
+        this.#capacityStore.save(next);
       } catch (err) {
         throw new StoreUnavailableError((err as Error).message, { cause: err });
       }
     }
+    // Only once it is kept: a bound the store does not have would be gone after a restart.
     if (maxMembers === null) this.#capacities.delete(group);
     else this.#capacities.set(group, maxMembers);
   }

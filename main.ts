@@ -125,10 +125,13 @@ export async function start(config: Config, options: StartOptions = {}): Promise
   let history: HistoryStore | undefined;
   let idempotency: IdempotencyStore | undefined;
   let outbox: Outbox | undefined;
-  let capacities: CapacityFile | undefined;
+  let capacities: { store: CapacityFile; kept: Map<string, number> } | undefined;
   try {
     // A cluster keeps the groups' own bounds in Redis (its presence registry).
-    capacities = redisUrl ? undefined : new CapacityFile(dataDir.dir);
+    if (!redisUrl) {
+      const store = new CapacityFile(dataDir.dir);
+      capacities = { store, kept: store.load() };
+    }
     logger = config.messageLogger === "sqlite"
       ? new SqliteLogger(join(dataDir.dir, "messages.db"), config.logFlushMs, onLogError)
       : config.messageLogger === "stdout"
