@@ -15,7 +15,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 
 /** The lock's file in the data directory; it holds the owner's pid and a newline. */
@@ -132,16 +132,23 @@ function removeIfThere(file: string): void {
 
 /**
  * Replaces `file` with `text` so that a crash at any point leaves the old text or the new one
- * whole: written to `<file>.tmp`, synced, then renamed over it. Throws what the file system threw.
+ * whole: written to `<file>.tmp`, synced, then renamed over it, and the directory synced so that
+ * the rename too outlives a power cut (the new text is on disk when this returns). Throws what the
+ * file system threw.
  */
 export function writeDurably(file: string, text: string): void {
   const tmp = `${file}.tmp`;
-  const fd = openSync(tmp, "w");
+  syncing(openSync(tmp, "w"), (fd) => writeSync(fd, text));
+  renameSync(tmp, file);
+  syncing(openSync(dirname(file), "r"), () => {});
+}
+
+/** Runs `write` on `fd`, then syncs and closes it (closed whatever happens). */
+function syncing(fd: number, write: (fd: number) => void): void {
   try {
-    writeSync(fd, text);
+    write(fd);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  renameSync(tmp, file);
 }

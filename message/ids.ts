@@ -48,9 +48,10 @@ export interface MessageIdsOptions {
 
 /**
  * Ids that survive restarts and crashes. The file `<dir>/message-ids` holds the highest id that may
- * have been handed out; before an id past it is handed out, the mark moves a block ahead, written to
- * a temporary file, synced and renamed over the old one, so a crash at any point leaves a whole mark
- * at or above every id used. A new run starts after the mark, the floor and the clock in
+ * have been handed out; before an id past it is handed out, the mark moves a block ahead, written
+ * durably (datadir.ts's writeDurably: a synced temporary file renamed over the old one, the
+ * directory synced), so a crash or a power cut at any point leaves a whole mark at or above every
+ * id used. A new run starts after the mark, the floor and the clock in
  * microseconds, whichever is highest: ids still read as a time when the clock is right, and never
  * repeat when it is not. Holds only while one process owns the directory (see datadir.ts).
  */
