@@ -53,7 +53,7 @@ interface WsSocket {
   on(event: "message", listener: (data: Buffer, isBinary: boolean) => void): void;
   on(event: "close", listener: (code: number, reason: Buffer) => void): void;
   on(event: "ping" | "pong", listener: () => void): void;
-  on(event: "error", listener: (err: Error) => void): void;
+  on(event: "error", listener: (err: Error & { code?: string }) => void): void;
 }
 interface WsServer {
   handleUpgrade(
@@ -234,6 +234,24 @@ function utf8(text: string): Buffer {
   return lastBytes;
 }
 
+/**
+ * The close code `ws` sent for a protocol error, from its documented error codes: a message too
+ * big 1009, too many fragments 1008, text that is not UTF-8 1007, any other broken frame 1002.
+ */
+function protocolCloseCode(err: Error & { code?: string }): number {
+  switch (err.code) {
+    case "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH":
+    case "WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH":
+      return 1009;
+    case "WS_ERR_TOO_MANY_BUFFERED_PARTS":
+      return 1008;
+    case "WS_ERR_INVALID_UTF8":
+      return 1007;
+    default:
+      return 1002;
+  }
+}
+
 /** Wires one upgraded `ws` socket to the core's handlers. */
 function adopt(ws: WsSocket, handlers: SocketHandlers, heartbeat: Heartbeat): void {
   const tcp = (ws as unknown as { _socket: TcpSocket })._socket;
@@ -263,23 +281,31 @@ function adopt(ws: WsSocket, handlers: SocketHandlers, heartbeat: Heartbeat): vo
       ws.close(code, reason); // `ws` drops the connection if the client does not answer in time
     },
   };
+  // The core hears of the end once: at a protocol error, or when the socket has closed.
+  let gone = false;
+  const leave = (code: number, reason: string) => {
+    open = false;
+    if (gone) return;
+    gone = true;
+    heartbeat.delete(ws);
+    handlers.close(code, reason);
+  };
   heartbeat.add(ws);
-  ws.on("error", () => {
-    // A protocol error (1002, 1007, 1009): `ws` has sent the close frame and would read and drop
-    // whatever else the client sends until CLOSE_TIMEOUT_MS. Nothing more is read from a client
-    // that broke the protocol (after `ws` resumes the socket, on the next tick): what it sends
-    // waits in the kernel's buffer and TCP holds the rest back, so it costs no memory here.
+  ws.on("error", (err) => {
+    // A protocol error (1002, 1007, 1008, 1009): `ws` has sent the close frame and would read and
+    // drop whatever else the client sends until CLOSE_TIMEOUT_MS. Nothing more is read from a
+    // client that broke the protocol (after `ws` resumes the socket, on the next tick): what it
+    // sends waits in the kernel's buffer and TCP holds the rest back, so it costs no memory here.
     setImmediate(() => tcp.pause());
+    // The client leaves the hub now, not when its descriptor goes: nothing sent meanwhile is
+    // counted as delivered to a socket that no longer reads.
+    leave(protocolCloseCode(err), err.message);
   });
   ws.on(
     "message",
     (data, isBinary) => handlers.message(isBinary ? new Uint8Array(data) : data.toString()),
   );
   ws.on("ping", () => handlers.ping());
-  ws.on("close", (code, reason) => {
-    open = false;
-    heartbeat.delete(ws);
-    handlers.close(code, reason.toString());
-  });
+  ws.on("close", (code, reason) => leave(code, reason.toString()));
   handlers.open(socket);
 }
