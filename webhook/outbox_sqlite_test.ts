@@ -6,13 +6,17 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
+import { setImmediate } from "node:timers";
 import { inFile, storeOnTemporaryFile, temporaryFile } from "../testkit.ts";
 import { A, B, event, idsOf, NOW, outboxContract } from "./outbox_contract.ts";
 import type { OutboxOptions } from "./outbox.ts";
 import { SqliteOutbox, WEBHOOK_FILE } from "./outbox_sqlite.ts";
 
-/** Lets the next turn of the event loop (the group commit) run. */
-const nextTurn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+/**
+ * Lets the group commit run: it waits in the event loop's immediate queue, and an immediate queued
+ * after it runs after it (a timer of 0 ms could come first on a busy loop).
+ */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** An outbox on a new file; disposing of it closes it and removes the file. */
 function openOutbox(options: OutboxOptions = {}) {
