@@ -446,9 +446,7 @@ export async function withProgram(
     const port = Number(/listening on [^:]+:(\d+)/.exec(started.banner)![1]);
     await story(port, started);
   } finally {
-    started.child.kill("SIGKILL");
-    await started.exited;
-    removeProgramDir(started.dir);
+    await killProgram(started);
   }
 }
 
